@@ -1,0 +1,52 @@
+use std::path::PathBuf;
+
+/// Errors of the datastore layer. `is_unavailable` tells callers which ones mean "try again
+/// later" (CNI code 11) rather than a bug or bad input.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A compare of a single-key helper failed: someone else wrote the key first.
+    #[error("conflicting write to {key}")]
+    Conflict { key: String },
+
+    /// The embedded store could not be opened or used.
+    #[error("embedded datastore {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// A filesystem error around the embedded store (creating its directory, permissions).
+    #[error("embedded datastore {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The store could not be reached in time (etcd down, embedded store locked too long).
+    #[error("datastore unavailable: {reason}")]
+    Unavailable {
+        reason: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+
+    /// The store answered with something this version cannot use.
+    #[error("datastore: {0}")]
+    Protocol(String),
+}
+
+impl Error {
+    /// True when the caller should report "try again later" (CNI code 11).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Unavailable { .. } => true,
+            Error::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            _ => false,
+        }
+    }
+}

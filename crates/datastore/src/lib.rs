@@ -1,0 +1,119 @@
+//! A small revisioned key-value store: the one datastore abstraction behind IPAM, calico-cni
+//! and calicoctl.
+//!
+//! The model is etcd v3's, so that logic written against [`Datastore`] runs unchanged on the
+//! embedded backend and on etcd:
+//! - every successful write bumps one store-wide revision; a key remembers the revision of its
+//!   last write (`mod_revision`);
+//! - all conditional writes go through [`Datastore::txn`]: a list of compares that must all
+//!   hold, and a list of writes applied atomically when they do.
+//!
+//! Backends implement `get`, `list` and `txn`; the single-key helpers are provided on top.
+
+use std::fmt;
+
+mod error;
+pub mod memory;
+pub use error::Error;
+
+/// A stored key with the revision of its last write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// The store revision of the last write of this key (etcd's `mod_revision`). Always > 0.
+    pub mod_revision: i64,
+}
+
+/// A precondition of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Compare {
+    /// The key does not exist (etcd: `version == 0`).
+    Absent(String),
+    /// The key exists and was last written at this revision (etcd: `mod_revision == r`).
+    Revision(String, i64),
+}
+
+/// A write of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Put { key: String, value: Vec<u8> },
+    /// Deleting a key that does not exist is not an error (as in etcd).
+    Delete { key: String },
+}
+
+/// What a transaction did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxnOutcome {
+    /// Every compare held; the writes were applied at this store revision.
+    Committed { revision: i64 },
+    /// At least one compare failed; nothing was written.
+    Conflict,
+}
+
+impl TxnOutcome {
+    pub fn committed(self) -> bool {
+        matches!(self, TxnOutcome::Committed { .. })
+    }
+}
+
+/// The datastore trait. Implementations must be safe to use from many processes at once:
+/// `txn` is atomic and isolated across processes (and, for etcd, across hosts).
+pub trait Datastore: Send + Sync {
+    /// One key, or `None` when absent.
+    fn get(&self, key: &str) -> Result<Option<KeyValue>, Error>;
+
+    /// Every key starting with `prefix`, in key order.
+    fn list(&self, prefix: &str) -> Result<Vec<KeyValue>, Error>;
+
+    /// Apply `ops` atomically if every compare holds.
+    fn txn(&self, compares: &[Compare], ops: &[Op]) -> Result<TxnOutcome, Error>;
+
+    /// A cheap round trip that proves the store is reachable (used by STATUS).
+    fn ping(&self) -> Result<(), Error> {
+        self.get("/calico/ping").map(|_| ())
+    }
+
+    /// Create `key` if it does not exist. Returns the new revision, or `Err(Conflict)`.
+    fn create(&self, key: &str, value: Vec<u8>) -> Result<i64, Error> {
+        let outcome = self.txn(
+            &[Compare::Absent(key.to_owned())],
+            &[Op::Put { key: key.to_owned(), value }],
+        )?;
+        revision_or_conflict(outcome, key)
+    }
+
+    /// Replace `key` if it was last written at `revision`. Returns the new revision.
+    fn update(&self, key: &str, value: Vec<u8>, revision: i64) -> Result<i64, Error> {
+        let outcome = self.txn(
+            &[Compare::Revision(key.to_owned(), revision)],
+            &[Op::Put { key: key.to_owned(), value }],
+        )?;
+        revision_or_conflict(outcome, key)
+    }
+
+    /// Delete `key` if it was last written at `revision`.
+    fn delete(&self, key: &str, revision: i64) -> Result<(), Error> {
+        let outcome = self.txn(
+            &[Compare::Revision(key.to_owned(), revision)],
+            &[Op::Delete { key: key.to_owned() }],
+        )?;
+        revision_or_conflict(outcome, key).map(|_| ())
+    }
+}
+
+fn revision_or_conflict(outcome: TxnOutcome, key: &str) -> Result<i64, Error> {
+    match outcome {
+        TxnOutcome::Committed { revision } => Ok(revision),
+        TxnOutcome::Conflict => Err(Error::Conflict { key: key.to_owned() }),
+    }
+}
+
+impl fmt::Display for Compare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Compare::Absent(k) => write!(f, "{k} absent"),
+            Compare::Revision(k, r) => write!(f, "{k} at revision {r}"),
+        }
+    }
+}
