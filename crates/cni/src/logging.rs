@@ -1,0 +1,101 @@
+//! Plugin logging: stderr, plus a file when configured; never stdout, which carries the
+//! plugin's one JSON reply.
+
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+use std::sync::Arc;
+
+use tracing::Level;
+use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
+
+/// Installs the global logger. `level` is Calico's `log_level`: `debug`, `info`,
+/// `warning`/`warn`, `error` (also `trace`, and `fatal`/`panic` as `error`), case-insensitive,
+/// default `info`; an unknown one logs a warning and uses `info`. `file` is Calico's
+/// `log_file_path`: lines are appended to it (its directory is created) as well as written to
+/// stderr. A file that cannot be opened does not fail the plugin: that is logged on stderr.
+/// A second call keeps the first logger.
+pub fn init(level: Option<&str>, file: Option<&Path>) {
+    let (max_level, known) = match level {
+        Some(raw) => parse_level(raw).map_or((Level::INFO, false), |l| (l, true)),
+        None => (Level::INFO, true),
+    };
+    let (opened, open_error) = match file.map(open_log_file) {
+        Some(Ok(f)) => (Some(f), None),
+        Some(Err(err)) => (None, Some(err)),
+        None => (None, None),
+    };
+    let writer = match opened {
+        Some(f) => BoxMakeWriter::new(std::io::stderr.and(Arc::new(f))),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
+    let installed = tracing_subscriber::fmt()
+        .with_max_level(max_level)
+        .with_writer(writer)
+        .try_init()
+        .is_ok();
+    if !installed {
+        return;
+    }
+    if !known {
+        tracing::warn!(
+            log_level = level.unwrap_or_default(),
+            "unknown log_level, using info"
+        );
+    }
+    if let (Some(path), Some(err)) = (file, open_error) {
+        tracing::warn!(path = %path.display(), error = %err, "could not open log file; logging to stderr only");
+    }
+}
+
+/// Calico's (logrus') level names, case-insensitive.
+fn parse_level(raw: &str) -> Option<Level> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "trace" => Some(Level::TRACE),
+        "debug" => Some(Level::DEBUG),
+        "" | "info" => Some(Level::INFO),
+        "warning" | "warn" => Some(Level::WARN),
+        "error" | "fatal" | "panic" => Some(Level::ERROR),
+        _ => None,
+    }
+}
+
+fn open_log_file(path: &Path) -> std::io::Result<File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels() {
+        assert_eq!(parse_level("DEBUG"), Some(Level::DEBUG));
+        assert_eq!(parse_level("Info"), Some(Level::INFO));
+        assert_eq!(parse_level("warning"), Some(Level::WARN));
+        assert_eq!(parse_level("WARN"), Some(Level::WARN));
+        assert_eq!(parse_level("error"), Some(Level::ERROR));
+        assert_eq!(parse_level("verbose"), None);
+    }
+
+    /// The only test that installs the global logger.
+    #[test]
+    fn logs_to_file_and_survives_bad_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/cni.log");
+        init(Some("debug"), Some(&path));
+        tracing::debug!("hello from the test");
+        tracing::trace!("below the level");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("hello from the test"), "{text}");
+        assert!(!text.contains("below the level"), "{text}");
+        // A second init is a no-op, even with an unopenable file.
+        init(
+            Some("error"),
+            Some(Path::new("/proc/nonexistent/dir/x.log")),
+        );
+        assert!(open_log_file(Path::new("/proc/nonexistent/dir/x.log")).is_err());
+    }
+}
