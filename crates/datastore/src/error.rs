@@ -24,6 +24,46 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The directory that should hold the embedded store could not be created.
+    #[error("embedded datastore {path}: cannot create directory {dir}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Etcd endpoints were configured, but this build has no etcd backend.
+    #[error(
+        "etcd endpoints {endpoints:?} are configured, but etcd support is not built in \
+         (cargo feature `etcd` of the datastore crate)"
+    )]
+    EtcdNotBuiltIn { endpoints: Vec<String> },
+
+    /// An etcd request or connection failed. `detail` spells out the chain of causes (the
+    /// transport's own messages are terse); `source` keeps the original error.
+    #[cfg(feature = "etcd")]
+    #[error("etcd {endpoints}: {detail}")]
+    Etcd {
+        endpoints: String,
+        detail: String,
+        #[source]
+        source: etcd_client::Error,
+    },
+
+    /// The etcd settings cannot be used: a malformed endpoint URL, TLS files missing or given
+    /// only in part, or a call from inside an async runtime.
+    #[error("etcd configuration: {reason}")]
+    EtcdConfig { reason: String },
+
+    /// A TLS file for etcd (key, certificate or CA bundle) could not be read.
+    #[error("etcd TLS file {path}: {source}")]
+    EtcdFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The store could not be reached in time (etcd down, embedded store locked too long).
     #[error("datastore unavailable: {reason}")]
     Unavailable {
@@ -46,6 +86,8 @@ impl Error {
                 source.sqlite_error_code(),
                 Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
             ),
+            #[cfg(feature = "etcd")]
+            Error::Etcd { source, .. } => crate::etcd::is_unavailable(source),
             _ => false,
         }
     }

@@ -12,9 +12,18 @@
 
 use std::fmt;
 
+pub mod config;
 mod error;
 pub mod memory;
+pub mod sqlite;
+#[cfg(feature = "etcd")]
+pub mod etcd;
+
+pub use config::{open, Config, DEFAULT_DATASTORE_PATH};
+#[cfg(feature = "etcd")]
+pub use etcd::EtcdStore;
 pub use error::Error;
+pub use sqlite::EmbeddedStore;
 
 /// A stored key with the revision of its last write.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +66,13 @@ impl TxnOutcome {
     }
 }
 
+/// One read of a batch (see [`Datastore::read_many`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Read {
+    Key(String),
+    Prefix(String),
+}
+
 /// The datastore trait. Implementations must be safe to use from many processes at once:
 /// `txn` is atomic and isolated across processes (and, for etcd, across hosts).
 pub trait Datastore: Send + Sync {
@@ -68,6 +84,19 @@ pub trait Datastore: Send + Sync {
 
     /// Apply `ops` atomically if every compare holds.
     fn txn(&self, compares: &[Compare], ops: &[Op]) -> Result<TxnOutcome, Error>;
+
+    /// Several reads at once. Each result holds the matching keys (0 or 1 for `Read::Key`).
+    /// Backends with a network hop answer this in one round trip (etcd: one Txn of ranges);
+    /// the default simply reads one after the other.
+    fn read_many(&self, reads: &[Read]) -> Result<Vec<Vec<KeyValue>>, Error> {
+        reads
+            .iter()
+            .map(|r| match r {
+                Read::Key(k) => self.get(k).map(|kv| kv.into_iter().collect()),
+                Read::Prefix(p) => self.list(p),
+            })
+            .collect()
+    }
 
     /// A cheap round trip that proves the store is reachable (used by STATUS).
     fn ping(&self) -> Result<(), Error> {

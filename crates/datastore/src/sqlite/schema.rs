@@ -1,0 +1,92 @@
+//! The schema of the embedded store and its creation. Opening an existing store reads one
+//! header field (`PRAGMA user_version`) and runs no DDL.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, ErrorCode, TransactionBehavior};
+
+/// The schema this code reads and writes; stored in `PRAGMA user_version`.
+pub(super) const SCHEMA_VERSION: i64 = 1;
+
+/// Keys ordered by their UTF-8 bytes (SQLite's BINARY collation), as in etcd and in Rust's
+/// `str` ordering. `meta` holds the single store-wide revision.
+const DDL: &str = "
+CREATE TABLE kv (
+    key TEXT PRIMARY KEY NOT NULL,
+    value BLOB NOT NULL,
+    mod_revision INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE meta (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    revision INTEGER NOT NULL
+);
+INSERT INTO meta (id, revision) VALUES (0, 0);
+";
+
+/// Why the schema could not be settled.
+pub(super) enum SchemaError {
+    Sqlite(rusqlite::Error),
+    /// The store was written by a newer version of this code.
+    TooNew(i64),
+    /// The file refused to switch to WAL (e.g. a read-only medium); holds the mode it kept.
+    NotWal(String),
+}
+
+impl From<rusqlite::Error> for SchemaError {
+    fn from(e: rusqlite::Error) -> Self {
+        SchemaError::Sqlite(e)
+    }
+}
+
+fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |row| row.get(0))
+}
+
+/// Check the schema version and create the schema when the file is new. Safe when many
+/// processes open a fresh file at once: the check is repeated under `BEGIN IMMEDIATE`, so
+/// exactly one of them runs the DDL.
+pub(super) fn ensure(conn: &mut Connection, busy_timeout: Duration) -> Result<(), SchemaError> {
+    match user_version(conn)? {
+        SCHEMA_VERSION => return Ok(()),
+        0 => {}
+        newer => return Err(SchemaError::TooNew(newer)),
+    }
+    // Persistent: only the openers of a fresh file pay for it.
+    let mode = switch_to_wal(conn, busy_timeout)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(SchemaError::NotWal(mode));
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    match user_version(&tx)? {
+        0 => {
+            tx.execute_batch(DDL)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
+        SCHEMA_VERSION => {}
+        newer => return Err(SchemaError::TooNew(newer)),
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// `PRAGMA journal_mode = WAL` needs an exclusive lock, and SQLite does not call the busy
+/// handler for it: when several processes open a fresh file at once, the losers get
+/// `SQLITE_BUSY` at once. Retry, with a growing pause, until `busy_timeout` has passed.
+fn switch_to_wal(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<String> {
+    let deadline = Instant::now() + busy_timeout;
+    // Vary the first pause between processes so that they do not retry in lockstep.
+    let mut pause = Duration::from_micros(200 + u64::from(std::process::id() % 300));
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0)) {
+            Err(e)
+                if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
+                    && Instant::now() + pause < deadline =>
+            {
+                thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            result => return result,
+        }
+    }
+}
