@@ -1,1 +1,25 @@
-//! placeholder
+//! Calico IPAM: IP pools carved into blocks that are affine to hosts, and handles that name
+//! each allocation, all over the [`datastore::Datastore`] trait so the same logic runs on
+//! etcd and on the embedded store.
+//!
+//! - [`pool`]: pools and their options;
+//! - [`allocator`]: claim, allocate, borrow and release with compare-and-swap;
+//! - [`report`]: usage and consistency checks for operators;
+//! - [`plugin`]: the CNI verbs of the `calico-ipam` executable.
+
+pub mod allocator;
+pub mod block;
+pub mod config;
+mod error;
+pub mod handle;
+pub mod keys;
+pub mod lock;
+pub mod net;
+pub mod plugin;
+pub mod pool;
+pub mod report;
+mod store;
+
+pub use allocator::{Assigned, Ipam, Owner, Request};
+pub use config::CalicoConf;
+pub use error::{Error, CODE_ADDRESS_IN_USE, CODE_CHECK_FAILED, CODE_EXHAUSTED};

@@ -1,0 +1,202 @@
+//! The Calico netconf fields that calico-ipam and calico-cni share, with Calico's names so
+//! existing files work unchanged.
+
+use std::path::{Path, PathBuf};
+
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Deserializer};
+
+use crate::Error;
+
+/// Where Calico keeps the node name when `nodename` is not in the netconf.
+pub const DEFAULT_NODENAME_FILE: &str = "/var/lib/calico/nodename";
+/// The host lock when etcd is the store (the embedded store keeps it beside its file).
+pub const DEFAULT_ETCD_LOCK_FILE: &str = "/var/run/calico/ipam.lock";
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct CalicoConf {
+    #[serde(flatten)]
+    pub common: cni::NetConf,
+    /// Comma-separated etcd URLs; when absent the embedded store is used.
+    #[serde(default)]
+    pub etcd_endpoints: Option<String>,
+    #[serde(default)]
+    pub etcd_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub etcd_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub etcd_ca_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub nodename: Option<String>,
+    #[serde(default)]
+    pub nodename_file: Option<PathBuf>,
+    #[serde(default)]
+    pub datastore_path: Option<PathBuf>,
+    #[serde(default)]
+    pub log_level: Option<String>,
+    #[serde(default)]
+    pub log_file_path: Option<PathBuf>,
+    #[serde(default)]
+    pub ipam: IpamConf,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct IpamConf {
+    #[serde(rename = "type", default)]
+    pub plugin_type: String,
+    /// Calico writes these as strings ("true"); booleans are accepted too.
+    #[serde(default, deserialize_with = "flexible_bool")]
+    pub assign_ipv4: Option<bool>,
+    #[serde(default, deserialize_with = "flexible_bool")]
+    pub assign_ipv6: Option<bool>,
+    #[serde(default)]
+    pub ipv4_pools: Vec<IpNetwork>,
+    #[serde(default)]
+    pub ipv6_pools: Vec<IpNetwork>,
+    /// The host-wide allocation lock (see [`CalicoConf::lock_path`] for the default).
+    #[serde(default)]
+    pub lock_file: Option<PathBuf>,
+}
+
+fn flexible_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum B {
+        Bool(bool),
+        Str(String),
+    }
+    match Option::<B>::deserialize(d)? {
+        None => Ok(None),
+        Some(B::Bool(b)) => Ok(Some(b)),
+        Some(B::Str(s)) => match s.to_ascii_lowercase().as_str() {
+            "true" => Ok(Some(true)),
+            "false" => Ok(Some(false)),
+            _ => Err(serde::de::Error::custom(format!("expected true or false, got {s:?}"))),
+        },
+    }
+}
+
+impl CalicoConf {
+    /// Parse stdin: malformed JSON is code 6, a wrong type or bad CIDR code 7 naming the field.
+    pub fn parse(stdin: &[u8]) -> Result<CalicoConf, Error> {
+        let conf: CalicoConf = cni::parse_config(stdin)?;
+        conf.validate()?;
+        Ok(conf)
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let invalid = |field: String, reason: &str| cni::Error::InvalidConfig { field, reason: reason.into() };
+        for (i, p) in self.ipam.ipv4_pools.iter().enumerate() {
+            if !p.is_ipv4() {
+                return Err(invalid(format!("ipam.ipv4_pools[{i}]"), "not an IPv4 CIDR").into());
+            }
+        }
+        for (i, p) in self.ipam.ipv6_pools.iter().enumerate() {
+            if !p.is_ipv6() {
+                return Err(invalid(format!("ipam.ipv6_pools[{i}]"), "not an IPv6 CIDR").into());
+            }
+        }
+        if !self.assign_v4() && !self.assign_v6() {
+            return Err(invalid("ipam.assign_ipv4".into(), "assign_ipv4 and assign_ipv6 are both false").into());
+        }
+        Ok(())
+    }
+
+    pub fn assign_v4(&self) -> bool {
+        self.ipam.assign_ipv4.unwrap_or(true)
+    }
+
+    pub fn assign_v6(&self) -> bool {
+        self.ipam.assign_ipv6.unwrap_or(false)
+    }
+
+    pub fn store_config(&self) -> datastore::config::Config {
+        datastore::config::Config {
+            etcd_endpoints: self
+                .etcd_endpoints
+                .as_deref()
+                .map(datastore::config::Config::parse_endpoints)
+                .unwrap_or_default(),
+            etcd_key_file: self.etcd_key_file.clone(),
+            etcd_cert_file: self.etcd_cert_file.clone(),
+            etcd_ca_cert_file: self.etcd_ca_cert_file.clone(),
+            datastore_path: self.datastore_path.clone(),
+        }
+    }
+
+    /// `nodename`, else the contents of `nodename_file` (default /var/lib/calico/nodename),
+    /// else the hostname, as Calico does.
+    pub fn nodename(&self) -> Result<String, Error> {
+        if let Some(n) = self.nodename.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+            return Ok(n.to_owned());
+        }
+        let file = self.nodename_file.as_deref().unwrap_or(Path::new(DEFAULT_NODENAME_FILE));
+        match std::fs::read_to_string(file) {
+            Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.nodename_file.is_none() => {}
+            Err(e) => return Err(Error::NodeName { reason: format!("reading {}: {e}", file.display()) }),
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map_err(|e| Error::NodeName { reason: format!("reading the hostname: {e}") })?;
+        let host = host.trim().to_ascii_lowercase();
+        if host.is_empty() {
+            return Err(Error::NodeName { reason: "the hostname is empty".into() });
+        }
+        Ok(host)
+    }
+
+    /// `ipam.lock_file`; else beside the embedded store (`<datastore_path>.lock`); else, on
+    /// etcd, /var/run/calico/ipam.lock.
+    pub fn lock_path(&self) -> PathBuf {
+        if let Some(p) = &self.ipam.lock_file {
+            return p.clone();
+        }
+        if self.etcd_endpoints.as_deref().is_some_and(|e| !e.trim().is_empty()) {
+            return PathBuf::from(DEFAULT_ETCD_LOCK_FILE);
+        }
+        let store = self
+            .datastore_path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(datastore::config::DEFAULT_DATASTORE_PATH));
+        let mut name = store.into_os_string();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calico_netconf_parses_unchanged() {
+        let conf = CalicoConf::parse(
+            br#"{"name":"k8s-pod-network","cniVersion":"0.3.1","type":"calico",
+                "etcd_endpoints":"http://127.0.0.1:2379","nodename":"node-1","mtu":1440,
+                "log_level":"info","ipam":{"type":"calico-ipam","assign_ipv4":"true",
+                "assign_ipv6":"false","ipv4_pools":["10.10.0.0/16"]},
+                "policy":{"type":"k8s"},"kubernetes":{"kubeconfig":"/x"}}"#,
+        )
+        .unwrap();
+        assert_eq!(conf.nodename().unwrap(), "node-1");
+        assert!(conf.assign_v4() && !conf.assign_v6());
+        assert_eq!(conf.ipam.ipv4_pools, vec!["10.10.0.0/16".parse::<IpNetwork>().unwrap()]);
+        assert_eq!(conf.store_config().etcd_endpoints, vec!["http://127.0.0.1:2379"]);
+        assert_eq!(conf.lock_path(), PathBuf::from(DEFAULT_ETCD_LOCK_FILE));
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        use cni::CniCode;
+        let err = CalicoConf::parse(br#"{"cniVersion":"1.0.0","name":"n","ipam":{"ipv4_pools":["nope"]}}"#).unwrap_err();
+        assert_eq!(err.cni_code(), 7);
+        assert!(err.to_string().contains("ipv4_pools"), "{err}");
+        let err = CalicoConf::parse(br#"{"cniVersion":"1.0.0","name":"n","ipam":{"ipv6_pools":["10.0.0.0/8"]}}"#).unwrap_err();
+        assert!(err.to_string().contains("ipv6_pools[0]"), "{err}");
+        let err = CalicoConf::parse(br#"{"cniVersion":"1.0.0","name":"n","ipam":{"assign_ipv4":"maybe"}}"#).unwrap_err();
+        assert_eq!(err.cni_code(), 7);
+        let err = CalicoConf::parse(b"{not json").unwrap_err();
+        assert_eq!(err.cni_code(), 6);
+    }
+}

@@ -1,0 +1,240 @@
+//! IP pools: the CIDRs addresses come from, with their encapsulation and NAT settings.
+
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+
+use datastore::{Compare, Datastore, Op};
+
+use crate::{keys, net, store, Error};
+
+/// When traffic between hosts is encapsulated (IPIP or VXLAN).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EncapMode {
+    #[default]
+    #[serde(alias = "Never", alias = "never")]
+    Off,
+    #[serde(alias = "Always")]
+    Always,
+    #[serde(alias = "CrossSubnet", alias = "crosssubnet")]
+    CrossSubnet,
+}
+
+pub const DEFAULT_V4_BLOCK: u8 = 26;
+pub const DEFAULT_V6_BLOCK: u8 = 122;
+/// Created at the first IPv4 ADD when no IPv4 pool exists, as Calico does.
+pub const DEFAULT_V4_POOL: &str = "192.168.0.0/16";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool {
+    pub cidr: IpNetwork,
+    #[serde(default)]
+    pub ipip: EncapMode,
+    #[serde(default)]
+    pub vxlan: EncapMode,
+    #[serde(default, alias = "masquerade")]
+    pub nat_outgoing: bool,
+    #[serde(default)]
+    pub disabled: bool,
+    pub block_size: u8,
+}
+
+impl Pool {
+    /// A pool with the default block size for its family and no options.
+    pub fn new(cidr: IpNetwork) -> Pool {
+        let block_size = if cidr.is_ipv4() { DEFAULT_V4_BLOCK } else { DEFAULT_V6_BLOCK };
+        Pool {
+            cidr,
+            ipip: EncapMode::Off,
+            vxlan: EncapMode::Off,
+            nat_outgoing: false,
+            disabled: false,
+            block_size,
+        }
+    }
+
+    pub fn family(&self) -> u8 {
+        keys::family_of(&self.cidr)
+    }
+
+    /// Reject what can never work: host bits set, a block larger than the pool, block sizes
+    /// outside what Calico allows, IPIP on IPv6, both encapsulations at once.
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid = |reason: String| Error::InvalidPool { cidr: self.cidr.to_string(), reason };
+        if !net::is_canonical(&self.cidr) {
+            return Err(invalid(format!("host bits are set; did you mean {}/{}?", self.cidr.network(), self.cidr.prefix())));
+        }
+        let (min, max) = if self.cidr.is_ipv4() { (20, 32) } else { (116, 128) };
+        if !(min..=max).contains(&self.block_size) {
+            return Err(invalid(format!("block size {} is outside {min}..={max}", self.block_size)));
+        }
+        if self.block_size < self.cidr.prefix() {
+            return Err(invalid(format!(
+                "block size /{} is larger than the pool itself",
+                self.block_size
+            )));
+        }
+        if self.cidr.is_ipv6() && self.ipip != EncapMode::Off {
+            return Err(invalid("IPIP is IPv4 only".into()));
+        }
+        if self.ipip != EncapMode::Off && self.vxlan != EncapMode::Off {
+            return Err(invalid("choose IPIP or VXLAN, not both".into()));
+        }
+        Ok(())
+    }
+
+    /// The number of blocks the pool is divided into.
+    pub fn block_count(&self) -> u128 {
+        net::size(&self.cidr) / net::size(&net::block_of(self.cidr.network(), self.block_size))
+    }
+}
+
+/// Every pool of `family` (4, 6), or of both when `None`, in key order.
+pub fn list(store: &dyn Datastore, family: Option<u8>) -> Result<Vec<Pool>, Error> {
+    let families: &[u8] = match family {
+        Some(4) => &[4],
+        Some(_) => &[6],
+        None => &[4, 6],
+    };
+    let mut pools = Vec::new();
+    for f in families {
+        pools.extend(decode_all(&store.list(&keys::pool_prefix(*f))?)?);
+    }
+    Ok(pools)
+}
+
+pub(crate) fn decode_all(kvs: &[datastore::KeyValue]) -> Result<Vec<Pool>, Error> {
+    kvs.iter().map(|kv| store::decode(kv)).collect()
+}
+
+/// Add a pool, refusing invalid CIDRs and overlap with any existing pool.
+pub fn add(store: &dyn Datastore, pool: &Pool) -> Result<(), Error> {
+    pool.validate()?;
+    let existing = list(store, Some(pool.family()))?;
+    if let Some(p) = existing.iter().find(|p| p.cidr == pool.cidr) {
+        return Err(Error::PoolExists { cidr: p.cidr });
+    }
+    if let Some(p) = existing.iter().find(|p| net::overlaps(&p.cidr, &pool.cidr)) {
+        return Err(Error::PoolOverlap { cidr: pool.cidr, existing: p.cidr });
+    }
+    // Creating under "absent" makes two concurrent adds of one CIDR safe; the overlap check
+    // above is advisory for different CIDRs, which is acceptable for an admin operation.
+    store.create(&keys::pool(&pool.cidr), store::encode(pool)).map_err(|e| match e {
+        datastore::Error::Conflict { .. } => Error::PoolExists { cidr: pool.cidr },
+        e => e.into(),
+    })?;
+    Ok(())
+}
+
+/// Create Calico's default IPv4 pool if there is no IPv4 pool at all. Returns the IPv4 pools.
+pub fn ensure_default_v4(store: &dyn Datastore, existing: Vec<Pool>) -> Result<Vec<Pool>, Error> {
+    if !existing.is_empty() {
+        return Ok(existing);
+    }
+    let mut pool = Pool::new(DEFAULT_V4_POOL.parse().map_err(|_| Error::InvalidPool {
+        cidr: DEFAULT_V4_POOL.into(),
+        reason: "unparsable".into(),
+    })?);
+    pool.nat_outgoing = true;
+    let outcome = store.txn(
+        &[Compare::Absent(keys::pool(&pool.cidr))],
+        &[Op::Put { key: keys::pool(&pool.cidr), value: store::encode(&pool) }],
+    )?;
+    if outcome.committed() {
+        tracing::info!(cidr = %pool.cidr, "created the default IPv4 pool");
+    }
+    list(store, Some(4))
+}
+
+/// Remove a pool with its blocks and affinities. Refuses while addresses are allocated from
+/// it, unless `force`, which also drops those allocations from their handles.
+pub fn remove(store: &dyn Datastore, cidr: &IpNetwork, force: bool) -> Result<usize, Error> {
+    let key = keys::pool(cidr);
+    let Some(pool_kv) = store.get(&key)? else {
+        return Err(Error::PoolNotFound { cidr: *cidr });
+    };
+    let blocks = crate::allocator::blocks_in(store, cidr)?;
+    let in_use: usize = blocks.iter().map(|(b, _)| b.used()).sum();
+    if in_use > 0 && !force {
+        return Err(Error::PoolInUse { cidr: *cidr, in_use });
+    }
+    let mut compares = vec![Compare::Revision(key.clone(), pool_kv.mod_revision)];
+    let mut ops = vec![Op::Delete { key }];
+    for (block, rev) in &blocks {
+        compares.push(Compare::Revision(keys::block(&block.cidr), *rev));
+        ops.push(Op::Delete { key: keys::block(&block.cidr) });
+        if let Some(host) = block.host() {
+            ops.push(Op::Delete { key: keys::affinity(host, &block.cidr) });
+        }
+    }
+    // Handles that pointed into the pool lose those entries.
+    let dropped: Vec<IpNetwork> = blocks.iter().map(|(b, _)| b.cidr).collect();
+    for kv in store.list(keys::HANDLE_PREFIX)? {
+        let mut handle: crate::handle::Handle = store::decode(&kv)?;
+        let before = handle.block.len();
+        handle.block.retain(|c, _| !dropped.iter().any(|d| d.to_string() == *c));
+        if handle.block.len() != before {
+            compares.push(Compare::Revision(kv.key.clone(), kv.mod_revision));
+            ops.push(if handle.block.is_empty() {
+                Op::Delete { key: kv.key }
+            } else {
+                Op::Put { key: kv.key, value: store::encode(&handle) }
+            });
+        }
+    }
+    if !store.txn(&compares, &ops)?.committed() {
+        return Err(Error::TooMuchContention { key: keys::pool(cidr), attempts: 1 });
+    }
+    Ok(in_use)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datastore::memory::MemoryStore;
+
+    fn cidr(s: &str) -> IpNetwork {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn add_rejects_invalid_and_overlapping() {
+        let s = MemoryStore::new();
+        add(&s, &Pool::new(cidr("10.0.0.0/16"))).unwrap();
+        assert!(matches!(add(&s, &Pool::new(cidr("10.0.1.0/24"))), Err(Error::PoolOverlap { .. })));
+        assert!(matches!(add(&s, &Pool::new(cidr("10.0.0.0/16"))), Err(Error::PoolExists { .. })));
+        assert!(matches!(add(&s, &Pool::new(cidr("10.1.0.1/16"))), Err(Error::InvalidPool { .. })));
+        let mut small = Pool::new(cidr("10.2.0.0/28"));
+        assert!(matches!(add(&s, &small), Err(Error::InvalidPool { .. })), "block larger than pool");
+        small.block_size = 29;
+        add(&s, &small).unwrap();
+        add(&s, &Pool::new(cidr("fd00::/48"))).unwrap();
+        assert_eq!(list(&s, None).unwrap().len(), 3);
+        assert_eq!(list(&s, Some(6)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn default_pool_only_when_none() {
+        let s = MemoryStore::new();
+        let pools = ensure_default_v4(&s, vec![]).unwrap();
+        assert_eq!(pools.len(), 1);
+        assert_eq!(pools[0].cidr, cidr(DEFAULT_V4_POOL));
+        assert!(pools[0].nat_outgoing);
+        assert_eq!(ensure_default_v4(&s, pools.clone()).unwrap(), pools);
+    }
+
+    #[test]
+    fn stored_json_names_every_option() {
+        let mut p = Pool::new(cidr("10.0.0.0/16"));
+        p.ipip = EncapMode::CrossSubnet;
+        let v: serde_json::Value = serde_json::from_slice(&store::encode(&p)).unwrap();
+        assert_eq!(v["ipip"], "cross-subnet");
+        assert_eq!(v["block_size"], 26);
+        let old: Pool = serde_json::from_str(
+            r#"{"cidr":"10.0.0.0/16","ipip":"Always","masquerade":true,"block_size":26}"#,
+        )
+        .unwrap();
+        assert!(old.nat_outgoing);
+        assert_eq!(old.ipip, EncapMode::Always);
+    }
+}

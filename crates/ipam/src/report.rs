@@ -1,0 +1,139 @@
+//! Read-only views for operators: usage per pool and block (`ipam show`) and a consistency
+//! check of blocks against handles (`ipam check`).
+
+use std::collections::BTreeMap;
+
+use ipnetwork::IpNetwork;
+use serde::Serialize;
+
+use datastore::Datastore;
+
+use crate::allocator::blocks_of;
+use crate::block::Block;
+use crate::handle::Handle;
+use crate::pool::{self, Pool};
+use crate::{keys, net, store, Error};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BlockUsage {
+    pub cidr: IpNetwork,
+    pub host: Option<String>,
+    pub size: usize,
+    pub used: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PoolUsage {
+    pub pool: Pool,
+    /// Addresses in the pool.
+    pub capacity: u128,
+    pub used: usize,
+    pub blocks: Vec<BlockUsage>,
+}
+
+/// Usage of every pool, with the blocks carved from it.
+pub fn usage(store: &dyn Datastore) -> Result<Vec<PoolUsage>, Error> {
+    let mut out = Vec::new();
+    for family in [4, 6] {
+        let blocks = blocks_of(store, family)?;
+        for pool in pool::list(store, Some(family))? {
+            let blocks: Vec<BlockUsage> = blocks
+                .iter()
+                .filter(|(b, _)| pool.cidr.contains(b.cidr.network()))
+                .map(|(b, _)| BlockUsage { cidr: b.cidr, host: b.host().map(str::to_owned), size: b.size(), used: b.used() })
+                .collect();
+            out.push(PoolUsage {
+                capacity: net::size(&pool.cidr),
+                used: blocks.iter().map(|b| b.used).sum(),
+                blocks,
+                pool,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// What `ipam check` found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckReport {
+    pub blocks: usize,
+    pub handles: usize,
+    pub allocations: usize,
+    pub problems: Vec<String>,
+}
+
+impl CheckReport {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Cross-check blocks, handles and affinities: allocations without a handle, handles without
+/// an allocation, counts that disagree, blocks outside every pool, dangling affinities.
+pub fn check(store: &dyn Datastore) -> Result<CheckReport, Error> {
+    let mut report = CheckReport::default();
+    let pools = pool::list(store, None)?;
+    let mut blocks: Vec<Block> = Vec::new();
+    for family in [4, 6] {
+        blocks.extend(blocks_of(store, family)?.into_iter().map(|(b, _)| b));
+    }
+    let handles: BTreeMap<String, Handle> = store
+        .list(keys::HANDLE_PREFIX)?
+        .iter()
+        .map(|kv| store::decode::<Handle>(kv).map(|h| (h.id.clone(), h)))
+        .collect::<Result<_, _>>()?;
+    report.blocks = blocks.len();
+    report.handles = handles.len();
+
+    // Actual counts per (handle, block), from the blocks.
+    let mut actual: BTreeMap<(String, String), u32> = BTreeMap::new();
+    for block in &blocks {
+        let cidr = block.cidr.to_string();
+        report.problems.extend(block.problems().into_iter().map(|p| format!("block {cidr}: {p}")));
+        if !pools.iter().any(|p| p.cidr.contains(block.cidr.network())) {
+            report.problems.push(format!("block {cidr} lies in no IP pool"));
+        }
+        if let Some(host) = block.host() {
+            if store.get(&keys::affinity(host, &block.cidr))?.is_none() {
+                report.problems.push(format!("block {cidr} is affine to {host} but {host} has no affinity for it"));
+            }
+        }
+        for (handle, n) in block.counts_by_handle() {
+            report.allocations += n;
+            match handle {
+                None => report.problems.push(format!("block {cidr}: {n} allocation(s) without a handle")),
+                Some(h) => {
+                    if !handles.contains_key(&h) {
+                        report.problems.push(format!("block {cidr}: {n} allocation(s) of handle {h}, which does not exist"));
+                    }
+                    actual.insert((h, cidr.clone()), n as u32);
+                }
+            }
+        }
+    }
+    for handle in handles.values() {
+        if handle.block.is_empty() {
+            report.problems.push(format!("handle {} holds no allocation", handle.id));
+        }
+        for (cidr, n) in &handle.block {
+            let found = actual.get(&(handle.id.clone(), cidr.clone())).copied().unwrap_or(0);
+            if found == 0 {
+                report.problems.push(format!("handle {} has no allocation in block {cidr}", handle.id));
+            } else if found != *n {
+                report.problems.push(format!("handle {} counts {n} in block {cidr}, the block holds {found}", handle.id));
+            }
+        }
+    }
+    for ((h, cidr), _) in actual.iter().filter(|((h, c), _)| handles.get(h).is_some_and(|hd| !hd.block.contains_key(c))) {
+        report.problems.push(format!("handle {h} does not count its allocation in block {cidr}"));
+    }
+    // Affinities whose block is gone.
+    for kv in store.list(keys::HOST_PREFIX)? {
+        if let Some(cidr) = keys::cidr_of_key(&kv.key) {
+            if !blocks.iter().any(|b| b.cidr == cidr) {
+                report.problems.push(format!("affinity {} names a block that does not exist", kv.key));
+            }
+        }
+    }
+    Ok(report)
+}
