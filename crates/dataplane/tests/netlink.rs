@@ -1,0 +1,79 @@
+//! The netlink facade's primitives, in throwaway namespaces (run as root).
+
+mod common;
+
+use common::Lab;
+use dataplane::{IpFamily, Namespace, RouteScope, RouteSpec, VethEnd, HOST_VETH_MAC};
+
+#[test]
+fn netlink_primitives_are_idempotent() {
+    let lab = Lab::new(1);
+    let c0 = &lab.containers[0];
+    lab.in_host(|| {
+        let host = Namespace::current().expect("host namespace");
+        let container = Namespace::open(&c0.path).expect("open c0");
+        let nl = host.netlink();
+        nl.create_veth(
+            &VethEnd::host("calitest0", Some(1400)),
+            &VethEnd::container("eth0", None),
+            container.netns(),
+        )
+        .expect("create veth");
+        let link = nl.link_by_name("calitest0").expect("get").expect("exists");
+        assert_eq!(
+            (link.mac, link.mtu, link.up, link.kind.as_deref()),
+            (Some(HOST_VETH_MAC), 1400, false, Some("veth"))
+        );
+        assert_eq!(
+            nl.link_by_index(link.index).expect("get").as_ref(),
+            Some(&link)
+        );
+        assert!(nl.links().expect("links").iter().any(|l| l.name == "lo"));
+        let peer = container
+            .netlink()
+            .link_by_name("eth0")
+            .expect("get")
+            .expect("peer");
+        assert_eq!(peer.mtu, 1400, "the peer gets the same MTU");
+
+        nl.set_up(link.index).expect("up");
+        let address: ipnetwork::IpNetwork = "10.66.0.1/32".parse().expect("net");
+        nl.add_address(link.index, address).expect("add address");
+        assert_eq!(nl.addresses(link.index).expect("addresses"), vec![address]);
+        assert!(nl
+            .add_address(link.index, address)
+            .expect_err("twice")
+            .is_exists());
+        assert!(nl.delete_address(link.index, address).expect("delete"));
+        assert!(!nl
+            .delete_address(link.index, address)
+            .expect("delete again"));
+
+        let route = RouteSpec {
+            dst: "10.66.1.0/24".parse().expect("net"),
+            gateway: None,
+            oif: link.index,
+            scope_link: true,
+        };
+        nl.add_route(&route).expect("add route");
+        let found = nl.routes(IpFamily::V4).expect("routes");
+        assert!(
+            found.iter().any(|r| r.dst == route.dst
+                && r.oif == Some(link.index)
+                && r.scope == RouteScope::Link),
+            "{found:?}"
+        );
+        assert!(nl.add_route(&route).expect_err("twice").is_exists());
+        assert!(nl.delete_route(&route).expect("delete"));
+        assert!(!nl.delete_route(&route).expect("delete again"));
+
+        assert!(nl.delete_link("calitest0").expect("delete link"));
+        assert!(!nl.delete_link("calitest0").expect("delete again"));
+        assert!(container
+            .netlink()
+            .link_by_name("eth0")
+            .expect("get")
+            .is_none());
+        assert!(nl.request_count() > 0);
+    });
+}
