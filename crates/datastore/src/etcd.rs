@@ -16,26 +16,30 @@
 //!   per request, [`OPERATION_BUDGET`] for the whole call with its failovers. When a call fails
 //!   as unavailable, the calls of the next [`HOLD_DOWN`] fail at once, so a plugin whose etcd is
 //!   down reports CNI code 11 within one budget however many calls it makes.
+//!
+//! Start-up cost (what a short-lived plugin pays on every ADD): with Nagle's algorithm on, the
+//! first request's DATA frame waits behind its HEADERS frame for the server's delayed ACK
+//! (~40 ms; etcd-client's `tls-openssl` connector leaves TCP_NODELAY off). With TCP_NODELAY
+//! set, a current-thread runtime (no worker thread to hand off to) and an eager connection,
+//! the first request takes about 1 ms on loopback (`examples/etcd_first_rpc.rs`).
 
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Error as EtcdError, KvClient, TxnOpResponse};
-use tonic::transport::Endpoint;
+use etcd_client::{KvClient, TxnOpResponse};
 
 use crate::config::Config;
 use crate::{Compare, Datastore, Error, KeyValue, Op, Read, TxnOutcome};
 
 mod convert;
+mod failover;
 mod target;
 #[cfg(test)]
 mod testing;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use convert::is_unavailable;
 use target::Target;
 
 /// How long one attempt to connect to one member may take (TCP, TLS and HTTP/2 handshakes).
@@ -96,166 +100,6 @@ impl EtcdStore {
     pub fn endpoints(&self) -> impl Iterator<Item = &str> {
         self.targets.iter().map(|t| t.url.as_str())
     }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Run `request` against the current member, failing over as the module doc describes.
-    /// `idempotent` requests may be resent after any unavailable failure.
-    fn call<T, F, Fut>(&self, idempotent: bool, request: F) -> Result<T, Error>
-    where
-        F: Fn(KvClient) -> Fut,
-        Fut: Future<Output = Result<T, EtcdError>>,
-    {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(Error::EtcdConfig {
-                reason: "EtcdStore is synchronous: call it from a blocking thread, not from \
-                         inside an async runtime"
-                    .into(),
-            });
-        }
-        self.check_hold_down()?;
-        let result = self.runtime.block_on(self.attempts(idempotent, request));
-        if let Err(e) = &result {
-            if e.is_unavailable() {
-                self.state().down = Some((Instant::now() + HOLD_DOWN, e.to_string()));
-            }
-        }
-        result
-    }
-
-    fn check_hold_down(&self) -> Result<(), Error> {
-        let mut state = self.state();
-        if let Some((until, reason)) = &state.down {
-            if Instant::now() < *until {
-                return Err(Error::Unavailable {
-                    reason: format!("etcd failed less than {HOLD_DOWN:?} ago: {reason}"),
-                    source: None,
-                });
-            }
-            state.down = None;
-        }
-        Ok(())
-    }
-
-    async fn attempts<T, F, Fut>(&self, idempotent: bool, request: F) -> Result<T, Error>
-    where
-        F: Fn(KvClient) -> Fut,
-        Fut: Future<Output = Result<T, EtcdError>>,
-    {
-        let deadline = Instant::now() + OPERATION_BUDGET;
-        let mut last = None;
-        // Each member once, plus one more so that a stale connection to the first can be
-        // replaced.
-        for _ in 0..=self.targets.len() {
-            let (index, kv) = self.client(deadline).await?;
-            // The runtime only runs inside calls: let the connection task read what arrived
-            // while we were away (a member that went down), so that a dead connection is
-            // noticed before a request is written to it rather than after.
-            tokio::task::yield_now().await;
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                break;
-            }
-            let url = &self.targets[index].url;
-            self.round_trips.fetch_add(1, Ordering::Relaxed);
-            let err = match tokio::time::timeout(remaining.min(REQUEST_TIMEOUT), request(kv)).await
-            {
-                Ok(Ok(answer)) => return Ok(answer),
-                Ok(Err(e)) => {
-                    let resend = idempotent || convert::never_sent(&e);
-                    let err = etcd_error(url, e);
-                    if !err.is_unavailable() {
-                        return Err(err);
-                    }
-                    self.forget(index);
-                    if !resend {
-                        return Err(err);
-                    }
-                    err
-                }
-                Err(_elapsed) => {
-                    self.forget(index);
-                    let err = Error::Unavailable {
-                        reason: format!("etcd {url}: no answer within {REQUEST_TIMEOUT:?}"),
-                        source: None,
-                    };
-                    if !idempotent {
-                        return Err(err);
-                    }
-                    err
-                }
-            };
-            last = Some(err);
-        }
-        Err(last.unwrap_or_else(|| Error::Unavailable {
-            reason: format!("etcd: no answer within {OPERATION_BUDGET:?}"),
-            source: None,
-        }))
-    }
-
-    /// The client of the member in use, connecting to the next reachable member if needed.
-    async fn client(&self, deadline: Instant) -> Result<(usize, KvClient), Error> {
-        let start = {
-            let state = self.state();
-            if let Some((index, kv)) = &state.current {
-                return Ok((*index, kv.clone()));
-            }
-            state.next
-        };
-        let n = self.targets.len();
-        let mut failures = Vec::new();
-        for index in (0..n).map(|k| (start + k) % n) {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                break;
-            }
-            let target = &self.targets[index];
-            let limit = remaining.min(CONNECT_TIMEOUT);
-            match tokio::time::timeout(limit, connect_one(&target.endpoint)).await {
-                Ok(Ok(kv)) => {
-                    self.state().current = Some((index, kv.clone()));
-                    return Ok((index, kv));
-                }
-                Ok(Err(e)) => failures.push(etcd_error(&target.url, e)),
-                Err(_elapsed) => failures.push(Error::Unavailable {
-                    reason: format!("etcd {}: no connection within {limit:?}", target.url),
-                    source: None,
-                }),
-            }
-        }
-        // A TLS or settings problem needs a fix, not a retry: report it as such.
-        if let Some(pos) = failures.iter().position(|e| !e.is_unavailable()) {
-            return Err(failures.swap_remove(pos));
-        }
-        let reasons: Vec<String> = failures.iter().map(ToString::to_string).collect();
-        Err(Error::Unavailable {
-            reason: format!("no etcd member reachable: {}", reasons.join("; ")),
-            source: failures.pop().map(|e| Box::new(e) as _),
-        })
-    }
-
-    /// Drop the connection to member `index` after a failure; the next call starts with the
-    /// member after it.
-    fn forget(&self, index: usize) {
-        let mut state = self.state();
-        if state.current.as_ref().is_some_and(|(i, _)| *i == index) {
-            state.current = None;
-            state.next = (index + 1) % self.targets.len();
-        }
-    }
-}
-
-/// Connect to one member now (TCP, TLS and HTTP/2 handshakes), rather than on first use.
-async fn connect_one(endpoint: &Endpoint) -> Result<KvClient, EtcdError> {
-    let channel = endpoint.connect().await?;
-    let client = etcd_client::Client::from_channel(etcd_client::Channel::Tonic(channel), None).await?;
-    Ok(client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES))
-}
-
-fn etcd_error(url: &str, source: EtcdError) -> Error {
-    Error::Etcd { endpoints: url.to_owned(), detail: convert::detail(&source), source }
 }
 
 impl Datastore for EtcdStore {

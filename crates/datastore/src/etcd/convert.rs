@@ -69,16 +69,17 @@ pub(super) fn key_values(mut resp: GetResponse) -> Result<Vec<KeyValue>, Error> 
 
 /// Whether an etcd-client error means "try again later": the member could not be reached, did
 /// not answer in time, or has no quorum. TLS failures are excluded: they need a fix, not a retry.
-pub(crate) fn is_unavailable(err: &EtcdError) -> bool {
+pub(super) fn is_unavailable(err: &EtcdError) -> bool {
     if is_tls_failure(err) {
         return false;
     }
     match err {
         EtcdError::TransportError(_) | EtcdError::IoError(_) => true,
         EtcdError::GRpcStatus(status) => match status.code() {
-            Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted => {
-                true
-            }
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted => true,
             // Made on this side from a broken connection (it then carries its cause), rather
             // than sent by the server.
             Code::Unknown | Code::Internal | Code::Cancelled => status.source().is_some(),
@@ -88,12 +89,36 @@ pub(crate) fn is_unavailable(err: &EtcdError) -> bool {
     }
 }
 
-/// True when the request provably never reached a server: the failure happened while
-/// connecting. Only then may a write be retried on another member without risking a double
-/// apply.
+/// True when the request provably never reached a server, so that a write may be resent to
+/// another member without risking a double apply: the failure happened while connecting, or
+/// hyper gave the request back unsent because its connection had closed ("canceled").
 pub(super) fn never_sent(err: &EtcdError) -> bool {
     matches!(err, EtcdError::TransportError(_))
-        || chain(err).any(|e| e.downcast_ref::<tonic::ConnectError>().is_some())
+        || chain(err).any(|e| {
+            e.downcast_ref::<tonic::ConnectError>().is_some()
+                || e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_canceled)
+        })
+}
+
+/// True for an answer of the server (a gRPC status it sent), false for a failure on this side.
+pub(super) fn from_server(err: &EtcdError) -> bool {
+    matches!(err, EtcdError::GRpcStatus(status) if status.source().is_none())
+}
+
+/// True when the connection broke under the request: hyper gave it back unsent, or the socket
+/// was closed or reset by the server.
+pub(super) fn closed_early(err: &EtcdError) -> bool {
+    chain(err).any(|e| {
+        e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_canceled)
+            || e.downcast_ref::<io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    io::ErrorKind::BrokenPipe
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::UnexpectedEof
+                )
+            })
+    })
 }
 
 /// rustls reports handshake failures (unknown CA, certificate rejected by the server) as I/O
@@ -104,17 +129,21 @@ fn is_tls_failure(err: &EtcdError) -> bool {
     })
 }
 
-/// Every message of the cause chain, joined, without the repeats that tonic's layers add
-/// ("transport error: transport error: ...").
+/// Every message of the cause chain, joined, without the repeats that the layers add
+/// ("transport error: transport error: ..."). A status the server sent keeps its code.
 pub(super) fn detail(err: &EtcdError) -> String {
     let mut parts: Vec<String> = Vec::new();
-    let first = match err {
-        EtcdError::GRpcStatus(status) => format!("{:?}: {}", status.code(), status.message()),
-        other => other.to_string(),
-    };
-    parts.push(first);
+    if !matches!(
+        err,
+        EtcdError::TransportError(_) | EtcdError::GRpcStatus(_) | EtcdError::IoError(_)
+    ) {
+        parts.push(err.to_string());
+    }
     for cause in chain(err) {
         let msg = match cause.downcast_ref::<tonic::Status>() {
+            Some(status) if status.source().is_none() => {
+                format!("{:?}: {}", status.code(), status.message())
+            }
             Some(status) => status.message().to_owned(),
             None => cause.to_string(),
         };

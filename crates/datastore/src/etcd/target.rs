@@ -91,8 +91,12 @@ fn tls_config(cfg: &Config) -> Result<Option<ClientTlsConfig>, Error> {
             tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
         }
         (None, None) => {}
-        (Some(_), None) => return Err(config_error("etcd_cert_file is set without etcd_key_file".into())),
-        (None, Some(_)) => return Err(config_error("etcd_key_file is set without etcd_cert_file".into())),
+        (Some(_), None) => {
+            return Err(config_error("etcd_cert_file is set without etcd_key_file".into()))
+        }
+        (None, Some(_)) => {
+            return Err(config_error("etcd_key_file is set without etcd_cert_file".into()))
+        }
     }
     Ok(Some(tls))
 }

@@ -24,7 +24,9 @@ fn etcd_binary() -> PathBuf {
         return ETCD.into();
     }
     std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("etcd")).find(|p| p.is_file()))
+        .and_then(|paths| {
+            std::env::split_paths(&paths).map(|d| d.join("etcd")).find(|p| p.is_file())
+        })
         .unwrap_or_else(|| {
             panic!(
                 "etcd is not installed ({ETCD} missing and no etcd in PATH): the etcd backend \
@@ -118,23 +120,32 @@ impl Cluster {
                 let client_url = format!("{scheme}://127.0.0.1:{client_port}");
                 let peer_url = format!("http://127.0.0.1:{peer_port}");
                 let log = File::create(dir.path().join("etcd.log")).expect("etcd log file");
+                let (name, cluster) = (format!("m{i}"), initial.join(","));
+                let data = dir.path().join("data");
                 let mut cmd = Command::new(&etcd);
-                cmd.arg("--name").arg(format!("m{i}"))
-                    .arg("--data-dir").arg(dir.path().join("data"))
-                    .arg("--listen-client-urls").arg(&client_url)
-                    .arg("--advertise-client-urls").arg(&client_url)
-                    .arg("--listen-peer-urls").arg(&peer_url)
-                    .arg("--initial-advertise-peer-urls").arg(&peer_url)
-                    .arg("--initial-cluster").arg(initial.join(","))
-                    .arg("--initial-cluster-token").arg(&token)
-                    .arg("--initial-cluster-state").arg("new")
-                    .arg("--heartbeat-interval").arg("50")
-                    .arg("--election-timeout").arg("500");
+                cmd.arg("--data-dir").arg(&data);
+                let mut flags = vec![
+                    ("--name", name.as_str()),
+                    ("--listen-client-urls", &client_url),
+                    ("--advertise-client-urls", &client_url),
+                    ("--listen-peer-urls", &peer_url),
+                    ("--initial-advertise-peer-urls", &peer_url),
+                    ("--initial-cluster", &cluster),
+                    ("--initial-cluster-token", &token),
+                    ("--initial-cluster-state", "new"),
+                    ("--heartbeat-interval", "50"),
+                    ("--election-timeout", "500"),
+                ];
                 if let Some(tls) = tls {
-                    cmd.arg("--client-cert-auth")
-                        .arg("--trusted-ca-file").arg(&tls.ca)
-                        .arg("--cert-file").arg(&tls.cert)
-                        .arg("--key-file").arg(&tls.key);
+                    cmd.arg("--client-cert-auth");
+                    flags.extend([
+                        ("--trusted-ca-file", path_str(&tls.ca)),
+                        ("--cert-file", path_str(&tls.cert)),
+                        ("--key-file", path_str(&tls.key)),
+                    ]);
+                }
+                for (flag, value) in flags {
+                    cmd.arg(flag).arg(value);
                 }
                 let stderr = log.try_clone().expect("etcd log file");
                 let child = cmd
@@ -168,6 +179,38 @@ impl Cluster {
     pub fn store(&self) -> EtcdStore {
         EtcdStore::connect(&self.config()).expect("connect to the test cluster")
     }
+
+    /// A store on the members at `order`, tried in that order.
+    pub fn store_on(&self, order: &[usize]) -> EtcdStore {
+        let urls: Vec<String> = order.iter().map(|&i| self.members[i].client_url.clone()).collect();
+        let cfg = Config { etcd_endpoints: urls, ..Config::default() };
+        EtcdStore::connect(&cfg).expect("connect to the test cluster")
+    }
+
+    /// The index of the member that leads the cluster now (asked with etcd's status RPC).
+    pub fn leader(&self) -> usize {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        rt.block_on(async {
+            for _ in 0..100 {
+                for (i, member) in self.members.iter().enumerate() {
+                    let url = [member.client_url.as_str()];
+                    let Ok(mut client) = etcd_client::Client::connect(url, None).await else {
+                        continue;
+                    };
+                    let Ok(status) = client.status().await else { continue };
+                    if status.header().is_some_and(|h| h.member_id() == status.leader()) {
+                        return i;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("no etcd member reports itself as leader");
+        })
+    }
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("temp paths are UTF-8")
 }
 
 /// Poll `member` with a fresh store each time (a failed call holds a store down for a while).
@@ -209,20 +252,55 @@ impl Certs {
             );
         };
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-        run(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-            "-subj", "/CN=calico test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign"]]
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=calico test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        ]
         .concat());
         for (name, ext) in [
             ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
             ("client", "extendedKeyUsage=clientAuth\n"),
         ] {
             std::fs::write(dir.path().join(format!("{name}.ext")), ext).expect("write ext");
-            let (key, csr, crt) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"));
-            run(&[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={name}")]]
-                .concat());
-            run(&["x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", &crt, "-days", "2", "-extfile", &format!("{name}.ext")]);
+            let (key, csr, crt) =
+                (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"));
+            run(&[
+                &["req"][..],
+                &ec,
+                &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={name}")],
+            ]
+            .concat());
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+            ]);
         }
         Certs { dir }
     }
@@ -232,6 +310,10 @@ impl Certs {
     }
 
     pub fn server(&self) -> ServerTls {
-        ServerTls { ca: self.path("ca.crt"), cert: self.path("server.crt"), key: self.path("server.key") }
+        ServerTls {
+            ca: self.path("ca.crt"),
+            cert: self.path("server.crt"),
+            key: self.path("server.key"),
+        }
     }
 }
