@@ -3,6 +3,7 @@
 //! and an etcd server started on a free loopback port.
 
 pub mod etcd;
+pub mod netns;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

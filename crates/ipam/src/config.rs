@@ -38,6 +38,19 @@ pub struct CalicoConf {
     pub log_file_path: Option<PathBuf>,
     #[serde(default)]
     pub ipam: IpamConf,
+    /// MTU of both veth ends (calico-cni; default 1500).
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    #[serde(default)]
+    pub container_settings: ContainerSettings,
+}
+
+/// Calico's `container_settings` section (calico-cni).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ContainerSettings {
+    /// Set `net.ipv4.ip_forward` (and IPv6 forwarding) inside the container.
+    #[serde(default)]
+    pub allow_ip_forwarding: bool,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -94,6 +107,11 @@ impl CalicoConf {
         for (i, p) in self.ipam.ipv6_pools.iter().enumerate() {
             if !p.is_ipv6() {
                 return Err(invalid(format!("ipam.ipv6_pools[{i}]"), "not an IPv6 CIDR").into());
+            }
+        }
+        if let Some(mtu) = self.mtu {
+            if !(68..=65535).contains(&mtu) {
+                return Err(invalid("mtu".into(), "must be between 68 and 65535").into());
             }
         }
         if !self.assign_v4() && !self.assign_v6() {

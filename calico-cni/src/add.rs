@@ -1,0 +1,135 @@
+//! ADD: IPAM, then the veth pair, the container side, the host side and the endpoint record,
+//! each undone by the rollback guard if a later step fails.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use cni::skel::Request;
+use cni::{CniResult, Interface};
+use dataplane::{ContainerConfig, Namespace, Rollback, VethEnd};
+
+use crate::context::Context;
+use crate::endpoint::{self, Endpoint};
+use crate::Error;
+
+pub fn add(req: &Request) -> Result<CniResult, Error> {
+    let ctx = Context::load(req)?;
+    let key = ctx.endpoint_key(req);
+    // A repeated ADD for an attachment that is already set up answers from the record.
+    if let Some(ep) = endpoint::get(&*ctx.store, &key)? {
+        if ep.container_id == req.env.container_id {
+            tracing::info!(%key, "endpoint exists; returning its result");
+            return Ok(CniResult::from_json(&ep.result)?);
+        }
+        tracing::info!(%key, old = %ep.container_id, "replacing the endpoint of an earlier sandbox");
+    }
+    let container_mac = container_mac(&ctx, req)?;
+    let netns_path = req.env.netns.as_deref().unwrap_or(Path::new(""));
+    let container = Namespace::open(netns_path)
+        .map_err(|source| Error::Netns { path: netns_path.display().to_string(), source })?;
+    let host = Namespace::current().map_err(|source| Error::Dataplane { step: "opening the host netns", source })?;
+
+    let host_veth = ctx.host_veth(req);
+    let mut undo = Rollback::new();
+    let ipam_result = cni::delegate::delegate_add(&ctx.ipam_type, &req.env, &req.stdin)?;
+    undo.push("releasing the IPAM allocation", || cni::delegate::delegate_del(&ctx.ipam_type, &req.env, &req.stdin));
+    let addresses: Vec<IpAddr> = ipam_result.ips.iter().map(|c| c.address.ip()).collect();
+    if addresses.is_empty() {
+        return Err(Error::NoAddress { plugin: ctx.ipam_type.clone() });
+    }
+
+    let dp = |step: &'static str| move |source| Error::Dataplane { step, source };
+    // A host end left by an ADD that died half-way, or by an earlier sandbox of this pod.
+    if host.netlink().delete_link(&host_veth).map_err(dp("removing a stale host veth"))? {
+        tracing::warn!(%host_veth, "removed a stale host veth");
+    }
+    let mtu = ctx.conf.mtu.unwrap_or(1500);
+    let peer = VethEnd { name: req.env.ifname.clone(), mac: container_mac, mtu: Some(mtu) };
+    host.netlink()
+        .create_veth(&VethEnd::host(&host_veth, Some(mtu)), &peer, container.netns())
+        .map_err(dp("creating the veth pair"))?;
+    undo.push("deleting the veth pair", || host.netlink().delete_link(&host_veth).map(|_| ()));
+
+    let info = dataplane::setup_container(
+        &container,
+        &ContainerConfig {
+            ifname: &req.env.ifname,
+            addresses: &addresses,
+            ip_forward: ctx.conf.container_settings.allow_ip_forwarding,
+        },
+    )
+    .map_err(dp("configuring the container interface"))?;
+    dataplane::setup_host(&host, &host_veth, &addresses).map_err(dp("configuring the host side"))?;
+
+    let result = CniResult {
+        interfaces: vec![
+            Interface { name: host_veth.clone(), mac: Some(dataplane::naming::format_mac(dataplane::HOST_VETH_MAC)), ..Default::default() },
+            Interface {
+                name: req.env.ifname.clone(),
+                mac: Some(dataplane::naming::format_mac(info.mac)),
+                sandbox: Some(netns_path.display().to_string()),
+                ..Default::default()
+            },
+        ],
+        ips: ipam_result
+            .ips
+            .iter()
+            .map(|ip| cni::IpConfig { address: ipnetwork::IpNetwork::from(ip.address.ip()), gateway: None, interface: Some(1) })
+            .collect(),
+        dns: ipam_result.dns.clone(),
+        ..Default::default()
+    };
+    let ep = Endpoint {
+        node: ctx.node.clone(),
+        orchestrator: ctx.orchestrator().into(),
+        workload_id: ctx.workload_id(req),
+        container_id: req.env.container_id.clone(),
+        ifname: req.env.ifname.clone(),
+        netns: netns_path.display().to_string(),
+        network: ctx.conf.common.name.clone(),
+        host_veth: host_veth.clone(),
+        mac: dataplane::naming::format_mac(info.mac),
+        ips: result.ips.iter().map(|c| c.address.to_string()).collect(),
+        result: result.to_json(cni::Version::LATEST),
+    };
+    endpoint::put(&*ctx.store, &ep)?;
+    undo.disarm();
+    tracing::info!(container = %req.env.container_id, %host_veth, ips = ?addresses, "workload attached");
+    Ok(result)
+}
+
+/// `runtimeConfig.mac`, else CNI_ARGS `MAC`, else a random one from the kernel.
+fn container_mac(ctx: &Context, _req: &Request) -> Result<Option<[u8; 6]>, Error> {
+    let (field, value) = match (&ctx.conf.common.runtime_config.mac, &ctx.args.mac) {
+        (Some(m), _) => ("runtimeConfig.mac", m),
+        (None, Some(m)) => ("CNI_ARGS MAC", m),
+        (None, None) => return Ok(None),
+    };
+    parse_mac(value).map(Some).ok_or_else(|| Error::InvalidMac { field, value: value.clone() })
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for byte in mac.iter_mut() {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(p, 16).ok()?;
+    }
+    // A multicast address cannot be an interface's own.
+    (parts.next().is_none() && mac[0] & 1 == 0).then_some(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn macs() {
+        assert_eq!(super::parse_mac("0a:58:0a:f4:00:05"), Some([0x0a, 0x58, 0x0a, 0xf4, 0, 5]));
+        assert_eq!(super::parse_mac("0a:58:0a:f4:00"), None);
+        assert_eq!(super::parse_mac("0a:58:0a:f4:00:05:06"), None);
+        assert_eq!(super::parse_mac("01:00:5e:00:00:01"), None, "multicast");
+        assert_eq!(super::parse_mac("zz:58:0a:f4:00:05"), None);
+    }
+}

@@ -1,0 +1,47 @@
+//! CHECK: the IPAM allocation, the endpoint record, and the dataplane as the prevResult
+//! describes it.
+
+use std::net::IpAddr;
+
+use cni::skel::Request;
+use cni::CniResult;
+use dataplane::{CheckSpec, Namespace};
+
+use crate::context::Context;
+use crate::endpoint;
+use crate::Error;
+
+pub fn check(req: &Request) -> Result<(), Error> {
+    let ctx = Context::load(req)?;
+    let prev = ctx
+        .conf
+        .common
+        .prev_result
+        .as_ref()
+        .ok_or_else(|| Error::Check("the netconf has no prevResult to check against".into()))?;
+    let prev = CniResult::from_json(prev)?;
+    cni::delegate::delegate_check(&ctx.ipam_type, &req.env, &req.stdin)?;
+
+    let key = ctx.endpoint_key(req);
+    let ep = endpoint::get(&*ctx.store, &key)?
+        .filter(|ep| ep.container_id == req.env.container_id)
+        .ok_or_else(|| Error::Check(format!("no workload endpoint record {key}")))?;
+    let container_index = prev.interfaces.iter().position(|i| i.name == req.env.ifname);
+    let addresses: Vec<IpAddr> = prev
+        .ips
+        .iter()
+        .filter(|ip| ip.interface.is_none() || ip.interface == container_index)
+        .map(|ip| ip.address.ip())
+        .collect();
+    for ip in &addresses {
+        if !ep.ips.iter().any(|e| e.split('/').next() == Some(&ip.to_string())) {
+            return Err(Error::Check(format!("address {ip} of prevResult is not in the endpoint record {key}")));
+        }
+    }
+    let netns = req.env.netns.as_deref().unwrap_or(std::path::Path::new(""));
+    let container =
+        Namespace::open(netns).map_err(|source| Error::Netns { path: netns.display().to_string(), source })?;
+    let host = Namespace::current().map_err(|source| Error::Dataplane { step: "opening the host netns", source })?;
+    dataplane::check(&host, &container, &CheckSpec { host_veth: &ep.host_veth, ifname: &req.env.ifname, addresses: &addresses })
+        .map_err(|source| Error::Dataplane { step: "checking the dataplane", source })
+}

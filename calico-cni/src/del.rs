@@ -1,0 +1,44 @@
+//! DEL: release the addresses, drop the endpoint record, delete the veth (its routes go with
+//! it). Idempotent: succeeds when CNI_NETNS is empty, when the netns is gone, and when run
+//! again.
+
+use cni::skel::Request;
+use dataplane::Namespace;
+
+use crate::context::Context;
+use crate::endpoint;
+use crate::Error;
+
+pub fn del(req: &Request) -> Result<(), Error> {
+    let ctx = Context::load(req)?;
+    // Addresses first: if this fails (store down) the runtime retries the whole DEL, and an
+    // address is never leaked behind a success.
+    cni::delegate::delegate_del(&ctx.ipam_type, &req.env, &req.stdin)?;
+
+    let key = ctx.endpoint_key(req);
+    let dp = |step: &'static str| move |source| Error::Dataplane { step, source };
+    let host = Namespace::current().map_err(dp("opening the host netns"))?;
+    let netns = req.env.netns.as_deref();
+    match endpoint::get(&*ctx.store, &key)? {
+        // A later sandbox of the same pod owns the record and the host veth now: only
+        // clean up what belonged to this container.
+        Some(ep) if ep.container_id != req.env.container_id => {
+            tracing::info!(%key, owner = %ep.container_id, "endpoint belongs to a newer sandbox; leaving it");
+            if let Some(path) = netns.filter(|p| !p.as_os_str().is_empty()) {
+                if let Ok(container) = Namespace::open(path) {
+                    container.netlink().delete_link(&req.env.ifname).map_err(dp("removing the container interface"))?;
+                }
+            }
+        }
+        Some(ep) => {
+            endpoint::delete(&*ctx.store, &key)?;
+            dataplane::teardown(&host, &ep.host_veth, netns, &req.env.ifname).map_err(dp("removing the veth"))?;
+        }
+        None => {
+            let host_veth = ctx.host_veth(req);
+            dataplane::teardown(&host, &host_veth, netns, &req.env.ifname).map_err(dp("removing the veth"))?;
+        }
+    }
+    tracing::info!(container = %req.env.container_id, "workload detached");
+    Ok(())
+}

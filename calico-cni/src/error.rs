@@ -1,0 +1,68 @@
+use cni::{code, CniCode};
+
+/// Errors of calico-cni. [`CniCode`] below is the one place they map to CNI codes.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Protocol errors, including a delegated IPAM plugin's own error (its code is kept).
+    #[error(transparent)]
+    Cni(#[from] cni::Error),
+
+    /// Netconf, node name or store errors from the shared Calico layer.
+    #[error(transparent)]
+    Ipam(#[from] ipam::Error),
+
+    #[error(transparent)]
+    Store(#[from] datastore::Error),
+
+    #[error("CNI_NETNS {path}: {source}")]
+    Netns {
+        path: String,
+        #[source]
+        source: dataplane::Error,
+    },
+
+    #[error("{step}: {source}")]
+    Dataplane {
+        step: &'static str,
+        #[source]
+        source: dataplane::Error,
+    },
+
+    #[error("the IPAM plugin {plugin} returned no address")]
+    NoAddress { plugin: String },
+
+    #[error("invalid MAC address {value:?} in {field}")]
+    InvalidMac { field: &'static str, value: String },
+
+    #[error("corrupt workload endpoint record {key}")]
+    CorruptEndpoint {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("CHECK: {0}")]
+    Check(String),
+}
+
+/// Our own codes (100+), documented in the README.
+pub const CODE_DATAPLANE: u32 = 120;
+pub const CODE_ROUTE_CONFLICT: u32 = 121;
+pub const CODE_CHECK_FAILED: u32 = 122;
+
+impl CniCode for Error {
+    fn cni_code(&self) -> u32 {
+        match self {
+            Error::Cni(e) => e.cni_code(),
+            Error::Ipam(e) => e.cni_code(),
+            Error::Store(e) if e.is_unavailable() => code::TRY_AGAIN_LATER,
+            Error::Store(_) | Error::CorruptEndpoint { .. } => code::IO,
+            Error::Netns { .. } => code::INVALID_ENV,
+            Error::Dataplane { source: dataplane::Error::RouteConflict { .. }, .. } => CODE_ROUTE_CONFLICT,
+            Error::Dataplane { source: dataplane::Error::Check(_), .. } | Error::Check(_) => CODE_CHECK_FAILED,
+            Error::Dataplane { .. } => CODE_DATAPLANE,
+            Error::NoAddress { .. } => code::IO,
+            Error::InvalidMac { .. } => code::INVALID_CONFIG,
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! calico-cni exec'd as a runtime does, inside a netns playing the host, against real
+//! container namespaces: every spec version, dual-stack, rollback on real failures, DEL
+//! idempotence, GC, and 64 containers at once.
+
+use calico_tests::netns::{host, CniBinDir, Netns, HOST_V4, HOST_V6};
+use calico_tests::{result_ips, Backend, Invocation, Outcome, VERSIONS};
+use serde_json::{json, Value};
+
+struct Env {
+    host: Netns,
+    bins: CniBinDir,
+    store: Backend,
+}
+
+impl Env {
+    fn new() -> Env {
+        let store = Backend::embedded();
+        store.ctl(&["pool", "add", "10.123.0.0/16"]).success();
+        store.ctl(&["pool", "add", "fd00:123::/112"]).success();
+        Env { host: host(), bins: CniBinDir::new(), store }
+    }
+
+    fn conf(&self, version: &str, ipam: Value) -> Vec<u8> {
+        let mut c = json!({"cniVersion": version, "name": "calinet", "type": "calico", "nodename": "node1",
+                           "mtu": 1400, "log_level": "debug", "ipam": ipam});
+        if c["ipam"].get("type").is_none() {
+            c["ipam"]["type"] = json!("calico-ipam");
+        }
+        self.store.apply(&mut c);
+        serde_json::to_vec(&c).unwrap()
+    }
+
+    fn inv(&self, command: &str, id: &str, netns: &Netns) -> Invocation {
+        Invocation::new(command, id).netns(&netns.path()).path(&self.bins.path())
+    }
+
+    fn run(&self, inv: &Invocation, stdin: &[u8]) -> Outcome {
+        inv.run_in(&self.host, &self.bins.plugin("calico"), stdin)
+    }
+
+    /// Nothing of ours left on the host: no cali link, no route to a pool, no allocation.
+    fn assert_nothing_left(&self, what: &str) {
+        assert_eq!(self.host.cali_links(), Vec::<String>::new(), "{what}: cali links left");
+        let routes = self.host.routes();
+        assert!(!routes.contains("10.123.") && !routes.contains("fd00:123:"), "{what}: routes left:\n{routes}");
+        assert_eq!(self.store.used(), 0, "{what}: addresses left allocated");
+        self.store.assert_clean();
+    }
+}
+
+fn with_prev(conf: &[u8], result: &Value) -> Vec<u8> {
+    let mut c: Value = serde_json::from_slice(conf).unwrap();
+    c["prevResult"] = result.clone();
+    serde_json::to_vec(&c).unwrap()
+}
+
+#[test]
+fn every_version_add_ping_check_del() {
+    let env = Env::new();
+    let root_links_before = calico_tests::netns::ip(&["-o", "link", "show"]).lines().count();
+    for v in VERSIONS {
+        let (c1, c2) = (Netns::new("cc"), Netns::new("cc"));
+        let conf = env.conf(v, json!({}));
+        let add1 = env.inv("ADD", &format!("a-{}", c1.name), &c1);
+        let add2 = env.inv("ADD", &format!("b-{}", c2.name), &c2);
+        let r1 = env.run(&add1, &conf).expect_ok();
+        let r2 = env.run(&add2, &conf).expect_ok();
+        assert_eq!(r1["cniVersion"], v, "{r1}");
+        let (ip1, ip2) = (result_ips(&r1)[0].clone(), result_ips(&r2)[0].clone());
+        if !v.starts_with("0.1") && !v.starts_with("0.2") {
+            assert!(r1["interfaces"][0]["name"].as_str().unwrap().starts_with("cali"), "{r1}");
+            assert_eq!(r1["interfaces"][1]["sandbox"], c1.path().as_str(), "{r1}");
+            assert_eq!(r1["ips"][0]["interface"], 1, "{r1}");
+        }
+        // The container side as Calico lays it out.
+        let addr = c1.ip(&["-4", "addr", "show", "eth0"]);
+        assert!(addr.contains(&format!("{ip1}/32")), "{addr}");
+        assert!(addr.contains("mtu 1400"), "{addr}");
+        let routes = c1.ip(&["-4", "route", "show"]);
+        assert!(routes.contains("default via 169.254.1.1 dev eth0"), "{routes}");
+        assert!(routes.lines().any(|r| r.starts_with("169.254.1.1 dev eth0") && r.contains("scope link")), "{routes}");
+        // The host side.
+        let veth = env.host.cali_links().into_iter().find(|l| r1.to_string().contains(l.as_str()) || v < "0.3.0").unwrap();
+        let host_link = env.host.ip(&["link", "show", &veth]);
+        assert!(host_link.contains("ee:ee:ee:ee:ee:ee") && host_link.contains("mtu 1400"), "{host_link}");
+        assert_eq!(env.host.sysctl(&format!("net.ipv4.conf.{veth}.proxy_arp")), "1");
+        assert!(env.host.routes().contains(&format!("{ip1} dev")), "{}", env.host.routes());
+        // Traffic: container -> host, container <-> container.
+        assert!(c1.ping(HOST_V4), "{v}: container cannot reach the host");
+        assert!(c1.ping(&ip2) && c2.ping(&ip1), "{v}: containers cannot reach each other");
+        if v >= "0.4.0" {
+            env.run(&add1.with_command("CHECK"), &with_prev(&conf, &r1)).expect_ok();
+        }
+        for inv in [&add1, &add2] {
+            env.run(&inv.with_command("DEL"), &conf).expect_ok();
+            env.run(&inv.with_command("DEL"), &conf).expect_ok();
+        }
+        env.assert_nothing_left(v);
+    }
+    let root_links_after = calico_tests::netns::ip(&["-o", "link", "show"]).lines().count();
+    assert_eq!(root_links_before, root_links_after, "the plugin touched the machine's own netns");
+}
+
+#[test]
+fn dual_stack_pings_over_both_families() {
+    let env = Env::new();
+    let (c1, c2) = (Netns::new("cd"), Netns::new("cd"));
+    let conf = env.conf("1.0.0", json!({"assign_ipv4": "true", "assign_ipv6": "true"}));
+    let r1 = env.run(&env.inv("ADD", "d1", &c1), &conf).expect_ok();
+    let r2 = env.run(&env.inv("ADD", "d2", &c2), &conf).expect_ok();
+    let (ips1, ips2) = (result_ips(&r1), result_ips(&r2));
+    assert_eq!(ips1.len(), 2, "{r1}");
+    assert!(c1.ping(&ips2[0]) && c2.ping(&ips1[0]), "IPv4");
+    assert!(c1.ping(&ips2[1]) && c2.ping(&ips1[1]), "IPv6");
+    assert!(c1.ping(HOST_V6), "IPv6 to the host");
+    env.run(&env.inv("CHECK", "d1", &c1), &with_prev(&conf, &r1)).expect_ok();
+    env.run(&env.inv("DEL", "d1", &c1), &conf).expect_ok();
+    env.run(&env.inv("DEL", "d2", &c2), &conf).expect_ok();
+    env.assert_nothing_left("dual-stack");
+}
+
+#[test]
+fn repeated_add_returns_the_same_result_and_changes_nothing() {
+    let env = Env::new();
+    let c = Netns::new("cr");
+    let conf = env.conf("1.0.0", json!({}));
+    let add = env.inv("ADD", "rep", &c);
+    let first = env.run(&add, &conf).expect_ok();
+    let links = env.host.links();
+    let second = env.run(&add, &conf).expect_ok();
+    assert_eq!(first, second);
+    assert_eq!(links, env.host.links());
+    assert_eq!(env.store.used(), 1);
+    env.run(&add.with_command("DEL"), &conf).expect_ok();
+    env.assert_nothing_left("repeat");
+}
+
+#[test]
+fn del_without_netns_and_after_the_netns_is_gone() {
+    let env = Env::new();
+    let conf = env.conf("1.0.0", json!({}));
+    let c = Netns::new("cg");
+    let add = env.inv("ADD", "gone", &c);
+    env.run(&add, &conf).expect_ok();
+    drop(c); // the runtime removed the sandbox first
+    env.run(&add.with_command("DEL"), &conf).expect_ok();
+    env.run(&add.with_command("DEL").netns(""), &conf).expect_ok();
+    env.assert_nothing_left("netns gone");
+    let c = Netns::new("cg");
+    let add = env.inv("ADD", "empty", &c);
+    env.run(&add, &conf).expect_ok();
+    env.run(&add.with_command("DEL").netns(""), &conf).expect_ok();
+    assert!(c.links().iter().all(|l| l != "eth0") || env.host.cali_links().is_empty());
+    env.assert_nothing_left("empty CNI_NETNS");
+}
+
+#[test]
+fn failures_roll_back_every_step() {
+    let env = Env::new();
+    let conf = env.conf("1.0.0", json!({}));
+    let before = env.host.links();
+
+    // 1. The container interface name is taken inside the netns.
+    let c = Netns::new("cf");
+    c.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "other0"]);
+    let out = env.run(&env.inv("ADD", "taken", &c), &conf);
+    out.expect_err(calico_cni::CODE_DATAPLANE as u64);
+    assert_eq!(env.host.links(), before);
+    env.assert_nothing_left("ifname taken");
+
+    // 2. The host route is already on another interface.
+    let c = Netns::new("cf");
+    env.host.ip(&["route", "add", "10.123.9.9/32", "dev", "up1"]);
+    let out = env.run(&env.inv("ADD", "conflict", &c).args("IP=10.123.9.9"), &conf);
+    let err = out.expect_err(calico_cni::CODE_ROUTE_CONFLICT as u64);
+    assert!(err.to_string().contains("up1"), "{err}");
+    env.host.ip(&["route", "del", "10.123.9.9/32", "dev", "up1"]);
+    assert_eq!(env.host.links(), before);
+    env.assert_nothing_left("route conflict");
+
+    // 3. CNI_NETNS is not a network namespace.
+    let out = env.run(&Invocation::new("ADD", "notns").netns("/etc/hostname").path(&env.bins.path()), &conf);
+    out.expect_err(4);
+    env.assert_nothing_left("not a netns");
+
+    // 4. The IPAM plugin is missing.
+    let missing = env.conf("1.0.0", json!({"type": "no-such-ipam"}));
+    let out = env.run(&env.inv("ADD", "noipam", &c), &missing);
+    let err = out.expect_err(7);
+    assert!(err.to_string().contains("no-such-ipam"), "{err}");
+    env.assert_nothing_left("IPAM missing");
+
+    // 5. The IPAM plugin fails (address outside every pool): its code comes through.
+    let out = env.run(&env.inv("ADD", "ipamerr", &c).args("IP=192.0.2.1"), &conf);
+    out.expect_err(7);
+    assert_eq!(env.host.links(), before);
+    env.assert_nothing_left("IPAM error");
+}
+
+#[test]
+fn gc_removes_what_the_runtime_no_longer_knows() {
+    let env = Env::new();
+    let conf = env.conf("1.1.0", json!({}));
+    let (c1, c2) = (Netns::new("cx"), Netns::new("cx"));
+    env.run(&env.inv("ADD", "keep", &c1), &conf).expect_ok();
+    env.run(&env.inv("ADD", "stale", &c2), &conf).expect_ok();
+    assert_eq!(env.host.cali_links().len(), 2);
+    let mut gc: Value = serde_json::from_slice(&conf).unwrap();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
+    let inv = Invocation { container_id: String::new(), ifname: String::new(), netns: String::new(), ..env.inv("GC", "", &c1) };
+    env.run(&inv, &serde_json::to_vec(&gc).unwrap()).expect_ok();
+    assert_eq!(env.host.cali_links().len(), 1);
+    assert_eq!(env.store.used(), 1);
+    let status = Invocation { container_id: String::new(), ifname: String::new(), netns: String::new(), ..env.inv("STATUS", "", &c1) };
+    env.run(&status, &conf).expect_ok();
+    env.run(&env.inv("DEL", "keep", &c1), &conf).expect_ok();
+    env.assert_nothing_left("gc");
+}
+
+#[test]
+fn sixty_four_containers_at_once() {
+    let env = Env::new();
+    let conf = env.conf("1.0.0", json!({}));
+    let containers: Vec<Netns> = (0..64).map(|_| Netns::new("cm")).collect();
+    let spawn = |command: &str| -> Vec<std::process::Child> {
+        containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let inv = env.inv(command, &format!("m{i}"), c);
+                let mut cmd = inv.command(std::path::Path::new("ip"));
+                cmd.args(["netns", "exec", &env.host.name]).arg(env.bins.plugin("calico"));
+                let mut child = cmd.spawn().unwrap();
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(&conf).unwrap();
+                child
+            })
+            .collect()
+    };
+    let mut ips = std::collections::HashSet::new();
+    for child in spawn("ADD") {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "ADD: {}", String::from_utf8_lossy(&out.stdout));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(ips.insert(result_ips(&v)[0].clone()));
+    }
+    assert_eq!(ips.len(), 64);
+    assert_eq!(env.host.cali_links().len(), 64);
+    let some_ip = ips.iter().next().cloned().unwrap_or_default();
+    assert!(containers[0].ping(&some_ip) || containers[1].ping(&some_ip), "containers cannot reach {some_ip}");
+    for child in spawn("DEL") {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "DEL: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    env.assert_nothing_left("64 at once");
+}
