@@ -8,6 +8,7 @@ want() { # want <command-or-path> <debian package>
   if [[ $1 == /* ]]; then [[ -e $1 ]] || need+=("$2"); else command -v "$1" >/dev/null 2>&1 || need+=("$2"); fi
 }
 want protoc protobuf-compiler          # etcd-client compiles its protos at build time
+want /usr/include/google/protobuf/descriptor.proto libprotobuf-dev  # ...and imports these
 want /usr/bin/etcd etcd-server         # real etcd for the tests
 want etcdctl etcd-client
 want /usr/lib/cni/host-local containernetworking-plugins  # chaining + performance baseline
@@ -22,6 +23,8 @@ want /bin/busybox busybox-static       # rootfs for podman containers
 want nc netcat-openbsd
 want openssl openssl                   # TLS certificates for the etcd TLS test
 want cc gcc
+want strace strace                     # bench: counts process execs per ADD
+want bc bc
 
 if ((${#need[@]})); then
   echo "deps: installing ${need[*]}" >&2

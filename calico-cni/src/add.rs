@@ -95,6 +95,10 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
     endpoint::put(&*ctx.store, &ep)?;
     undo.disarm();
     tracing::info!(container = %req.env.container_id, %host_veth, ips = ?addresses, "workload attached");
+    tracing::debug!(
+        netlink_requests = host.netlink().request_count() + container.netlink().request_count(),
+        "ADD cost"
+    );
     Ok(result)
 }
 
