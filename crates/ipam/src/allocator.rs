@@ -183,12 +183,7 @@ impl<'a> Ipam<'a> {
         if handle.block.is_empty() {
             return Ok(Vec::new());
         }
-        let reads: Vec<Read> = handle
-            .block
-            .keys()
-            .filter_map(|c| c.parse::<IpNetwork>().ok())
-            .map(|c| Read::Key(keys::block(&c)))
-            .collect();
+        let reads = handle.block_reads();
         let mut ips = Vec::new();
         for kv in self.store.read_many(&reads)?.iter().flatten() {
             ips.extend(store::decode::<Block>(kv)?.ips_of(&handle.id));
@@ -346,12 +341,7 @@ impl<'a> Ipam<'a> {
             }
             let Some(kv) = self.store.get(&key)? else { return Ok(Vec::new()) };
             let handle: Handle = store::decode(&kv)?;
-            let reads: Vec<Read> = handle
-                .block
-                .keys()
-                .filter_map(|c| c.parse::<IpNetwork>().ok())
-                .map(|c| Read::Key(keys::block(&c)))
-                .collect();
+            let reads = handle.block_reads();
             let mut released = Vec::new();
             let mut compares = vec![Compare::Revision(key.clone(), kv.mod_revision)];
             let mut ops = vec![Op::Delete { key: key.clone() }];
