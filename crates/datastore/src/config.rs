@@ -45,7 +45,7 @@ pub fn open(cfg: &Config) -> Result<Box<dyn Datastore>, Error> {
     open_etcd(cfg)
 }
 
-/// The etcd backend.
+/// The etcd backend, or an error saying it is not built in.
 fn open_etcd(cfg: &Config) -> Result<Box<dyn Datastore>, Error> {
     #[cfg(feature = "etcd")]
     return Ok(Box::new(crate::etcd::EtcdStore::connect(cfg)?));

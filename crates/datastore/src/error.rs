@@ -41,12 +41,15 @@ pub enum Error {
     EtcdNotBuiltIn { endpoints: Vec<String> },
 
     /// An etcd request or connection failed. `detail` spells out the chain of causes (the
-    /// transport's own messages are terse); `source` keeps the original error.
+    /// transport's own messages are terse); `unavailable` is the backend's verdict, made where
+    /// the context is known (a TLS rejection is not "try again later"); `source` keeps the
+    /// original error.
     #[cfg(feature = "etcd")]
     #[error("etcd {endpoints}: {detail}")]
     Etcd {
         endpoints: String,
         detail: String,
+        unavailable: bool,
         #[source]
         source: etcd_client::Error,
     },
@@ -87,7 +90,7 @@ impl Error {
                 Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
             ),
             #[cfg(feature = "etcd")]
-            Error::Etcd { source, .. } => crate::etcd::is_unavailable(source),
+            Error::Etcd { unavailable, .. } => *unavailable,
             _ => false,
         }
     }

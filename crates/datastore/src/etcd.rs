@@ -128,6 +128,10 @@ impl Datastore for EtcdStore {
         Ok(TxnOutcome::Committed { revision: header.revision() })
     }
 
+    fn round_trips(&self) -> Option<u64> {
+        Some(self.round_trips.load(Ordering::Relaxed))
+    }
+
     /// All reads in one read-only etcd Txn: one round trip, one consistent revision.
     fn read_many(&self, reads: &[Read]) -> Result<Vec<Vec<KeyValue>>, Error> {
         if reads.is_empty() {

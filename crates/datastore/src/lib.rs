@@ -98,6 +98,12 @@ pub trait Datastore: Send + Sync {
             .collect()
     }
 
+    /// How many requests this store has sent so far (failed attempts included), for backends
+    /// with a network hop; `None` when the backend does not count them.
+    fn round_trips(&self) -> Option<u64> {
+        None
+    }
+
     /// A cheap round trip that proves the store is reachable (used by STATUS).
     fn ping(&self) -> Result<(), Error> {
         self.get("/calico/ping").map(|_| ())

@@ -103,6 +103,10 @@ impl Datastore for MemoryStore {
         }
         Ok(TxnOutcome::Committed { revision })
     }
+
+    fn round_trips(&self) -> Option<u64> {
+        Some(self.calls.load(Ordering::Relaxed) as u64)
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +123,16 @@ mod tests {
         assert!(matches!(s.update("/a", b"3".to_vec(), r1), Err(Error::Conflict { .. })));
         s.delete("/a", r2).unwrap();
         assert_eq!(s.get("/a").unwrap(), None);
+    }
+
+    #[test]
+    fn round_trips_count_every_call() {
+        let s = MemoryStore::new();
+        assert_eq!(s.round_trips(), Some(0));
+        s.create("/a", vec![]).unwrap();
+        s.get("/a").unwrap();
+        s.list("/").unwrap();
+        assert_eq!(s.round_trips(), Some(3));
     }
 
     #[test]

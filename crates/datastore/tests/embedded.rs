@@ -6,8 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use datastore::sqlite::{EmbeddedOptions, EmbeddedStore};
-use datastore::{Compare, Datastore, Error, Op, TxnOutcome};
+use datastore::sqlite::{EmbeddedOptions, EmbeddedStore, Synchronous};
+use datastore::{Compare, Datastore, Error, Op, Read, TxnOutcome};
 
 fn temp_store() -> (tempfile::TempDir, EmbeddedStore) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -63,9 +63,25 @@ fn list_is_prefix_bounded_and_ordered() {
 fn list_boundaries_match_starts_with() {
     let (_dir, s) = temp_store();
     let keys = [
-        "/a", "/a/", "/a/b", "/a/b/c", "/a/bc", "/a/c", "/a0", "/a.", "/a/~", "/a/\u{7f}",
-        "/a/é", "/a/\u{D7FF}", "/a/\u{E000}", "/a/\u{10FFFF}", "/a/\u{10FFFF}x", "/b", "",
-        "a\u{10FFFF}", "b",
+        "/a",
+        "/a/",
+        "/a/b",
+        "/a/b/c",
+        "/a/bc",
+        "/a/c",
+        "/a0",
+        "/a.",
+        "/a/~",
+        "/a/\u{7f}",
+        "/a/é",
+        "/a/\u{D7FF}",
+        "/a/\u{E000}",
+        "/a/\u{10FFFF}",
+        "/a/\u{10FFFF}x",
+        "/b",
+        "",
+        "a\u{10FFFF}",
+        "b",
     ];
     for k in keys {
         s.create(k, k.as_bytes().to_vec()).unwrap();
@@ -73,14 +89,45 @@ fn list_boundaries_match_starts_with() {
     let mut sorted: Vec<&str> = keys.to_vec();
     sorted.sort_unstable();
     let prefixes = [
-        "", "/", "/a", "/a/", "/a/b", "/a/b/", "/a/\u{7f}", "/a/\u{D7FF}", "/a/\u{10FFFF}",
-        "a\u{10FFFF}", "/z", "\u{10FFFF}",
+        "",
+        "/",
+        "/a",
+        "/a/",
+        "/a/b",
+        "/a/b/",
+        "/a/\u{7f}",
+        "/a/\u{D7FF}",
+        "/a/\u{10FFFF}",
+        "a\u{10FFFF}",
+        "/z",
+        "\u{10FFFF}",
     ];
     for prefix in prefixes {
         let got: Vec<String> = s.list(prefix).unwrap().into_iter().map(|kv| kv.key).collect();
         let want: Vec<&str> = sorted.iter().copied().filter(|k| k.starts_with(prefix)).collect();
         assert_eq!(got, want, "prefix {prefix:?}");
     }
+}
+
+#[test]
+fn read_many_answers_like_get_and_list() {
+    let (_dir, s) = temp_store();
+    for k in ["/a/1", "/a/2", "/b", "/c/1"] {
+        s.create(k, k.as_bytes().to_vec()).unwrap();
+    }
+    let reads = [
+        Read::Key("/b".into()),
+        Read::Key("/missing".into()),
+        Read::Prefix("/a/".into()),
+        Read::Prefix("/z/".into()),
+    ];
+    let got = s.read_many(&reads).unwrap();
+    let want =
+        vec![s.get("/b").unwrap().into_iter().collect(), vec![], s.list("/a/").unwrap(), vec![]];
+    assert_eq!(got, want);
+    assert_eq!(s.read_many(&[]).unwrap(), Vec::<Vec<_>>::new());
+    // The read transaction is closed: writes still work.
+    assert_eq!(s.create("/d", vec![]).unwrap(), 5);
 }
 
 #[test]
@@ -135,6 +182,28 @@ fn data_and_revision_survive_reopen() {
     assert_eq!(s.get("/a").unwrap().unwrap().value, b"1");
     assert_eq!(s.get("/b").unwrap().unwrap().mod_revision, 2);
     assert_eq!(s.create("/c", vec![]).unwrap(), 3);
+    s.integrity_check().unwrap();
+}
+
+#[test]
+fn the_wal_stays_short_across_short_lived_openers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let wal = dir.path().join("store.db-wal");
+    let mut longest = 0;
+    // Each round is one plugin process: open, read, write 3 pages or so, close.
+    for i in 0..300 {
+        let s = EmbeddedStore::open(&path).unwrap();
+        s.list("/k/").unwrap();
+        s.create(&format!("/k/{i}"), vec![7; 3000]).unwrap();
+        drop(s);
+        longest = longest.max(fs::metadata(&wal).map_or(0, |m| m.len()));
+    }
+    // The threshold is 128 pages; one commit adds a few frames past it.
+    assert!(longest < 140 * 4120, "the WAL grew to {longest} bytes");
+    let options = EmbeddedOptions { synchronous: Synchronous::Full, ..Default::default() };
+    let s = EmbeddedStore::open_with(&path, options).unwrap();
+    assert_eq!(s.list("/k/").unwrap().len(), 300);
     s.integrity_check().unwrap();
 }
 

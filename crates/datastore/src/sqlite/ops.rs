@@ -1,0 +1,168 @@
+//! [`Datastore`] on the embedded store: the SQL of get, list and txn.
+//!
+//! A plugin process lives for about a millisecond and prepares every statement it runs once,
+//! so the set of distinct statements is kept small: the compare of a txn reuses the get
+//! statement, and `BEGIN IMMEDIATE` / `COMMIT` are cached like the rest.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::EmbeddedStore;
+use crate::{Compare, Datastore, Error, KeyValue, Op, Read, TxnOutcome};
+
+const GET: &str = "SELECT key, value, mod_revision FROM kv WHERE key = ?1";
+const LIST_RANGE: &str =
+    "SELECT key, value, mod_revision FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key";
+const LIST_FROM: &str = "SELECT key, value, mod_revision FROM kv WHERE key >= ?1 ORDER BY key";
+const BUMP_REVISION: &str = "UPDATE meta SET revision = revision + 1 RETURNING revision";
+const PUT: &str = "INSERT INTO kv (key, value, mod_revision) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (key) DO UPDATE SET value = excluded.value, mod_revision = excluded.mod_revision";
+const DELETE: &str = "DELETE FROM kv WHERE key = ?1";
+
+fn key_value(row: &rusqlite::Row<'_>) -> rusqlite::Result<KeyValue> {
+    Ok(KeyValue { key: row.get(0)?, value: row.get(1)?, mod_revision: row.get(2)? })
+}
+
+fn get(conn: &Connection, key: &str) -> rusqlite::Result<Option<KeyValue>> {
+    conn.prepare_cached(GET)?.query_row([key], key_value).optional()
+}
+
+/// The least string greater than every string starting with `prefix`, or `None` when there
+/// is none (empty prefix, or only `char::MAX`). UTF-8 byte order is code point order, so
+/// bumping the last char that can be bumped gives the exclusive upper bound of the range.
+pub(super) fn prefix_end(prefix: &str) -> Option<String> {
+    let mut end = prefix.to_owned();
+    while let Some(last) = end.pop() {
+        if let Some(next) = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32) {
+            end.push(next);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// An explicit transaction, rolled back on drop unless committed, so that no error path
+/// leaves it open.
+struct Txn<'c> {
+    conn: &'c Connection,
+}
+
+impl<'c> Txn<'c> {
+    /// A write transaction: `BEGIN IMMEDIATE` takes the write lock before the compares are
+    /// read, so nobody writes between them and our writes.
+    fn write(conn: &'c Connection) -> rusqlite::Result<Self> {
+        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        Ok(Txn { conn })
+    }
+
+    /// A read transaction: every read sees the same snapshot, and no writer waits for it.
+    fn read(conn: &'c Connection) -> rusqlite::Result<Self> {
+        conn.prepare_cached("BEGIN")?.execute([])?;
+        Ok(Txn { conn })
+    }
+
+    fn commit(self) -> rusqlite::Result<()> {
+        self.conn.prepare_cached("COMMIT")?.execute([])?;
+        Ok(())
+    }
+}
+
+impl Drop for Txn<'_> {
+    fn drop(&mut self) {
+        // After a successful COMMIT the connection is back in autocommit mode.
+        if !self.conn.is_autocommit() {
+            // Nothing better to do with a failed rollback; SQLite then rolls back itself when
+            // the connection closes.
+            let _ = self.conn.prepare_cached("ROLLBACK").and_then(|mut s| s.execute([]));
+        }
+    }
+}
+
+fn list(conn: &Connection, prefix: &str) -> rusqlite::Result<Vec<KeyValue>> {
+    match prefix_end(prefix) {
+        Some(end) => {
+            conn.prepare_cached(LIST_RANGE)?.query_map(params![prefix, end], key_value)?.collect()
+        }
+        None => conn.prepare_cached(LIST_FROM)?.query_map([prefix], key_value)?.collect(),
+    }
+}
+
+fn read_many(conn: &Connection, reads: &[Read]) -> rusqlite::Result<Vec<Vec<KeyValue>>> {
+    let txn = Txn::read(conn)?;
+    let found = reads
+        .iter()
+        .map(|read| match read {
+            Read::Key(key) => get(conn, key).map(|kv| kv.into_iter().collect()),
+            Read::Prefix(prefix) => list(conn, prefix),
+        })
+        .collect::<rusqlite::Result<_>>()?;
+    txn.commit()?;
+    Ok(found)
+}
+
+fn holds(conn: &Connection, compare: &Compare) -> rusqlite::Result<bool> {
+    Ok(match compare {
+        Compare::Absent(key) => get(conn, key)?.is_none(),
+        Compare::Revision(key, revision) => {
+            get(conn, key)?.is_some_and(|kv| kv.mod_revision == *revision)
+        }
+    })
+}
+
+fn txn(conn: &Connection, compares: &[Compare], ops: &[Op]) -> rusqlite::Result<TxnOutcome> {
+    let txn = Txn::write(conn)?;
+    for compare in compares {
+        if !holds(conn, compare)? {
+            return Ok(TxnOutcome::Conflict); // rolled back by the drop of `txn`
+        }
+    }
+    let revision: i64 = conn.prepare_cached(BUMP_REVISION)?.query_row([], |row| row.get(0))?;
+    for op in ops {
+        match op {
+            Op::Put { key, value } => {
+                conn.prepare_cached(PUT)?.execute(params![key, value, revision])?
+            }
+            Op::Delete { key } => conn.prepare_cached(DELETE)?.execute([key])?,
+        };
+    }
+    txn.commit()?;
+    Ok(TxnOutcome::Committed { revision })
+}
+
+impl Datastore for EmbeddedStore {
+    fn get(&self, key: &str) -> Result<Option<KeyValue>, Error> {
+        get(&self.lock(), key).map_err(|e| self.err(e))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<KeyValue>, Error> {
+        list(&self.lock(), prefix).map_err(|e| self.err(e))
+    }
+
+    /// All reads in one read transaction: one snapshot, as etcd's read-only Txn gives.
+    fn read_many(&self, reads: &[Read]) -> Result<Vec<Vec<KeyValue>>, Error> {
+        read_many(&self.lock(), reads).map_err(|e| self.err(e))
+    }
+
+    fn txn(&self, compares: &[Compare], ops: &[Op]) -> Result<TxnOutcome, Error> {
+        let conn = self.lock();
+        let outcome = txn(&conn, compares, ops).map_err(|e| self.err(e))?;
+        if outcome.committed() {
+            self.checkpoint_if_large(&conn);
+        }
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_bumps_the_last_char() {
+        assert_eq!(prefix_end("/a/").as_deref(), Some("/a0"));
+        assert_eq!(prefix_end("/a/b").as_deref(), Some("/a/c"));
+        assert_eq!(prefix_end("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
+        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_end(""), None);
+        assert_eq!(prefix_end("\u{10FFFF}\u{10FFFF}"), None);
+    }
+}
