@@ -1,41 +1,89 @@
 #!/usr/bin/env bash
-# IPAM benchmark: one ADD+DEL cycle of calico-ipam (embedded store) against Debian's
-# host-local, in the same run and through the same driver; pool-size independence (/8 with
-# 10,000 addresses in use vs /24); peak RSS of one calico-ipam process.
+# IPAM benchmark: one ADD+DEL cycle of calico-ipam on the embedded store and on etcd against
+# Debian's host-local, in the same hyperfine run and through the same driver; pool-size
+# independence (/8 with 10,000 addresses in use vs /24); peak RSS of one calico-ipam ADD;
+# for etcd also the time to the first RPC and the round trips per ADD and per DEL.
+# Starts its own etcd on free loopback ports and stops it on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
-cargo build --release --bins --locked -q
+cargo build --release --locked -q -p calico-ipam -p calicoctl -p calico-tests
+cargo build --release --locked -q -p datastore --example etcd_first_rpc
 BIN=$PWD/target/release
 RUNS=${RUNS:-300}
 work=$(mktemp -d /tmp/calico-bench.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+etcd_pid=
+cleanup() {
+  if [[ -n $etcd_pid ]]; then kill "$etcd_pid" 2>/dev/null || true; wait "$etcd_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# etcd on two free loopback ports, its data in the bench's temp dir (same disk as the others).
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+client_port=$(free_port); peer_port=$(free_port)
+ETCD_URL=http://127.0.0.1:$client_port
+etcd --name bench --data-dir "$work/etcd" --log-level error \
+  --listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
+  --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+  --initial-cluster "bench=http://127.0.0.1:$peer_port" >"$work/etcd.log" 2>&1 &
+etcd_pid=$!
+for _ in $(seq 100); do
+  ETCDCTL_API=3 etcdctl --endpoints "$ETCD_URL" --dial-timeout=1s endpoint health >/dev/null 2>&1 && break
+  sleep 0.1
+done
+ETCDCTL_API=3 etcdctl --endpoints "$ETCD_URL" endpoint health >/dev/null 2>&1 || { cat "$work/etcd.log"; exit 1; }
 
 conf() { # conf NAME DB POOL
   printf '{"cniVersion":"1.0.0","name":"%s","type":"calico","nodename":"bench","log_level":"warning","datastore_path":"%s","ipam":{"type":"calico-ipam","ipv4_pools":["%s"]}}' "$1" "$2" "$3"
 }
+etcd_conf() { # etcd_conf NODE LOG_LEVEL
+  printf '{"cniVersion":"1.0.0","name":"etcd","type":"calico","nodename":"%s","log_level":"%s","etcd_endpoints":"%s","ipam":{"type":"calico-ipam","ipv4_pools":["10.230.0.0/16"],"lock_file":"%s/etcd.lock"}}' "$1" "$2" "$ETCD_URL" "$work"
+}
 conf small "$work/small.db" 10.210.0.0/24 > "$work/small.json"
 conf big "$work/big.db" 10.0.0.0/8 > "$work/big.json"
+etcd_conf bench warning > "$work/etcd.json"
 printf '{"cniVersion":"1.0.0","name":"hl","type":"host-local","ipam":{"type":"host-local","ranges":[[{"subnet":"10.220.0.0/24"}]],"dataDir":"%s/hl"}}' "$work" > "$work/hl.json"
 
 "$BIN/calicoctl" --datastore-path "$work/small.db" pool add 10.210.0.0/24 >/dev/null
 "$BIN/calicoctl" --datastore-path "$work/big.db" pool add 10.0.0.0/8 >/dev/null
+"$BIN/calicoctl" --etcd-endpoints "$ETCD_URL" pool add 10.230.0.0/16 >/dev/null
 echo "filling the /8 pool with 10,000 allocations..." >&2
 "$BIN/cni-cycle" "$BIN/calico-ipam" "$work/big.json" --id fill --fill 10000
-"$BIN/calicoctl" --datastore-path "$work/big.db" ipam show | head -2
+"$BIN/calicoctl" --datastore-path "$work/big.db" ipam show | sed -n 1,2p  # sed reads it all: no EPIPE
 
 hyperfine -N --warmup 20 --runs "$RUNS" --export-json "$work/ipam.json" \
   -n "host-local" "$BIN/cni-cycle /usr/lib/cni/host-local $work/hl.json" \
   -n "calico-ipam /24" "$BIN/cni-cycle $BIN/calico-ipam $work/small.json" \
-  -n "calico-ipam /8 with 10k used" "$BIN/cni-cycle $BIN/calico-ipam $work/big.json"
+  -n "calico-ipam /8 with 10k used" "$BIN/cni-cycle $BIN/calico-ipam $work/big.json" \
+  -n "calico-ipam etcd" "$BIN/cni-cycle $BIN/calico-ipam $work/etcd.json"
 
 python3 - "$work/ipam.json" <<'PY'
 import json, sys
-r = {x["command"]: x["mean"] * 1000 for x in json.load(open(sys.argv[1]))["results"]}
-hl, small, big = r["host-local"], r["calico-ipam /24"], r["calico-ipam /8 with 10k used"]
-print(f"ADD+DEL cycle: host-local {hl:.2f} ms, calico-ipam {small:.2f} ms -> ratio {small/hl:.2f} (goal <= 0.5)")
-print(f"pool size: /8 with 10k used {big:.2f} ms vs /24 {small:.2f} ms -> ratio {big/small:.2f} (goal <= 1.2)")
+results = json.load(open(sys.argv[1]))["results"]
+for stat in ("mean", "median"):
+    r = {x["command"]: x[stat] * 1000 for x in results}
+    hl, small, big, etcd = r["host-local"], r["calico-ipam /24"], r["calico-ipam /8 with 10k used"], r["calico-ipam etcd"]
+    print(f"[{stat}] ADD+DEL cycle: host-local {hl:.2f} ms, calico-ipam {small:.2f} ms -> ratio {small/hl:.2f} (goal <= 0.5)")
+    print(f"[{stat}] pool size: /8 with 10k used {big:.2f} ms vs /24 {small:.2f} ms -> ratio {big/small:.2f} (goal <= 1.2)")
+    print(f"[{stat}] etcd: ADD+DEL cycle {etcd:.2f} ms -> {etcd/hl:.2f}x host-local (goal <= 1.0), {etcd/small:.2f}x the embedded store")
 PY
+
+echo "--- etcd: one fresh process's first RPC (examples/etcd_first_rpc.rs) ---"
+"$BIN/examples/etcd_first_rpc" "$ETCD_URL"
+
+# One plugin run, as a runtime execs it: `cni VERB ID CONF` prints its stderr.
+cni() {
+  CNI_COMMAND=$1 CNI_CONTAINERID=$2 CNI_NETNS=/var/run/netns/none CNI_IFNAME=eth0 CNI_PATH="$BIN" \
+    "$BIN/calico-ipam" < "$3" 2>&1 >/dev/null
+}
+trips() { grep -o 'round_trips=[0-9]*' | head -1 | cut -d= -f2; }
+etcd_conf bench-rt debug > "$work/etcd-debug.json"
+first=$(cni ADD rt0 "$work/etcd-debug.json" | trips)
+steady=$(cni ADD rt1 "$work/etcd-debug.json" | trips)
+del=$(cni DEL rt1 "$work/etcd-debug.json" | trips)
+cni DEL rt0 "$work/etcd-debug.json" >/dev/null
+echo "etcd round trips: first ADD of a host (claims a block) $first, steady-state ADD $steady, DEL $del"
 
 rss() { # rss PLUGIN CONF -> peak KiB of one ADD
   local out
@@ -44,3 +92,4 @@ rss() { # rss PLUGIN CONF -> peak KiB of one ADD
   echo "$out"
 }
 echo "peak RSS of one ADD: calico-ipam $(rss "$BIN/calico-ipam" "$work/small.json") KiB (goal <= 4096), host-local $(rss /usr/lib/cni/host-local "$work/hl.json") KiB"
+echo "peak RSS of one ADD on etcd: calico-ipam $(rss "$BIN/calico-ipam" "$work/etcd.json") KiB (goal <= 6144)"

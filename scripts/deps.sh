@@ -14,6 +14,7 @@ want etcdctl etcd-client
 want /usr/lib/cni/host-local containernetworking-plugins  # chaining + performance baseline
 want hyperfine hyperfine               # benchmarks
 want iptables iptables
+want nft nftables                      # podman e2e: drop the nat tables portmap made on the host
 want ip iproute2
 want ping iputils-ping
 want /usr/bin/time time                # peak RSS in the benchmark

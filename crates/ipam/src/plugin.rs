@@ -24,6 +24,7 @@ struct Context {
     conf: CalicoConf,
     store: Box<dyn Datastore>,
     host: String,
+    verb: &'static str,
 }
 
 impl Context {
@@ -32,7 +33,7 @@ impl Context {
         cni::logging::init(conf.log_level.as_deref(), conf.log_file_path.as_deref());
         let host = conf.nodename()?;
         let store = datastore::config::open(&conf.store_config())?;
-        Ok(Context { conf, store, host })
+        Ok(Context { conf, store, host, verb: req.env.command.as_str() })
     }
 
     fn ipam(&self) -> Ipam<'_> {
@@ -56,6 +57,15 @@ pub fn result_of(assigned: &[Assigned]) -> CniResult {
             .map(|a| IpConfig { address: IpNetwork::from(a.ip), gateway: None, interface: None })
             .collect(),
         ..Default::default()
+    }
+}
+
+/// What the verb cost in datastore round trips (etcd), logged however the verb ended.
+impl Drop for Context {
+    fn drop(&mut self) {
+        if let Some(n) = self.store.round_trips() {
+            tracing::debug!(round_trips = n, verb = self.verb, "datastore round trips");
+        }
     }
 }
 
