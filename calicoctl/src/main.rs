@@ -53,6 +53,12 @@ pub enum Output {
 }
 
 fn main() -> ExitCode {
+    // Like any Unix tool, end quietly when the reader of our output goes away
+    // (`calicoctl ipam show | head`) instead of panicking on a broken pipe.
+    // SAFETY: setting a signal disposition to SIG_DFL before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let cfg = datastore::config::Config {
         etcd_endpoints: cli

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use tracing::Level;
 use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Installs the global logger. `level` is Calico's `log_level`: `debug`, `info`,
 /// `warning`/`warn`, `error` (also `trace`, and `fatal`/`panic` as `error`), case-insensitive,
@@ -28,9 +30,15 @@ pub fn init(level: Option<&str>, file: Option<&Path>) {
         Some(f) => BoxMakeWriter::new(std::io::stderr.and(Arc::new(f))),
         None => BoxMakeWriter::new(std::io::stderr),
     };
-    let installed = tracing_subscriber::fmt()
-        .with_max_level(max_level)
-        .with_writer(writer)
+    // The etcd client's HTTP/2 stack logs every frame at debug: keep it to warnings, so
+    // `log_level: debug` shows the plugin's own decisions.
+    let quiet = Level::WARN.min(max_level);
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(max_level)
+        .with_targets(["h2", "hyper", "hyper_util", "tower", "tonic", "rustls"].map(|t| (t, quiet)));
+    let installed = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(writer))
+        .with(filter)
         .try_init()
         .is_ok();
     if !installed {
