@@ -88,14 +88,6 @@ fn failed_setup_container_undoes_itself() {
     c0.ip(&["link", "add", "x0", "type", "veth", "peer", "name", "x1"]);
     c0.ip(&["link", "set", "x0", "up"]);
     c0.ip(&["route", "add", "default", "dev", "x0"]);
-    // A new netns inherits IPv4 settings from the machine's own netns (where forwarding may
-    // well be on): start from a known value so the rollback has something to restore.
-    let off = std::process::Command::new("nsenter")
-        .arg(format!("--net={}", c0.path.display()))
-        .args(["sysctl", "-qw", "net.ipv4.ip_forward=0"])
-        .status()
-        .expect("nsenter");
-    assert!(off.success());
     lab.in_host(|| {
         let host = Namespace::current().expect("host namespace");
         let container = Namespace::open(&c0.path).expect("open c0");

@@ -38,6 +38,9 @@ impl TestNs {
             name,
         };
         ns.ip(&["link", "set", "lo", "up"]);
+        // A new netns inherits IPv4 settings from the machine's own netns: start every test
+        // namespace from the kernel default instead, whatever the machine has.
+        assert!(ns.exec_ok("sysctl", &["-qw", "net.ipv4.ip_forward=0"]));
         ns
     }
 
