@@ -28,15 +28,12 @@ impl Command {
         }
     }
 
+    /// Every verb of the spec.
+    pub const ALL: [Command; 6] =
+        [Command::Add, Command::Del, Command::Check, Command::Gc, Command::Status, Command::Version];
+
     fn parse(s: &str) -> Option<Command> {
-        [
-            Command::Add,
-            Command::Del,
-            Command::Check,
-            Command::Gc,
-            Command::Status,
-            Command::Version,
-        ]
+        Command::ALL
         .into_iter()
         .find(|c| c.as_str() == s)
     }
@@ -285,14 +282,7 @@ mod tests {
 
     #[test]
     fn command_spelling_round_trips() {
-        for c in [
-            Command::Add,
-            Command::Del,
-            Command::Check,
-            Command::Gc,
-            Command::Status,
-            Command::Version,
-        ] {
+        for c in Command::ALL {
             assert_eq!(Command::parse(c.as_str()), Some(c));
         }
     }
