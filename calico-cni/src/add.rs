@@ -23,7 +23,7 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
         }
         tracing::info!(%key, old = %ep.container_id, "replacing the endpoint of an earlier sandbox");
     }
-    let container_mac = container_mac(&ctx, req)?;
+    let container_mac = container_mac(&ctx)?;
     let netns_path = req.env.netns.as_deref().unwrap_or(Path::new(""));
     let container = Namespace::open(netns_path)
         .map_err(|source| Error::Netns { path: netns_path.display().to_string(), source })?;
@@ -39,15 +39,21 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
     }
 
     let dp = |step: &'static str| move |source| Error::Dataplane { step, source };
-    // A host end left by an ADD that died half-way, or by an earlier sandbox of this pod.
-    if host.netlink().delete_link(&host_veth).map_err(dp("removing a stale host veth"))? {
-        tracing::warn!(%host_veth, "removed a stale host veth");
-    }
     let mtu = ctx.conf.mtu.unwrap_or(1500);
+    let host_end = VethEnd::host(&host_veth, Some(mtu));
     let peer = VethEnd { name: req.env.ifname.clone(), mac: container_mac, mtu: Some(mtu) };
-    host.netlink()
-        .create_veth(&VethEnd::host(&host_veth, Some(mtu)), &peer, container.netns())
-        .map_err(dp("creating the veth pair"))?;
+    let create = || host.netlink().create_veth(&host_end, &peer, container.netns());
+    match create() {
+        // A host end left by an ADD that died half-way, or by an earlier sandbox of this pod
+        // (same workload, same name): remove it and try once more. Checked only on EEXIST,
+        // so the usual ADD pays no extra netlink request.
+        Err(e) if e.is_exists() && host.netlink().delete_link(&host_veth).map_err(dp("removing a stale host veth"))? => {
+            tracing::warn!(%host_veth, "removed a stale host veth");
+            create()
+        }
+        other => other,
+    }
+    .map_err(dp("creating the veth pair"))?;
     undo.push("deleting the veth pair", || host.netlink().delete_link(&host_veth).map(|_| ()));
 
     let info = dataplane::setup_container(
@@ -103,7 +109,7 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
 }
 
 /// `runtimeConfig.mac`, else CNI_ARGS `MAC`, else a random one from the kernel.
-fn container_mac(ctx: &Context, _req: &Request) -> Result<Option<[u8; 6]>, Error> {
+fn container_mac(ctx: &Context) -> Result<Option<[u8; 6]>, Error> {
     let (field, value) = match (&ctx.conf.common.runtime_config.mac, &ctx.args.mac) {
         (Some(m), _) => ("runtimeConfig.mac", m),
         (None, Some(m)) => ("CNI_ARGS MAC", m),

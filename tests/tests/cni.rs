@@ -254,3 +254,31 @@ fn sixty_four_containers_at_once() {
     }
     env.assert_nothing_left("64 at once");
 }
+
+#[test]
+fn a_replaced_pod_sandbox_takes_over_and_the_old_del_leaves_it_alone() {
+    let env = Env::new();
+    let conf = env.conf("1.0.0", json!({}));
+    let pod = "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;IgnoreUnknown=1";
+    let (old, new, peer) = (Netns::new("ck"), Netns::new("ck"), Netns::new("ck"));
+    let add_old = env.inv("ADD", "sandbox-old", &old).args(pod);
+    env.run(&add_old, &conf).expect_ok();
+    let veth = env.host.cali_links();
+    assert_eq!(veth.len(), 1);
+    // The kubelet starts a new sandbox before the old one's DEL: same pod, same host veth
+    // name. ADD replaces the stale host end instead of failing on it.
+    let add_new = env.inv("ADD", "sandbox-new", &new).args(pod);
+    let r = env.run(&add_new, &conf).expect_ok();
+    assert_eq!(env.host.cali_links(), veth, "one host veth per pod");
+    let ip = result_ips(&r)[0].clone();
+    env.run(&env.inv("ADD", "peer", &peer), &conf).expect_ok();
+    assert!(peer.ping(&ip), "the new sandbox is reachable");
+    // The old sandbox's DEL releases its own address only and leaves the new one working.
+    env.run(&add_old.with_command("DEL"), &conf).expect_ok();
+    assert!(peer.ping(&ip), "the old sandbox's DEL broke the new one");
+    env.run(&add_new.with_command("CHECK"), &with_prev(&conf, &r)).expect_ok();
+    assert_eq!(env.store.used(), 2);
+    env.run(&add_new.with_command("DEL"), &conf).expect_ok();
+    env.run(&env.inv("DEL", "peer", &peer), &conf).expect_ok();
+    env.assert_nothing_left("sandbox replaced");
+}
