@@ -534,7 +534,7 @@ fn family_of(ip: &IpAddr) -> u8 {
 }
 
 /// Sleep a random time that grows with the attempt, so racing writers spread out.
-fn backoff(attempt: u32) {
+pub(crate) fn backoff(attempt: u32) {
     use std::hash::{BuildHasher, RandomState};
     let cap_us = 500u64 << attempt.min(6); // 1 ms .. 32 ms
     let jitter = RandomState::new().hash_one(attempt) % cap_us;

@@ -149,6 +149,20 @@ pub fn ensure_default_v4(store: &dyn Datastore, existing: Vec<Pool>) -> Result<V
 /// Remove a pool with its blocks and affinities. Refuses while addresses are allocated from
 /// it, unless `force`, which also drops those allocations from their handles.
 pub fn remove(store: &dyn Datastore, cidr: &IpNetwork, force: bool) -> Result<usize, Error> {
+    use crate::allocator::{backoff, MAX_ATTEMPTS};
+    for attempt in 0..MAX_ATTEMPTS {
+        if attempt > 0 {
+            backoff(attempt);
+        }
+        if let Some(released) = try_remove(store, cidr, force)? {
+            return Ok(released);
+        }
+    }
+    Err(Error::TooMuchContention { key: keys::pool(cidr), attempts: MAX_ATTEMPTS })
+}
+
+/// One attempt of [`remove`]; `None` when a concurrent writer changed what it read.
+fn try_remove(store: &dyn Datastore, cidr: &IpNetwork, force: bool) -> Result<Option<usize>, Error> {
     let key = keys::pool(cidr);
     let Some(pool_kv) = store.get(&key)? else {
         return Err(Error::PoolNotFound { cidr: *cidr });
@@ -182,10 +196,7 @@ pub fn remove(store: &dyn Datastore, cidr: &IpNetwork, force: bool) -> Result<us
             });
         }
     }
-    if !store.txn(&compares, &ops)?.committed() {
-        return Err(Error::TooMuchContention { key: keys::pool(cidr), attempts: 1 });
-    }
-    Ok(in_use)
+    Ok(store.txn(&compares, &ops)?.committed().then_some(in_use))
 }
 
 #[cfg(test)]
@@ -211,6 +222,16 @@ mod tests {
         add(&s, &Pool::new(cidr("fd00::/48"))).unwrap();
         assert_eq!(list(&s, None).unwrap().len(), 3);
         assert_eq!(list(&s, Some(6)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn removal_retries_a_conflict() {
+        let s = MemoryStore::new();
+        add(&s, &Pool::new(cidr("10.0.0.0/16"))).unwrap();
+        s.conflict_next_txns(2);
+        assert_eq!(remove(&s, &cidr("10.0.0.0/16"), false).unwrap(), 0);
+        assert!(list(&s, None).unwrap().is_empty());
+        assert!(matches!(remove(&s, &cidr("10.0.0.0/16"), false), Err(Error::PoolNotFound { .. })));
     }
 
     #[test]
