@@ -40,12 +40,13 @@ pub struct Owner {
 }
 
 impl Owner {
+    /// What the block records per address: the handle, the node that allocated it, and the
+    /// pod if any, as Calico does. Network, container and interface live in the handle only:
+    /// repeated for every address they doubled a block's size, and every allocation rewrites
+    /// its whole block.
     fn attribute(&self, host: &str) -> Attribute {
         let mut secondary = self.extra.clone();
         secondary.insert("node".into(), host.into());
-        secondary.insert("network".into(), self.network.clone());
-        secondary.insert("container_id".into(), self.container_id.clone());
-        secondary.insert("ifname".into(), self.ifname.clone());
         Attribute { handle_id: Some(self.handle.clone()), secondary }
     }
 
