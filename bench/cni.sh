@@ -6,8 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
-[[ ${SKIP_BUILD:-} ]] || cargo build --release --bins --locked -q
-BIN=$PWD/target/release
+BIN=$(scripts/build-release.sh -q -p calico-cni -p calico-ipam -p calicoctl -p calico-tests)
 RUNS=${RUNS:-200}
 id=$$
 H=calibench-h-$id C=calibench-c-$id

@@ -7,9 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
-cargo build --release --locked -q -p calico-ipam -p calicoctl -p calico-tests
-cargo build --release --locked -q -p datastore --example etcd_first_rpc
-BIN=$PWD/target/release
+BIN=$(scripts/build-release.sh -q -p calico-ipam -p calicoctl -p calico-tests)
+scripts/build-release.sh -q -p datastore --example etcd_first_rpc >/dev/null
 RUNS=${RUNS:-300}
 work=$(mktemp -d /tmp/calico-bench.XXXXXX)
 etcd_pid=

@@ -24,7 +24,7 @@ Options:
   --conf-file FILE  the conflist to install (default: netconf-examples/cnitool-podman.conflist:
                     calico + portmap on the embedded store /var/lib/calico/calico-store.db)
   --conf-name NAME  its name in --conf-dir (default: 10-calico.conflist)
-  --from DIR        take the binaries from DIR (default: target/release, built if missing)
+  --from DIR        take the binaries from DIR (default: built by scripts/build-release.sh)
   --force           replace an installed conflist that differs from --conf-file
   -h, --help        this text
 
@@ -58,14 +58,10 @@ done
 bins=(calico-cni calico-ipam calicoctl)
 
 if [[ -z $from ]]; then
-  from=$repo/target/release
-  missing=0
-  for b in "${bins[@]}"; do [[ -x $from/$b ]] || missing=1; done
-  if ((missing)); then
-    echo "install.sh: building release binaries in $repo" >&2
-    (cd "$repo" && cargo build --release --locked -p calico-cni -p calico-ipam -p calicoctl) \
-      || die "cargo build failed"
-  fi
+  # The shipping build (static, non-PIE: see scripts/build-release.sh); cargo makes it a
+  # no-op when the binaries are up to date.
+  from=$("$repo/scripts/build-release.sh" -q -p calico-cni -p calico-ipam -p calicoctl) \
+    || die "building the release binaries failed"
 fi
 for b in "${bins[@]}"; do
   [[ -f $from/$b && -x $from/$b ]] || die "$from/$b is missing or not executable"
