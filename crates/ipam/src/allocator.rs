@@ -220,18 +220,21 @@ impl<'a> Ipam<'a> {
                 affinity_kvs = fresh.pop().unwrap_or_default();
                 *state = handle_state(&owner.handle, fresh.pop().unwrap_or_default().first())?;
             }
-            // 1. Blocks affine to this host, those with room (per the hint) first.
-            let mut affine: Vec<(IpNetwork, Option<usize>)> = affinity_kvs
+            // 1. Blocks affine to this host. Blocks are claimed in ascending order, so the
+            // highest is the likeliest to have room: walk down from it and read each hint only
+            // until a block with room turns up, so a host with many full blocks parses one or
+            // two hints, not all of them.
+            let mut affine: Vec<(IpNetwork, &KeyValue)> = affinity_kvs
                 .iter()
-                .filter_map(|kv| {
-                    let cidr = keys::cidr_of_key(&kv.key)?;
-                    let hint = serde_json::from_slice::<Affinity>(&kv.value).ok().and_then(|a| a.free);
-                    in_pools(&cidr).then_some((cidr, hint))
-                })
-                .filter(|(_, free)| *free != Some(0))
+                .filter_map(|kv| Some((keys::cidr_of_key(&kv.key)?, kv)))
+                .filter(|(cidr, _)| in_pools(cidr))
                 .collect();
-            affine.sort_by_key(|(cidr, free)| (free.is_none(), net::to_u128(cidr.network())));
-            for (cidr, _) in affine {
+            affine.sort_by_key(|(cidr, _)| std::cmp::Reverse(net::to_u128(cidr.network())));
+            for (cidr, affinity) in affine {
+                let hint = serde_json::from_slice::<Affinity>(&affinity.value).ok().and_then(|a| a.free);
+                if hint == Some(0) {
+                    continue;
+                }
                 let Some(kv) = self.store.get(&keys::block(&cidr))? else { continue };
                 let mut block: Block = store::decode(&kv)?;
                 if block.host() != Some(self.host.as_str()) {
