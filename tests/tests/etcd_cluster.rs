@@ -104,7 +104,8 @@ fn contains((net, prefix): (Ipv4Addr, u32), ip: Ipv4Addr) -> bool {
 /// Block → the hosts holding an affinity for it, from the affinity keys in etcd.
 fn affinities(keys: &[String]) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for key in keys {
+    // Beside its affinities a host keeps one allocation cursor per family (a hint).
+    for key in keys.iter().filter(|k| !k.ends_with("/cursor")) {
         // /calico/ipam/v2/host/<node>/ipv4/block/<cidr>
         let rest = key.strip_prefix(AFFINITIES).expect("affinity key");
         let parts: Vec<&str> = rest.split('/').collect();

@@ -85,6 +85,20 @@ struct Affinity {
     free: Option<usize>,
 }
 
+/// What trying one affine block gave.
+enum Affine {
+    Allocated(IpAddr),
+    /// Gone, no longer ours, or full.
+    NoRoom,
+    /// Someone wrote first: start the attempt again.
+    Conflict,
+}
+
+/// The block named by a cursor key, if it is there and readable (it is only a hint).
+fn cursor_of(kvs: &[KeyValue]) -> Option<IpNetwork> {
+    serde_json::from_slice(&kvs.first()?.value).ok()
+}
+
 /// The handle as last read, with the revision to compare against (None: absent).
 struct HandleState {
     handle: Handle,
@@ -119,11 +133,11 @@ impl<'a> Ipam<'a> {
             Read::Key(keys::handle(&owner.handle)),
             Read::Prefix(keys::pool_prefix(4)),
             Read::Prefix(keys::pool_prefix(6)),
-            Read::Prefix(keys::affinity_prefix(&self.host, 4)),
-            Read::Prefix(keys::affinity_prefix(&self.host, 6)),
+            Read::Key(keys::cursor(&self.host, 4)),
+            Read::Key(keys::cursor(&self.host, 6)),
         ])?;
-        let affinities6 = reads.pop().unwrap_or_default();
-        let affinities4 = reads.pop().unwrap_or_default();
+        let cursor6 = cursor_of(&reads.pop().unwrap_or_default());
+        let cursor4 = cursor_of(&reads.pop().unwrap_or_default());
         let mut pools6 = pool::decode_all(&reads.pop().unwrap_or_default())?;
         let mut pools4 = pool::decode_all(&reads.pop().unwrap_or_default())?;
         let mut state = handle_state(&owner.handle, reads.pop().unwrap_or_default().first())?;
@@ -145,16 +159,16 @@ impl<'a> Ipam<'a> {
                 return Ok(req.ips.clone());
             }
             let mut ips = held.clone();
-            for (family, wanted, pools, affinities) in [
-                (4, &req.v4, &mut pools4, &affinities4),
-                (6, &req.v6, &mut pools6, &affinities6),
+            for (family, wanted, pools, cursor) in [
+                (4, &req.v4, &mut pools4, cursor4),
+                (6, &req.v6, &mut pools6, cursor6),
             ] {
                 let Some(wanted) = wanted else { continue };
                 if held.iter().any(|ip| family_of(ip) == family) {
                     continue;
                 }
                 let pools = select_pools(family, wanted, pools)?;
-                let ip = self.auto_assign(family, &pools, affinities, owner, &mut state)?;
+                let ip = self.auto_assign(family, &pools, cursor, owner, &mut state)?;
                 fresh.push(ip);
                 ips.push(ip);
             }
@@ -203,31 +217,50 @@ impl<'a> Ipam<'a> {
         &self,
         family: u8,
         pools: &[Pool],
-        affinity_kvs: &[KeyValue],
+        mut cursor: Option<IpNetwork>,
         owner: &Owner,
         state: &mut HandleState,
     ) -> Result<IpAddr, Error> {
         let attr = owner.attribute(&self.host);
         let in_pools = |c: &IpNetwork| pools.iter().any(|p| p.cidr.contains(c.network()));
-        let mut affinity_kvs = affinity_kvs.to_vec();
         'attempt: for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
                 backoff(attempt);
-                let mut fresh = self.store.read_many(&[
-                    Read::Key(keys::handle(&owner.handle)),
-                    Read::Prefix(keys::affinity_prefix(&self.host, family)),
-                ])?;
-                affinity_kvs = fresh.pop().unwrap_or_default();
+                let mut fresh = self
+                    .store
+                    .read_many(&[Read::Key(keys::handle(&owner.handle)), Read::Key(keys::cursor(&self.host, family))])?;
+                cursor = cursor_of(&fresh.pop().unwrap_or_default());
                 *state = handle_state(&owner.handle, fresh.pop().unwrap_or_default().first())?;
             }
-            // 1. Blocks affine to this host. Blocks are claimed in ascending order, so the
-            // highest is the likeliest to have room: walk down from it and read each hint only
-            // until a block with room turns up, so a host with many full blocks parses one or
-            // two hints, not all of them.
-            let mut affine: Vec<(IpNetwork, &KeyValue)> = affinity_kvs
+            // 0. The block this host allocated from last: in the steady state it has room, and
+            // nothing needs listing.
+            let cursor = cursor.filter(|c| in_pools(c));
+            if let Some(cidr) = cursor {
+                match self.try_affine(cidr, &attr, state, owner)? {
+                    Affine::Allocated(ip) => return Ok(ip),
+                    Affine::Conflict => continue 'attempt,
+                    Affine::NoRoom => {}
+                }
+            }
+            // 1. Every other block affine to this host. Blocks are claimed in ascending order,
+            // so the highest is the likeliest to have room: walk down from it and read each
+            // hint only until a block with room turns up.
+            // A host without a cursor has most likely no block yet and will claim one: fetch
+            // the block list in the same round trip.
+            let (affinities, mut prefetched) = if cursor.is_none() {
+                let mut both = self.store.read_many(&[
+                    Read::Prefix(keys::affinity_prefix(&self.host, family)),
+                    Read::Prefix(keys::block_prefix(family)),
+                ])?;
+                let blocks = both.pop().unwrap_or_default();
+                (both.pop().unwrap_or_default(), Some(blocks))
+            } else {
+                (self.store.list(&keys::affinity_prefix(&self.host, family))?, None)
+            };
+            let mut affine: Vec<(IpNetwork, &KeyValue)> = affinities
                 .iter()
                 .filter_map(|kv| Some((keys::cidr_of_key(&kv.key)?, kv)))
-                .filter(|(cidr, _)| in_pools(cidr))
+                .filter(|(cidr, _)| in_pools(cidr) && Some(*cidr) != cursor)
                 .collect();
             affine.sort_by_key(|(cidr, _)| std::cmp::Reverse(net::to_u128(cidr.network())));
             for (cidr, affinity) in affine {
@@ -235,19 +268,17 @@ impl<'a> Ipam<'a> {
                 if hint == Some(0) {
                     continue;
                 }
-                let Some(kv) = self.store.get(&keys::block(&cidr))? else { continue };
-                let mut block: Block = store::decode(&kv)?;
-                if block.host() != Some(self.host.as_str()) {
-                    continue;
+                match self.try_affine(cidr, &attr, state, owner)? {
+                    Affine::Allocated(ip) => return Ok(ip),
+                    Affine::Conflict => continue 'attempt,
+                    Affine::NoRoom => {}
                 }
-                let Some(ip) = block.allocate(&attr) else { continue };
-                if self.commit(vec![BlockWrite { block, revision: Some(kv.mod_revision) }], state, owner, 1)? {
-                    return Ok(ip);
-                }
-                continue 'attempt;
             }
             // 2. Claim a free block of the first pool that has one.
-            let blocks = self.store.list(&keys::block_prefix(family))?;
+            let blocks = match prefetched.take() {
+                Some(blocks) => blocks,
+                None => self.store.list(&keys::block_prefix(family))?,
+            };
             let existing: HashSet<IpNetwork> =
                 blocks.iter().filter_map(|kv| keys::cidr_of_key(&kv.key)).collect();
             for pool in pools {
@@ -277,6 +308,21 @@ impl<'a> Ipam<'a> {
             return Err(Error::Exhausted { family, pools: pools.iter().map(|p| p.cidr).collect() });
         }
         Err(Error::TooMuchContention { key: keys::block_prefix(family), attempts: MAX_ATTEMPTS })
+    }
+
+    /// Allocate one address from `cidr` if it is a block of this host with room.
+    fn try_affine(&self, cidr: IpNetwork, attr: &Attribute, state: &mut HandleState, owner: &Owner) -> Result<Affine, Error> {
+        let Some(kv) = self.store.get(&keys::block(&cidr))? else { return Ok(Affine::NoRoom) };
+        let mut block: Block = store::decode(&kv)?;
+        if block.host() != Some(self.host.as_str()) {
+            return Ok(Affine::NoRoom);
+        }
+        let Some(ip) = block.allocate(attr) else { return Ok(Affine::NoRoom) };
+        Ok(if self.commit(vec![BlockWrite { block, revision: Some(kv.mod_revision) }], state, owner, 1)? {
+            Affine::Allocated(ip)
+        } else {
+            Affine::Conflict
+        })
     }
 
     /// Allocate exactly `ip`, claiming its block for this host if nobody has it yet.
@@ -320,6 +366,10 @@ impl<'a> Ipam<'a> {
         let mut ops = Vec::new();
         for w in &writes {
             block_ops(&w.block, w.revision, &mut compares, &mut ops);
+            if w.block.host() == Some(self.host.as_str()) {
+                let key = keys::cursor(&self.host, keys::family_of(&w.block.cidr));
+                ops.push(Op::Put { key, value: store::encode(&w.block.cidr) });
+            }
         }
         let key = keys::handle(&handle.id);
         compares.push(match state.revision {

@@ -201,13 +201,35 @@ fn steady_state_reads_one_block_however_many_are_full() {
     let s = MemoryStore::new();
     add_pool(&s, "10.0.0.0/16", 29);
     let ipam = Ipam::new(&s, "n");
-    for i in 0..200 {
+    // 25 full /29 blocks and a 26th with room.
+    for i in 0..203 {
         ipam.assign(&v4(&format!("c{i}"))).unwrap();
     }
     s.calls.store(0, Ordering::SeqCst);
     ipam.assign(&v4("probe")).unwrap();
-    // read_many (5 reads by default), get block, txn.
-    assert!(s.calls.load(Ordering::SeqCst) <= 7, "calls: {}", s.calls.load(Ordering::SeqCst));
+    // read_many (5 reads by default), get the cursor's block, txn: no listing.
+    assert_eq!(s.calls.load(Ordering::SeqCst), 7);
+}
+
+#[test]
+fn a_missing_or_stale_cursor_falls_back_to_the_affine_blocks() {
+    let s = MemoryStore::new();
+    add_pool(&s, "10.0.0.0/16", 29);
+    let ipam = Ipam::new(&s, "n");
+    for i in 0..12 {
+        ipam.assign(&v4(&format!("c{i}"))).unwrap();
+    }
+    // The second block (10.0.0.8/29) has 4 addresses left; point the cursor at the full
+    // first block, then remove it: both times the host keeps filling its own block.
+    let cursor = keys::cursor("n", 4);
+    let full = cidr("10.0.0.0/29");
+    s.txn(&[], &[datastore::Op::Put { key: cursor.clone(), value: serde_json::to_vec(&full).unwrap() }]).unwrap();
+    assert!(cidr("10.0.0.8/29").contains(ipam.assign(&v4("stale")).unwrap()[0].ip));
+    s.txn(&[], &[datastore::Op::Delete { key: cursor.clone() }]).unwrap();
+    assert!(cidr("10.0.0.8/29").contains(ipam.assign(&v4("missing")).unwrap()[0].ip));
+    assert_eq!(s.get(&cursor).unwrap().map(|kv| kv.value), Some(serde_json::to_vec(&cidr("10.0.0.8/29")).unwrap()));
+    assert_eq!(blocks_of(&s, 4).unwrap().len(), 2, "no block claimed while the host's own had room");
+    assert_clean(&s);
 }
 
 #[test]

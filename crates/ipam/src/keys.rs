@@ -6,6 +6,7 @@
 //! | block | `/calico/ipam/v2/assignment/ipv4/block/<block cidr>` (and `ipv6`) |
 //! | host affinity | `/calico/ipam/v2/host/<node>/ipv4/block/<block cidr>` (and `ipv6`) |
 //! | handle | `/calico/ipam/v2/handle/<handle id>` |
+//! | allocation cursor | `/calico/ipam/v2/host/<node>/ipv4/cursor` (and `ipv6`) |
 
 use ipnetwork::IpNetwork;
 
@@ -53,6 +54,11 @@ pub fn affinity_prefix(host: &str, family: u8) -> String {
 
 pub fn affinity(host: &str, cidr: &IpNetwork) -> String {
     format!("{}{}", affinity_prefix(host, family_of(cidr)), cidr_segment(cidr))
+}
+
+/// The block a host allocated from last: a hint that spares listing its affinities.
+pub fn cursor(host: &str, family: u8) -> String {
+    format!("{HOST_PREFIX}{host}/ipv{}/cursor", v(family))
 }
 
 pub fn handle(id: &str) -> String {

@@ -181,6 +181,13 @@ fn try_remove(store: &dyn Datastore, cidr: &IpNetwork, force: bool) -> Result<Op
             ops.push(Op::Delete { key: keys::affinity(host, &block.cidr) });
         }
     }
+    // Allocation cursors (hints) that point into the pool go too.
+    for kv in store.list(keys::HOST_PREFIX)? {
+        let points_here = serde_json::from_slice::<IpNetwork>(&kv.value).is_ok_and(|c| cidr.contains(c.network()));
+        if kv.key.ends_with("/cursor") && points_here {
+            ops.push(Op::Delete { key: kv.key });
+        }
+    }
     // Handles that pointed into the pool lose those entries.
     let dropped: Vec<IpNetwork> = blocks.iter().map(|(b, _)| b.cidr).collect();
     for kv in store.list(keys::HANDLE_PREFIX)? {
