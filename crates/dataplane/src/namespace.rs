@@ -58,6 +58,19 @@ impl Namespace {
         &self.netlink
     }
 
+    /// Deletes link `name` and returns once the kernel has unregistered it,
+    /// leaving the RCU barrier that follows to a detached helper process (see
+    /// `netlink/detached.rs`: ~20 ms saved per veth). In a namespace other
+    /// than the caller's, a plain [`Netlink::delete_link`]. Returns `false` if
+    /// there was no such link.
+    pub fn delete_link_detached(&self, name: &str) -> Result<bool> {
+        if self.local {
+            self.netlink.delete_link_detached(name)
+        } else {
+            self.netlink.delete_link(name)
+        }
+    }
+
     /// Runs `f` inside this namespace: in place for [`Namespace::current`],
     /// else on a helper thread ([`NetNs::run`]).
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {

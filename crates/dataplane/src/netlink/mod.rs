@@ -13,6 +13,7 @@
 //! The methods are split by object: links in `link.rs`,
 //! addresses and routes in `route.rs`.
 
+mod detached;
 mod link;
 mod route;
 

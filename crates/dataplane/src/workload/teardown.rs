@@ -38,7 +38,7 @@ pub fn teardown(
         Some(path) => open_if_present(path)?,
         None => None,
     };
-    let deleted = host.netlink().delete_link(host_veth)?;
+    let deleted = host.delete_link_detached(host_veth)?;
     tracing::debug!(host_veth, deleted, "host veth teardown");
     if let Some(container) = container {
         let deleted = container.netlink().delete_link(ifname)?;
