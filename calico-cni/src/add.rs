@@ -31,8 +31,8 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
 
     let host_veth = ctx.host_veth(req);
     let mut undo = Rollback::new();
-    let ipam_result = cni::delegate::delegate_add(&ctx.ipam_type, &req.env, &req.stdin)?;
-    undo.push("releasing the IPAM allocation", || cni::delegate::delegate_del(&ctx.ipam_type, &req.env, &req.stdin));
+    let ipam_result = ctx.ipam_add(req)?;
+    undo.push("releasing the IPAM allocation", || ctx.ipam_del(req));
     let addresses: Vec<IpAddr> = ipam_result.ips.iter().map(|c| c.address.ip()).collect();
     if addresses.is_empty() {
         return Err(Error::NoAddress { plugin: ctx.ipam_type.clone() });

@@ -20,7 +20,7 @@ pub fn check(req: &Request) -> Result<(), Error> {
         .as_ref()
         .ok_or_else(|| Error::Check("the netconf has no prevResult to check against".into()))?;
     let prev = CniResult::from_json(prev)?;
-    cni::delegate::delegate_check(&ctx.ipam_type, &req.env, &req.stdin)?;
+    ctx.ipam_check(req)?;
 
     let key = ctx.endpoint_key(req);
     let ep = endpoint::get(&*ctx.store, &key)?

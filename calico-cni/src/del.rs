@@ -13,7 +13,7 @@ pub fn del(req: &Request) -> Result<(), Error> {
     let ctx = Context::load(req)?;
     // Addresses first: if this fails (store down) the runtime retries the whole DEL, and an
     // address is never leaked behind a success.
-    cni::delegate::delegate_del(&ctx.ipam_type, &req.env, &req.stdin)?;
+    ctx.ipam_del(req)?;
 
     let key = ctx.endpoint_key(req);
     let dp = |step: &'static str| move |source| Error::Dataplane { step, source };

@@ -24,7 +24,7 @@ pub fn gc(req: &Request) -> Result<(), Error> {
         .iter()
         .map(|a| (a.container_id.clone(), a.ifname.clone()))
         .collect();
-    cni::delegate::delegate_gc(&ctx.ipam_type, &req.env, &req.stdin)?;
+    ctx.ipam_gc(req)?;
 
     let host = Namespace::current().map_err(|source| Error::Dataplane { step: "opening the host netns", source })?;
     for ep in endpoint::list(&*ctx.store, &ctx.node)? {

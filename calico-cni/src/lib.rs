@@ -41,7 +41,6 @@ impl Plugin for CalicoCni {
 
     fn status(&self, req: &Request) -> Result<(), Error> {
         let ctx = context::Context::load(req)?;
-        cni::delegate::delegate_status(&ctx.ipam_type, &req.env, &req.stdin)?;
-        Ok(())
+        ctx.ipam_status(req)
     }
 }

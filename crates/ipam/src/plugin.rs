@@ -7,7 +7,7 @@ use std::time::Duration;
 use ipnetwork::IpNetwork;
 
 use cni::skel::{Plugin, Request as CniRequest};
-use cni::{CniArgs, CniResult, IpConfig};
+use cni::{CniArgs, CniResult, Env, IpConfig};
 use datastore::Datastore;
 
 use crate::handle::handle_id;
@@ -19,7 +19,8 @@ pub const LOCK_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct CalicoIpam;
 
-/// Everything a verb needs: the parsed netconf, the open store and this node's name.
+/// What calico-ipam's process holds for one verb: the parsed netconf, the open store and
+/// this node's name.
 struct Context {
     conf: CalicoConf,
     store: Box<dyn Datastore>,
@@ -36,17 +37,22 @@ impl Context {
         Ok(Context { conf, store, host, verb: req.env.command.as_str() })
     }
 
-    fn ipam(&self) -> Ipam<'_> {
-        Ipam::new(&*self.store, self.host.clone())
+    fn verbs(&self) -> Verbs<'_> {
+        Verbs { conf: &self.conf, store: &*self.store, host: &self.host }
     }
+}
 
-    fn lock(&self) -> Result<HostLock, Error> {
-        HostLock::acquire(&self.conf.lock_path(), LOCK_TIMEOUT)
-    }
-
-    fn handle(&self, req: &CniRequest) -> String {
-        handle_id(&self.conf.common.name, &req.env.container_id, &req.env.ifname)
-    }
+/// The IPAM verbs over a netconf and a store that are already open: the `calico-ipam`
+/// executable runs them, and so does calico-cni in its own process when `ipam.type` is
+/// `calico-ipam` (one exec fewer per call, the same code and the same answers).
+#[derive(Clone, Copy)]
+pub struct Verbs<'a> {
+    /// The netconf (the whole of it: `ipam.*`, `name`, `prevResult`, GC's attachments…).
+    pub conf: &'a CalicoConf,
+    /// The datastore the netconf selects.
+    pub store: &'a dyn Datastore,
+    /// This node's name, the owner of affine blocks.
+    pub host: &'a str,
 }
 
 /// The IPAM result: each address as a host route-sized prefix (/32, /128), as Calico does.
@@ -73,10 +79,45 @@ impl Plugin for CalicoIpam {
     type Error = Error;
 
     fn add(&self, req: &CniRequest) -> Result<CniResult, Error> {
-        let ctx = Context::load(req)?;
-        let args = CniArgs::parse(&req.env.args)?;
+        Context::load(req)?.verbs().add(&req.env)
+    }
+
+    fn del(&self, req: &CniRequest) -> Result<(), Error> {
+        Context::load(req)?.verbs().del(&req.env)
+    }
+
+    fn check(&self, req: &CniRequest) -> Result<(), Error> {
+        Context::load(req)?.verbs().check(&req.env)
+    }
+
+    fn gc(&self, req: &CniRequest) -> Result<(), Error> {
+        Context::load(req)?.verbs().gc()
+    }
+
+    fn status(&self, req: &CniRequest) -> Result<(), Error> {
+        let ctx = Context::load(req).map_err(|e| Error::NotAvailable { source: Box::new(e) })?;
+        ctx.verbs().status()
+    }
+}
+
+impl Verbs<'_> {
+    fn ipam(&self) -> Ipam<'_> {
+        Ipam::new(self.store, self.host.to_owned())
+    }
+
+    fn lock(&self) -> Result<HostLock, Error> {
+        HostLock::acquire(&self.conf.lock_path(), LOCK_TIMEOUT)
+    }
+
+    fn handle(&self, env: &Env) -> String {
+        handle_id(&self.conf.common.name, &env.container_id, &env.ifname)
+    }
+
+    /// ADD: the handle's addresses (the same ones again for a repeated ADD).
+    pub fn add(&self, env: &Env) -> Result<CniResult, Error> {
+        let args = CniArgs::parse(&env.args)?;
         let mut ips: Vec<IpAddr> = args.ips.clone();
-        for ip in ctx.conf.common.requested_ips()? {
+        for ip in self.conf.common.requested_ips()? {
             if !ips.contains(&ip) {
                 ips.push(ip);
             }
@@ -88,39 +129,39 @@ impl Plugin for CalicoIpam {
         }
         let request = Request {
             owner: Owner {
-                handle: ctx.handle(req),
-                network: ctx.conf.common.name.clone(),
-                container_id: req.env.container_id.clone(),
-                ifname: req.env.ifname.clone(),
+                handle: self.handle(env),
+                network: self.conf.common.name.clone(),
+                container_id: env.container_id.clone(),
+                ifname: env.ifname.clone(),
                 extra,
             },
-            v4: ctx.conf.assign_v4().then(|| ctx.conf.ipam.ipv4_pools.clone()),
-            v6: ctx.conf.assign_v6().then(|| ctx.conf.ipam.ipv6_pools.clone()),
+            v4: self.conf.assign_v4().then(|| self.conf.ipam.ipv4_pools.clone()),
+            v6: self.conf.assign_v6().then(|| self.conf.ipam.ipv6_pools.clone()),
             ips,
         };
-        let _lock = ctx.lock()?;
-        let assigned = ctx.ipam().assign(&request)?;
+        let _lock = self.lock()?;
+        let assigned = self.ipam().assign(&request)?;
         tracing::info!(handle = %request.owner.handle, ips = ?assigned.iter().map(|a| a.ip).collect::<Vec<_>>(), "assigned");
         Ok(result_of(&assigned))
     }
 
-    fn del(&self, req: &CniRequest) -> Result<(), Error> {
-        let ctx = Context::load(req)?;
-        let handle = ctx.handle(req);
-        let _lock = ctx.lock()?;
-        let released = ctx.ipam().release_handle(&handle)?;
+    /// DEL: releases the handle; an unknown handle is not an error.
+    pub fn del(&self, env: &Env) -> Result<(), Error> {
+        let handle = self.handle(env);
+        let _lock = self.lock()?;
+        let released = self.ipam().release_handle(&handle)?;
         tracing::info!(%handle, ?released, "released");
         Ok(())
     }
 
-    fn check(&self, req: &CniRequest) -> Result<(), Error> {
-        let ctx = Context::load(req)?;
-        let handle = ctx.handle(req);
-        let held = ctx.ipam().ips_of_handle(&handle)?;
+    /// CHECK: the handle holds addresses, including every one of the prevResult's.
+    pub fn check(&self, env: &Env) -> Result<(), Error> {
+        let handle = self.handle(env);
+        let held = self.ipam().ips_of_handle(&handle)?;
         if held.is_empty() {
             return Err(Error::HandleNotFound { handle });
         }
-        if let Some(prev) = &ctx.conf.common.prev_result {
+        if let Some(prev) = &self.conf.common.prev_result {
             let prev = CniResult::from_json(prev)?;
             for ip in prev.ips.iter().map(|c| c.address.ip()) {
                 if !held.contains(&ip) {
@@ -131,9 +172,10 @@ impl Plugin for CalicoIpam {
         Ok(())
     }
 
-    fn gc(&self, req: &CniRequest) -> Result<(), Error> {
-        let ctx = Context::load(req)?;
-        let Some(valid) = &ctx.conf.common.valid_attachments else {
+    /// GC: releases this network's allocations whose attachment is not in the netconf's
+    /// `cni.dev/valid-attachments`.
+    pub fn gc(&self) -> Result<(), Error> {
+        let Some(valid) = &self.conf.common.valid_attachments else {
             return Err(cni::Error::InvalidConfig {
                 field: "cni.dev/valid-attachments".into(),
                 reason: "GC needs the list of valid attachments".into(),
@@ -142,23 +184,24 @@ impl Plugin for CalicoIpam {
         };
         let valid: HashSet<(String, String)> =
             valid.iter().map(|a| (a.container_id.clone(), a.ifname.clone())).collect();
-        let _lock = ctx.lock()?;
-        let released = ctx.ipam().gc(&ctx.conf.common.name, &valid)?;
+        let _lock = self.lock()?;
+        let released = self.ipam().gc(&self.conf.common.name, &valid)?;
         tracing::info!(?released, "garbage collected");
         Ok(())
     }
 
-    fn status(&self, req: &CniRequest) -> Result<(), Error> {
+    /// STATUS: the store answers and a usable pool of each requested family has room.
+    /// Every failure is [`Error::NotAvailable`] (code 50).
+    pub fn status(&self) -> Result<(), Error> {
         let not_available = |e: Error| Error::NotAvailable { source: Box::new(e) };
-        let ctx = Context::load(req).map_err(not_available)?;
         let mut families = Vec::new();
-        if ctx.conf.assign_v4() {
+        if self.conf.assign_v4() {
             families.push(4);
         }
-        if ctx.conf.assign_v6() {
+        if self.conf.assign_v6() {
             families.push(6);
         }
-        ctx.store.ping().map_err(|e| not_available(e.into()))?;
-        ctx.ipam().status(&families).map_err(not_available)
+        self.store.ping().map_err(|e| not_available(e.into()))?;
+        self.ipam().status(&families).map_err(not_available)
     }
 }
