@@ -77,3 +77,41 @@ fn netlink_primitives_are_idempotent() {
         assert!(nl.request_count() > 0);
     });
 }
+
+/// The detached deletion returns with both ends gone, their routes flushed and the name free
+/// at once (a new pair of the same names can be created right away), many times in a row, and
+/// says `false` for a link that does not exist.
+#[test]
+fn detached_link_deletion_is_complete_when_it_returns() {
+    let lab = Lab::new(1);
+    let c0 = &lab.containers[0];
+    lab.in_host(|| {
+        let host = Namespace::current().expect("host namespace");
+        let container = Namespace::open(&c0.path).expect("open c0");
+        let nl = host.netlink();
+        for round in 0..5 {
+            nl.create_veth(
+                &VethEnd::host("calidetach0", None),
+                &VethEnd::container("eth0", None),
+                container.netns(),
+            )
+            .unwrap_or_else(|e| panic!("create veth, round {round}: {e}"));
+            let link = nl.link_by_name("calidetach0").expect("get").expect("exists");
+            nl.set_up(link.index).expect("up");
+            let route = RouteSpec {
+                dst: "10.66.2.7/32".parse().expect("net"),
+                gateway: None,
+                oif: link.index,
+                scope_link: true,
+            };
+            nl.add_route(&route).expect("add route");
+
+            assert!(host.delete_link_detached("calidetach0").expect("delete"), "round {round}");
+            assert!(nl.link_by_name("calidetach0").expect("get").is_none(), "host end gone, round {round}");
+            assert!(container.netlink().link_by_name("eth0").expect("get").is_none(), "peer gone, round {round}");
+            let routes = nl.routes(IpFamily::V4).expect("routes");
+            assert!(!routes.iter().any(|r| r.dst == route.dst), "route flushed, round {round}: {routes:?}");
+        }
+        assert!(!host.delete_link_detached("calidetach0").expect("delete absent"));
+    });
+}
