@@ -204,3 +204,21 @@ fn calling_thread_stays_in_its_netns() {
         assert_eq!(thread_netns_inode(), before);
     });
 }
+
+/// With no host end left (removed by hand, or never created), teardown still removes a
+/// container interface of that name, and it is idempotent.
+#[test]
+fn teardown_without_a_host_end_removes_the_container_interface() {
+    let lab = Lab::new(1);
+    let c0 = &lab.containers[0];
+    c0.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "leftover0"]);
+    let path = c0.path.clone();
+    lab.in_host(|| {
+        let host = Namespace::current().expect("host namespace");
+        let veth = host_veth_name("no-host-end");
+        teardown(&host, &veth, Some(&path), "eth0").expect("teardown");
+        teardown(&host, &veth, Some(&path), "eth0").expect("teardown again");
+    });
+    let links = c0.ip(&["link"]);
+    assert!(!links.contains("eth0") && !links.contains("leftover0"), "{links}");
+}

@@ -19,9 +19,11 @@ fn open_if_present(path: &Path) -> Result<Option<Namespace>> {
     Namespace::from_netns(netns).map(Some)
 }
 
-/// Removes the workload's veth: deletes `host_veth` in `host` (which takes
-/// its routes and the container end with it), then, if `netns` names a
-/// namespace that still exists, makes sure `ifname` is gone from it too.
+/// Removes the workload's veth: deletes `host_veth` in `host`, which takes
+/// its routes and its peer, the container end, with it. Only when there was
+/// no host end (an ADD that died half-way, a host end removed by hand) does
+/// it look into `netns`, if that names a namespace that still exists, and
+/// make sure `ifname` is gone from it too.
 ///
 /// Succeeds when things are already gone, when `netns` is `None` or empty
 /// and when the namespace no longer exists. Every netlink request is bounded
@@ -32,17 +34,17 @@ pub fn teardown(
     netns: Option<&Path>,
     ifname: &str,
 ) -> Result<()> {
-    // Open the container side (a helper thread) before deleting: right after
-    // a veth deletion, starting a thread was measured ~4 ms slower here.
+    if host.delete_link_detached(host_veth)? {
+        tracing::debug!(host_veth, "host veth deleted, and its container end with it");
+        return Ok(());
+    }
     let container = match netns.filter(|path| !path.as_os_str().is_empty()) {
         Some(path) => open_if_present(path)?,
         None => None,
     };
-    let deleted = host.delete_link_detached(host_veth)?;
-    tracing::debug!(host_veth, deleted, "host veth teardown");
     if let Some(container) = container {
         let deleted = container.netlink().delete_link(ifname)?;
-        tracing::debug!(ifname, deleted, netns = %container.netns().path().display(), "container interface teardown");
+        tracing::debug!(ifname, deleted, netns = %container.netns().path().display(), "no host veth; container interface teardown");
     }
     Ok(())
 }
