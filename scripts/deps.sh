@@ -24,6 +24,8 @@ want /bin/busybox busybox-static       # rootfs for podman containers
 want nc netcat-openbsd
 want openssl openssl                   # TLS certificates for the etcd TLS test
 want cc gcc
+want nm binutils                       # scripts/link/hot-first.sh reads symbol names
+want valgrind valgrind                 # scripts/link/profile-hot.sh
 want strace strace                     # bench: counts process execs per ADD
 want bc bc
 
