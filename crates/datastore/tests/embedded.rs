@@ -273,6 +273,38 @@ fn a_newer_schema_is_refused() {
     assert!(err.to_string().contains("99"), "{err}");
 }
 
+/// A store written by the first schema (a WITHOUT ROWID table keyed by `key`) is migrated on
+/// open: same keys, values and revisions, and the revision counter goes on from where it was.
+#[test]
+fn a_version_1_store_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE kv (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL,
+                          mod_revision INTEGER NOT NULL) WITHOUT ROWID;
+         CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 0), revision INTEGER NOT NULL);
+         INSERT INTO meta (id, revision) VALUES (0, 7);
+         INSERT INTO kv VALUES ('/b', x'02', 5), ('/a', x'01', 7);
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(raw);
+
+    let s = EmbeddedStore::open(&path).unwrap();
+    let all = s.list("/").unwrap();
+    let found: Vec<(&str, &[u8], i64)> =
+        all.iter().map(|kv| (kv.key.as_str(), kv.value.as_slice(), kv.mod_revision)).collect();
+    assert_eq!(found, [("/a", &[1u8][..], 7), ("/b", &[2u8][..], 5)]);
+    assert_eq!(s.create("/c", vec![3]).unwrap(), 8, "revisions continue");
+    assert_eq!(s.update("/a", vec![9], 7).unwrap(), 9, "the old revision still compares");
+    drop(s);
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = raw.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 2);
+}
+
 #[test]
 fn a_store_locked_too_long_is_unavailable() {
     let dir = tempfile::tempdir().unwrap();
