@@ -3,8 +3,8 @@
 # Run it (root, Debian 12) after changes that move a lot of code; a stale list only costs
 # RSS. It builds unstripped release binaries in target/hot-profile, runs calico-cni ADD,
 # CHECK and DEL and calico-ipam ADD, CHECK and DEL on the embedded store in throwaway netns
-# under callgrind, and writes every function they executed, hash-free, in order of first
-# execution.
+# under callgrind, and writes every function they executed, without Rust's hashes, sorted
+# so that a regenerated list diffs cleanly.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/deps.sh
@@ -48,5 +48,5 @@ for f in "$work"/cg.*; do cat "$f"; done \
   | sed -nE 's/^c?fn=\([0-9]+\) (.*)$/\1/p' \
   | sed -E "s/'[0-9]+$//; s/17h[0-9a-f]{16}E$/E/" \
   | grep -vE '^(0x[0-9a-f]+|\(below main\))$' \
-  | awk '!seen[$0]++' > scripts/link/hot-symbols.txt
+  | LC_ALL=C sort -u > scripts/link/hot-symbols.txt
 echo "scripts/link/hot-symbols.txt: $(wc -l < scripts/link/hot-symbols.txt) functions" >&2
