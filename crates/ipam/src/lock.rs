@@ -17,10 +17,16 @@ impl HostLock {
     /// Take the lock at `path`, waiting at most `timeout`.
     pub fn acquire(path: &Path, timeout: Duration) -> Result<HostLock, Error> {
         let lock_err = |source| Error::Lock { path: path.to_path_buf(), source };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(lock_err)?;
+        let open = || OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(path);
+        // The directory is there on every call but the first: create it only then.
+        let file = match (open(), path.parent()) {
+            (Err(e), Some(dir)) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir).map_err(lock_err)?;
+                open()
+            }
+            (other, _) => other,
         }
-        let file = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(path).map_err(lock_err)?;
+        .map_err(lock_err)?;
         let start = Instant::now();
         let mut pause = Duration::from_micros(200);
         loop {
