@@ -11,27 +11,11 @@ BIN=$(scripts/build-release.sh -q -p calico-ipam -p calicoctl -p calico-tests)
 scripts/build-release.sh -q -p datastore --example etcd_first_rpc >/dev/null
 RUNS=${RUNS:-300}
 work=$(mktemp -d /tmp/calico-bench.XXXXXX)
-etcd_pid=
-cleanup() {
-  if [[ -n $etcd_pid ]]; then kill "$etcd_pid" 2>/dev/null || true; wait "$etcd_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
+source scripts/lib/etcd.sh
+cleanup() { stop_etcd; rm -rf "$work"; }
 trap cleanup EXIT
-
-# etcd on two free loopback ports, its data in the bench's temp dir (same disk as the others).
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-client_port=$(free_port); peer_port=$(free_port)
-ETCD_URL=http://127.0.0.1:$client_port
-etcd --name bench --data-dir "$work/etcd" --log-level error \
-  --listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
-  --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
-  --initial-cluster "bench=http://127.0.0.1:$peer_port" >"$work/etcd.log" 2>&1 &
-etcd_pid=$!
-for _ in $(seq 100); do
-  ETCDCTL_API=3 etcdctl --endpoints "$ETCD_URL" --dial-timeout=1s endpoint health >/dev/null 2>&1 && break
-  sleep 0.1
-done
-ETCDCTL_API=3 etcdctl --endpoints "$ETCD_URL" endpoint health >/dev/null 2>&1 || { cat "$work/etcd.log"; exit 1; }
+# etcd on free loopback ports, its data in the bench's temp dir (same disk as the others).
+start_etcd "$work"
 
 conf() { # conf NAME DB POOL
   printf '{"cniVersion":"1.0.0","name":"%s","type":"calico","nodename":"bench","log_level":"warning","datastore_path":"%s","ipam":{"type":"calico-ipam","ipv4_pools":["%s"]}}' "$1" "$2" "$3"
