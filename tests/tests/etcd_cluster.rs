@@ -352,7 +352,7 @@ fn round_trips(out: &Outcome, verb: &str) -> u64 {
 }
 
 #[test]
-fn add_and_del_cost_at_most_three_round_trips() {
+fn add_and_del_round_trips_are_counted_and_bounded() {
     let _serial = one_at_a_time();
     let etcd = Etcd::start();
     let site = Site::new(&etcd.client_url);
@@ -367,8 +367,11 @@ fn add_and_del_cost_at_most_three_round_trips() {
         (0..5).map(|i| round_trips(ipam(&Invocation::new("DEL", &format!("rt{i}")), &conf).success(), "DEL")).collect();
     let del_unknown = round_trips(ipam(&Invocation::new("DEL", "rt0"), &conf).success(), "DEL");
     eprintln!("round trips: first ADD {first}, steady ADD {steady:?}, repeated ADD {repeat}, DEL {del:?}, DEL of nothing {del_unknown}");
+    // The first ADD claims a block (no note of the host's blocks yet); after it, the block is
+    // read ahead in the first round trip (ipam::hint) and each call takes two.
     assert!(first <= 3, "first ADD (claims a block): {first}");
-    assert!(steady.iter().all(|&n| n <= 3), "steady-state ADD: {steady:?}");
-    assert!(del.iter().all(|&n| n <= 3), "DEL: {del:?}");
+    assert!(steady.iter().all(|&n| n <= 2), "steady-state ADD: {steady:?}");
+    assert!(del.iter().all(|&n| n <= 2), "DEL: {del:?}");
+    assert!(repeat <= 2 && del_unknown <= 2, "repeated ADD {repeat}, DEL of nothing {del_unknown}");
     assert_all_released(&site, &etcd);
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::{Compare, Datastore, Error, KeyValue, Op, TxnOutcome};
+use crate::{Compare, Datastore, Error, KeyValue, Op, Read, TxnOutcome};
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -45,6 +45,20 @@ impl MemoryStore {
     }
 }
 
+impl Inner {
+    fn get(&self, key: &str) -> Option<KeyValue> {
+        self.data.get(key).map(|(value, rev)| KeyValue { key: key.to_owned(), value: value.clone(), mod_revision: *rev })
+    }
+
+    fn list(&self, prefix: &str) -> Vec<KeyValue> {
+        self.data
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, (v, rev))| KeyValue { key: k.clone(), value: v.clone(), mod_revision: *rev })
+            .collect()
+    }
+}
+
 fn take_one(counter: &AtomicUsize) -> bool {
     counter
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -54,22 +68,24 @@ fn take_one(counter: &AtomicUsize) -> bool {
 impl Datastore for MemoryStore {
     fn get(&self, key: &str) -> Result<Option<KeyValue>, Error> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let inner = self.inner.lock().unwrap();
-        Ok(inner.data.get(key).map(|(value, rev)| KeyValue {
-            key: key.to_owned(),
-            value: value.clone(),
-            mod_revision: *rev,
-        }))
+        Ok(self.inner.lock().unwrap().get(key))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<KeyValue>, Error> {
         self.calls.fetch_add(1, Ordering::Relaxed);
+        Ok(self.inner.lock().unwrap().list(prefix))
+    }
+
+    /// One request, as etcd's read-only Txn is, and one snapshot.
+    fn read_many(&self, reads: &[Read]) -> Result<Vec<Vec<KeyValue>>, Error> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let inner = self.inner.lock().unwrap();
-        Ok(inner
-            .data
-            .range(prefix.to_owned()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, (v, rev))| KeyValue { key: k.clone(), value: v.clone(), mod_revision: *rev })
+        Ok(reads
+            .iter()
+            .map(|r| match r {
+                Read::Key(k) => inner.get(k).into_iter().collect(),
+                Read::Prefix(p) => inner.list(p),
+            })
             .collect())
     }
 

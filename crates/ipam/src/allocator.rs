@@ -11,7 +11,7 @@
 //! the same transaction as the block, so that a host with many full blocks finds the one with
 //! room without reading them all.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -114,11 +114,34 @@ struct BlockWrite {
 pub struct Ipam<'a> {
     store: &'a dyn Datastore,
     host: String,
+    prefetch: Vec<IpNetwork>,
 }
+
+/// Blocks read ahead in a call's first round trip, by CIDR: each is used at most once, in
+/// the first attempt, and only with the revision it was read at.
+type Prefetched = HashMap<IpNetwork, KeyValue>;
 
 impl<'a> Ipam<'a> {
     pub fn new(store: &'a dyn Datastore, host: impl Into<String>) -> Ipam<'a> {
-        Ipam { store, host: host.into() }
+        Ipam { store, host: host.into(), prefetch: Vec::new() }
+    }
+
+    /// Also read `blocks` in the first round trip of [`Ipam::assign`] and
+    /// [`Ipam::release_handle`]: on etcd, when one of them turns out to be the block the call
+    /// needs (the host's cursor block, the handle's block), that saves a round trip. A wrong
+    /// guess costs only the bytes read; every write still compares what it read.
+    pub fn prefetch(mut self, blocks: Vec<IpNetwork>) -> Ipam<'a> {
+        self.prefetch = blocks;
+        self
+    }
+
+    fn prefetch_reads(&self) -> impl Iterator<Item = Read> + '_ {
+        self.prefetch.iter().map(|cidr| Read::Key(keys::block(cidr)))
+    }
+
+    /// The answers to [`Ipam::prefetch_reads`], the tail of a `read_many` result.
+    fn prefetched(&self, answers: Vec<Vec<KeyValue>>) -> Prefetched {
+        self.prefetch.iter().copied().zip(answers).filter_map(|(cidr, kvs)| Some((cidr, kvs.into_iter().next()?))).collect()
     }
 
     pub fn host(&self) -> &str {
@@ -129,13 +152,19 @@ impl<'a> Ipam<'a> {
     /// addresses returns them. If any family fails, what this call allocated is released.
     pub fn assign(&self, req: &Request) -> Result<Vec<Assigned>, Error> {
         let owner = &req.owner;
-        let mut reads = self.store.read_many(&[
-            Read::Key(keys::handle(&owner.handle)),
-            Read::Prefix(keys::pool_prefix(4)),
-            Read::Prefix(keys::pool_prefix(6)),
-            Read::Key(keys::cursor(&self.host, 4)),
-            Read::Key(keys::cursor(&self.host, 6)),
-        ])?;
+        let mut reads = self.store.read_many(
+            &[
+                Read::Key(keys::handle(&owner.handle)),
+                Read::Prefix(keys::pool_prefix(4)),
+                Read::Prefix(keys::pool_prefix(6)),
+                Read::Key(keys::cursor(&self.host, 4)),
+                Read::Key(keys::cursor(&self.host, 6)),
+            ]
+            .into_iter()
+            .chain(self.prefetch_reads())
+            .collect::<Vec<_>>(),
+        )?;
+        let mut read_ahead = self.prefetched(reads.split_off(5.min(reads.len())));
         let cursor6 = cursor_of(&reads.pop().unwrap_or_default());
         let cursor4 = cursor_of(&reads.pop().unwrap_or_default());
         let mut pools6 = pool::decode_all(&reads.pop().unwrap_or_default())?;
@@ -168,7 +197,7 @@ impl<'a> Ipam<'a> {
                     continue;
                 }
                 let pools = select_pools(family, wanted, pools)?;
-                let ip = self.auto_assign(family, &pools, cursor, owner, &mut state)?;
+                let ip = self.auto_assign(family, &pools, cursor, owner, &mut state, &mut read_ahead)?;
                 fresh.push(ip);
                 ips.push(ip);
             }
@@ -220,12 +249,14 @@ impl<'a> Ipam<'a> {
         mut cursor: Option<IpNetwork>,
         owner: &Owner,
         state: &mut HandleState,
+        read_ahead: &mut Prefetched,
     ) -> Result<IpAddr, Error> {
         let attr = owner.attribute(&self.host);
         let in_pools = |c: &IpNetwork| pools.iter().any(|p| p.cidr.contains(c.network()));
         'attempt: for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
                 backoff(attempt);
+                read_ahead.clear();
                 let mut fresh = self
                     .store
                     .read_many(&[Read::Key(keys::handle(&owner.handle)), Read::Key(keys::cursor(&self.host, family))])?;
@@ -236,7 +267,7 @@ impl<'a> Ipam<'a> {
             // nothing needs listing.
             let cursor = cursor.filter(|c| in_pools(c));
             if let Some(cidr) = cursor {
-                match self.try_affine(cidr, &attr, state, owner)? {
+                match self.try_affine(cidr, &attr, state, owner, read_ahead.remove(&cidr))? {
                     Affine::Allocated(ip) => return Ok(ip),
                     Affine::Conflict => continue 'attempt,
                     Affine::NoRoom => {}
@@ -268,7 +299,7 @@ impl<'a> Ipam<'a> {
                 if hint == Some(0) {
                     continue;
                 }
-                match self.try_affine(cidr, &attr, state, owner)? {
+                match self.try_affine(cidr, &attr, state, owner, read_ahead.remove(&cidr))? {
                     Affine::Allocated(ip) => return Ok(ip),
                     Affine::Conflict => continue 'attempt,
                     Affine::NoRoom => {}
@@ -310,9 +341,23 @@ impl<'a> Ipam<'a> {
         Err(Error::TooMuchContention { key: keys::block_prefix(family), attempts: MAX_ATTEMPTS })
     }
 
-    /// Allocate one address from `cidr` if it is a block of this host with room.
-    fn try_affine(&self, cidr: IpNetwork, attr: &Attribute, state: &mut HandleState, owner: &Owner) -> Result<Affine, Error> {
-        let Some(kv) = self.store.get(&keys::block(&cidr))? else { return Ok(Affine::NoRoom) };
+    /// Allocate one address from `cidr` if it is a block of this host with room. `read` is
+    /// the block if it was already read in this attempt.
+    fn try_affine(
+        &self,
+        cidr: IpNetwork,
+        attr: &Attribute,
+        state: &mut HandleState,
+        owner: &Owner,
+        read: Option<KeyValue>,
+    ) -> Result<Affine, Error> {
+        let kv = match read {
+            Some(kv) => kv,
+            None => match self.store.get(&keys::block(&cidr))? {
+                Some(kv) => kv,
+                None => return Ok(Affine::NoRoom),
+            },
+        };
         let mut block: Block = store::decode(&kv)?;
         if block.host() != Some(self.host.as_str()) {
             return Ok(Affine::NoRoom);
@@ -390,16 +435,36 @@ impl<'a> Ipam<'a> {
     pub fn release_handle(&self, handle_id: &str) -> Result<Vec<IpAddr>, Error> {
         let key = keys::handle(handle_id);
         for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                backoff(attempt);
-            }
-            let Some(kv) = self.store.get(&key)? else { return Ok(Vec::new()) };
+            let mut prefetched = Prefetched::new();
+            let kv = if attempt == 0 && !self.prefetch.is_empty() {
+                let reads: Vec<Read> = std::iter::once(Read::Key(key.clone())).chain(self.prefetch_reads()).collect();
+                let mut answers = self.store.read_many(&reads)?;
+                prefetched = self.prefetched(answers.split_off(1.min(answers.len())));
+                answers.pop().unwrap_or_default().into_iter().next()
+            } else {
+                if attempt > 0 {
+                    backoff(attempt);
+                }
+                self.store.get(&key)?
+            };
+            let Some(kv) = kv else { return Ok(Vec::new()) };
             let handle: Handle = store::decode(&kv)?;
-            let reads = handle.block_reads();
+            // The handle's blocks: those read ahead, and one read for the rest.
+            let mut blocks: Vec<KeyValue> = Vec::new();
+            let mut missing = Vec::new();
+            for cidr in handle.blocks() {
+                match prefetched.remove(&cidr) {
+                    Some(kv) => blocks.push(kv),
+                    None => missing.push(Read::Key(keys::block(&cidr))),
+                }
+            }
+            if !missing.is_empty() {
+                blocks.extend(self.store.read_many(&missing)?.into_iter().flatten());
+            }
             let mut released = Vec::new();
             let mut compares = vec![Compare::Revision(key.clone(), kv.mod_revision)];
             let mut ops = vec![Op::Delete { key: key.clone() }];
-            for bkv in self.store.read_many(&reads)?.iter().flatten() {
+            for bkv in &blocks {
                 let mut block: Block = store::decode(bkv)?;
                 released.extend(block.release_handle(handle_id));
                 block_ops(&block, Some(bkv.mod_revision), &mut compares, &mut ops);

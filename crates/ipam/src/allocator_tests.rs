@@ -207,8 +207,8 @@ fn steady_state_reads_one_block_however_many_are_full() {
     }
     s.calls.store(0, Ordering::SeqCst);
     ipam.assign(&v4("probe")).unwrap();
-    // read_many (5 reads by default), get the cursor's block, txn: no listing.
-    assert_eq!(s.calls.load(Ordering::SeqCst), 7);
+    // One read_many (handle, pools, cursors), get the cursor's block, txn: no listing.
+    assert_eq!(s.calls.load(Ordering::SeqCst), 3);
 }
 
 #[test]
@@ -295,4 +295,38 @@ fn status_reports_exhaustion() {
     }
     assert!(matches!(ipam.status(&[4]), Err(Error::Exhausted { .. })));
     assert!(matches!(ipam.status(&[6]), Err(Error::NoPools { .. })));
+}
+
+/// Reading the right block ahead saves the round trip that would fetch it, for ADD and for
+/// DEL; a wrong guess only costs that round trip back, and the addresses are the same.
+#[test]
+fn prefetching_the_right_block_saves_a_round_trip() {
+    let s = MemoryStore::new();
+    let plain = Ipam::new(&s, "node1");
+    let first = plain.assign(&v4("c0")).unwrap(); // claims the block, sets the cursor
+    let block = net::block_of(first[0].ip, first[0].pool.block_size);
+    let cost = |f: &dyn Fn() -> Vec<IpAddr>| {
+        let before = s.round_trips().unwrap();
+        let out = f();
+        (s.round_trips().unwrap() - before, out)
+    };
+
+    let (plain_add, a1) = cost(&|| ips(&plain.assign(&v4("c1")).unwrap()));
+    let ahead = Ipam::new(&s, "node1").prefetch(vec![block]);
+    let (ahead_add, a2) = cost(&|| ips(&ahead.assign(&v4("c2")).unwrap()));
+    let wrong = Ipam::new(&s, "node1").prefetch(vec![cidr("10.99.0.0/26")]);
+    let (wrong_add, a3) = cost(&|| ips(&wrong.assign(&v4("c3")).unwrap()));
+    assert_eq!((plain_add, ahead_add, wrong_add), (3, 2, 3), "ADD round trips: plain, right guess, wrong guess");
+    for ip in a1.iter().chain(&a2).chain(&a3) {
+        assert!(block.contains(*ip), "{ip} from the host's block");
+    }
+
+    let (plain_del, r1) = cost(&|| plain.release_handle("net.c1").unwrap());
+    let (ahead_del, r2) = cost(&|| ahead.release_handle("net.c2").unwrap());
+    let (wrong_del, r3) = cost(&|| wrong.release_handle("net.c3").unwrap());
+    assert_eq!((plain_del, ahead_del, wrong_del), (3, 2, 3), "DEL round trips: plain, right guess, wrong guess");
+    assert_eq!((r1, r2, r3), (a1, a2, a3));
+    assert!(ahead.release_handle("net.never").unwrap().is_empty(), "an unknown handle is still fine");
+    plain.release_handle("net.c0").unwrap();
+    assert_clean(&s);
 }

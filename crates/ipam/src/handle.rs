@@ -31,12 +31,13 @@ pub fn handle_id(network: &str, container_id: &str, ifname: &str) -> String {
 
 impl Handle {
     /// Reads of the blocks this handle holds addresses in.
+    /// The blocks the handle holds addresses in.
+    pub fn blocks(&self) -> Vec<ipnetwork::IpNetwork> {
+        self.block.keys().filter_map(|c| c.parse().ok()).collect()
+    }
+
     pub fn block_reads(&self) -> Vec<datastore::Read> {
-        self.block
-            .keys()
-            .filter_map(|c| c.parse::<ipnetwork::IpNetwork>().ok())
-            .map(|c| datastore::Read::Key(crate::keys::block(&c)))
-            .collect()
+        self.blocks().iter().map(|c| datastore::Read::Key(crate::keys::block(c))).collect()
     }
 
     pub fn total(&self) -> u32 {

@@ -12,6 +12,7 @@ pub mod block;
 pub mod config;
 mod error;
 pub mod handle;
+pub mod hint;
 pub mod keys;
 pub mod lock;
 pub mod net;

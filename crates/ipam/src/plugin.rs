@@ -11,6 +11,8 @@ use cni::{CniArgs, CniResult, Env, IpConfig};
 use datastore::Datastore;
 
 use crate::handle::handle_id;
+use crate::hint::BlockHint;
+use crate::net;
 use crate::lock::HostLock;
 use crate::{Assigned, CalicoConf, Error, Ipam, Owner, Request};
 
@@ -105,6 +107,12 @@ impl Verbs<'_> {
         Ipam::new(self.store, self.host.to_owned())
     }
 
+    /// The host's note of its last blocks, for a store where each read is a round trip
+    /// (etcd); `None` for the embedded store, whose reads are local.
+    fn hint(&self) -> Option<BlockHint> {
+        self.store.round_trips().is_some().then(|| BlockHint::new(&self.conf.lock_path(), self.host))
+    }
+
     fn lock(&self) -> Result<HostLock, Error> {
         HostLock::acquire(&self.conf.lock_path(), LOCK_TIMEOUT)
     }
@@ -140,7 +148,12 @@ impl Verbs<'_> {
             ips,
         };
         let _lock = self.lock()?;
-        let assigned = self.ipam().assign(&request)?;
+        let hint = self.hint();
+        let ahead = hint.as_ref().map(BlockHint::load).unwrap_or_default();
+        let assigned = self.ipam().prefetch(ahead).assign(&request)?;
+        if let Some(hint) = hint {
+            hint.store(&assigned.iter().map(|a| net::block_of(a.ip, a.pool.block_size)).collect::<Vec<_>>());
+        }
         tracing::info!(handle = %request.owner.handle, ips = ?assigned.iter().map(|a| a.ip).collect::<Vec<_>>(), "assigned");
         Ok(result_of(&assigned))
     }
@@ -149,7 +162,8 @@ impl Verbs<'_> {
     pub fn del(&self, env: &Env) -> Result<(), Error> {
         let handle = self.handle(env);
         let _lock = self.lock()?;
-        let released = self.ipam().release_handle(&handle)?;
+        let ahead = self.hint().map(|hint| hint.load()).unwrap_or_default();
+        let released = self.ipam().prefetch(ahead).release_handle(&handle)?;
         tracing::info!(%handle, ?released, "released");
         Ok(())
     }

@@ -104,7 +104,7 @@ pub fn list(store: &dyn Datastore, family: Option<u8>) -> Result<Vec<Pool>, Erro
 }
 
 pub(crate) fn decode_all(kvs: &[datastore::KeyValue]) -> Result<Vec<Pool>, Error> {
-    kvs.iter().map(|kv| store::decode(kv)).collect()
+    kvs.iter().map(store::decode).collect()
 }
 
 /// Add a pool, refusing invalid CIDRs and overlap with any existing pool.
