@@ -39,4 +39,4 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   [[ -x $HOME/.cargo/bin/cargo ]] && export PATH=$HOME/.cargo/bin:$PATH
 fi
-command -v cargo >/dev/null 2>&1 || { echo "deps: cargo (Rust 1.85+) is required" >&2; exit 1; }
+command -v cargo >/dev/null 2>&1 || { echo "deps: cargo (Rust 1.89+) is required" >&2; exit 1; }

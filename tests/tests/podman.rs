@@ -31,7 +31,7 @@ const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../netconf-examples/
 
 /// One podman test at a time, across threads and processes: they share the machine's netns.
 /// An flock on this source file, which always exists, so the lock leaves nothing behind.
-struct Serial(std::fs::File);
+struct Serial(#[allow(dead_code)] std::fs::File);
 
 impl Serial {
     fn lock() -> Serial {
