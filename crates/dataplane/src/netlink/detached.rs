@@ -171,34 +171,19 @@ fn read_status(pipe: &OwnedFd) -> Option<i32> {
     }
 }
 
-/// Forks a grandchild that sends `request` on `socket`, reads the ACK and
-/// writes its errno (0 on success) to `status`; the child in between exits at
-/// once and is reaped here, so nothing is left for anyone to wait for.
+/// Sends `request` on `socket` from a detached grandchild ([`detach::spawn`]), which reads
+/// the ACK and writes its errno (0 on success) to `status`.
 fn spawn_detached(socket: RawFd, status: RawFd, request: &[u8]) -> Result<()> {
-    // SAFETY: after fork the children only make async-signal-safe system
-    // calls (fork, close_range, send, recv, write, _exit) on memory that was
-    // fully prepared before the fork; they never allocate or take locks.
-    let child = unsafe { libc::fork() };
-    match child {
-        -1 => Err(Error::Socket(io::Error::last_os_error())),
-        0 => unsafe {
-            if libc::fork() != 0 {
-                libc::_exit(0);
-            }
-            close_all_but(socket, status);
-            let errno = if libc::send(socket, request.as_ptr().cast(), request.len(), 0) < 0 {
-                *libc::__errno_location()
-            } else {
-                read_ack(socket)
-            };
-            libc::write(status, (&errno as *const i32).cast(), 4);
-            libc::_exit(0)
-        },
-        pid => {
-            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-            Ok(())
-        }
-    }
+    detach::spawn(&[socket, status], || unsafe {
+        // Async-signal-safe system calls only, on memory prepared before the fork.
+        let errno = if libc::send(socket, request.as_ptr().cast(), request.len(), 0) < 0 {
+            *libc::__errno_location()
+        } else {
+            read_ack(socket)
+        };
+        libc::write(status, (&errno as *const i32).cast(), 4);
+    })
+    .map_err(Error::Socket)
 }
 
 /// The errno of the netlink ACK on `socket` (0 for success). Runs after fork:
@@ -215,23 +200,6 @@ unsafe fn read_ack(socket: RawFd) -> i32 {
         return libc::EPROTO;
     }
     -i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]])
-}
-
-/// Closes every descriptor except `a` and `b`. Runs after fork.
-unsafe fn close_all_but(a: RawFd, b: RawFd) {
-    let (low, high) = (a.min(b) as u32, a.max(b) as u32);
-    let close_range = |first: u32, last: u32| {
-        if first <= last {
-            libc::syscall(libc::SYS_close_range, first, last, 0);
-        }
-    };
-    if low > 0 {
-        close_range(0, low - 1);
-    }
-    if high > low + 1 {
-        close_range(low + 1, high - 1);
-    }
-    close_range(high + 1, u32::MAX);
 }
 
 #[cfg(test)]
