@@ -30,10 +30,10 @@
 //!
 //! # Checkpoints, and the cost of a short-lived process
 //! A process that opens the store while no other has it open rebuilds the WAL index by
-//! reading the whole WAL. So the WAL is kept short: after a commit that leaves it at 32
+//! reading the whole WAL. So the WAL is kept short: after a commit that leaves it at 64
 //! pages or more, the committing process checkpoints it and truncates it to zero (see
 //! `checkpoint_if_large`; a calico-cni ADD+DEL cycle writes about 8 pages, so one cycle in
-//! four pays for it: two fsyncs). Closing does not checkpoint (`SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE`), which would cost every writing
+//! eight pays for it: two fsyncs). Closing does not checkpoint (`SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE`), which would cost every writing
 //! process an fsync. Opening runs no DDL and sets no persistent PRAGMA: one `stat`,
 //! `sqlite3_open`, `PRAGMA synchronous` and a read of `PRAGMA user_version`.
 //!
@@ -87,10 +87,11 @@ impl Synchronous {
 
 /// Checkpoint and truncate the WAL once it holds about this many pages. Fewer means more
 /// fsyncs; more means a longer WAL for the next process to read when it opens the store.
-/// Measured on calico-cni ADD+DEL cycles (fsync 0.14 ms here): 8, 16 and 32 pages within
-/// 1-3% of each other, 64 and 128 pages 4-6% slower. 32 (a checkpoint every fourth cycle) spares
-/// hosts whose fsync is slower.
-const CHECKPOINT_WAL_PAGES: u64 = 32;
+/// A checkpoint costs 2-2.5 ms here (its fsyncs, and the WAL header's on the next commit);
+/// re-reading the WAL costs each opening process about 2 µs a page. Measured on calico-ipam
+/// ADD+DEL cycles, 400 runs each, twice: mean 3.87/3.78 ms at 32 pages, 3.74/3.50 at 64,
+/// 3.67/3.61 at 128.
+const CHECKPOINT_WAL_PAGES: u64 = 64;
 /// The size of a WAL holding `CHECKPOINT_WAL_PAGES` pages of 4 KiB (24-byte frame headers).
 const CHECKPOINT_WAL_BYTES: u64 = 32 + CHECKPOINT_WAL_PAGES * (24 + 4096);
 /// How long a checkpoint waits for readers of the WAL to finish before giving up.
