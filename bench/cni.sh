@@ -43,6 +43,11 @@ ptp, cal = r["ptp+host-local"]["mean"] * 1e3, r["calico-cni+calico-ipam"]["mean"
 print(f"ADD+DEL cycle: ptp+host-local {ptp:.2f} ms, calico-cni+calico-ipam {cal:.2f} ms -> ratio {cal/ptp:.2f} (goal <= 0.25)")
 PY
 
+for plugin in ptp calico; do
+  conf=$work/ptp.json; [[ $plugin == calico ]] && conf=$work/calico.json
+  echo "split, $plugin: $(ip netns exec "$H" "$BIN/cni-cycle" "$work/bin/$plugin" "$conf" --netns "/var/run/netns/$C" --id split --split 50)"
+done
+
 step_time() { # mean ms of a bare `ip link del` of a veth pair, the kernel's share of any DEL
   local t0 t1 total=0 n=20
   for _ in $(seq $n); do

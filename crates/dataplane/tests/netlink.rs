@@ -3,15 +3,12 @@
 mod common;
 
 use common::Lab;
-use dataplane::{IpFamily, Namespace, RouteScope, RouteSpec, VethEnd, HOST_VETH_MAC};
+use dataplane::{IpFamily, RouteScope, RouteSpec, VethEnd, HOST_VETH_MAC};
 
 #[test]
 fn netlink_primitives_are_idempotent() {
     let lab = Lab::new(1);
-    let c0 = &lab.containers[0];
-    lab.in_host(|| {
-        let host = Namespace::current().expect("host namespace");
-        let container = Namespace::open(&c0.path).expect("open c0");
+    lab.with_host_and_container(|host, container| {
         let nl = host.netlink();
         nl.create_veth(
             &VethEnd::host("calitest0", Some(1400)),
@@ -84,10 +81,7 @@ fn netlink_primitives_are_idempotent() {
 #[test]
 fn detached_link_deletion_is_complete_when_it_returns() {
     let lab = Lab::new(1);
-    let c0 = &lab.containers[0];
-    lab.in_host(|| {
-        let host = Namespace::current().expect("host namespace");
-        let container = Namespace::open(&c0.path).expect("open c0");
+    lab.with_host_and_container(|host, container| {
         let nl = host.netlink();
         for round in 0..5 {
             nl.create_veth(

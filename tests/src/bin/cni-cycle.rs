@@ -2,8 +2,9 @@
 //! the CNI environment and a netconf file on stdin, exactly as libcni does. The same driver
 //! runs our plugins and the reference plugins, so the comparison is fair.
 //!
-//! usage: cni-cycle PLUGIN NETCONF [--netns PATH] [--id ID] [--fill N]
-//!   --fill N  run N ADDs with distinct container ids (pre-loading a pool), no DEL
+//! usage: cni-cycle PLUGIN NETCONF [--netns PATH] [--id ID] [--fill N] [--split N]
+//!   --fill N   run N ADDs with distinct container ids (pre-loading a pool), no DEL
+//!   --split N  run N cycles and print the median time of ADD and of DEL, each exec'd alone
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,7 +14,7 @@ use calico_tests::Invocation;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
-        eprintln!("usage: cni-cycle PLUGIN NETCONF [--netns PATH] [--id ID] [--fill N]");
+        eprintln!("usage: cni-cycle PLUGIN NETCONF [--netns PATH] [--id ID] [--fill N] [--split N]");
         return ExitCode::from(2);
     }
     let plugin = PathBuf::from(&args[0]);
@@ -42,6 +43,27 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+        return ExitCode::SUCCESS;
+    }
+    if let Some(n) = opt("--split").and_then(|n| n.parse::<usize>().ok()) {
+        let mut times: [Vec<std::time::Duration>; 2] = [Vec::new(), Vec::new()];
+        for _ in 0..n {
+            for (i, command) in ["ADD", "DEL"].into_iter().enumerate() {
+                let start = std::time::Instant::now();
+                let out = inv.with_command(command).run(&plugin, &conf);
+                times[i].push(start.elapsed());
+                if !out.ok() {
+                    eprintln!("{command} failed ({}): {}{}", out.code, out.stdout, out.stderr);
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        let median = |v: &mut Vec<std::time::Duration>| {
+            v.sort();
+            v[v.len() / 2].as_secs_f64() * 1e3
+        };
+        let [mut add, mut del] = times;
+        println!("ADD {:.2} ms, DEL {:.2} ms (medians of {n})", median(&mut add), median(&mut del));
         return ExitCode::SUCCESS;
     }
     for command in ["ADD", "DEL"] {

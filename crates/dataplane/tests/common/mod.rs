@@ -169,6 +169,22 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Runs `f` inside the test host namespace with that namespace and the first
+    /// container's, each with its netlink client.
+    pub fn with_host_and_container<T: Send>(
+        &self,
+        f: impl FnOnce(&dataplane::Namespace, &dataplane::Namespace) -> T + Send,
+    ) -> T {
+        let path = &self.containers[0].path;
+        self.in_host(|| {
+            let host = dataplane::Namespace::current().expect("host namespace");
+            let container = dataplane::Namespace::open(path).expect("open c0");
+            f(&host, &container)
+        })
+    }
+}
+
 /// Inode of the calling thread's network namespace.
 pub fn thread_netns_inode() -> u64 {
     use std::os::unix::fs::MetadataExt;
