@@ -62,7 +62,11 @@ impl Netlink {
         let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io_err(e.into()))?;
 
-        spawn_detached(requester.as_raw_fd(), status_write.as_raw_fd(), &request)?;
+        if let Err(error) = spawn_detached(requester.as_raw_fd(), status_write.as_raw_fd(), &request) {
+            // No process to spare (a pids limit, say): delete here, and wait.
+            tracing::debug!(%error, name, "could not detach the link deletion");
+            return self.delete_link(name);
+        }
         drop(status_write);
         drop(requester);
         self.requests
