@@ -20,6 +20,7 @@
 //! sent through a pipe, still answers; only the speed-up is lost.
 
 use std::io;
+use std::num::NonZeroI32;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -28,11 +29,11 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use rtnetlink::packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST,
+    ErrorMessage, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST,
 };
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
-use super::{validate_ifname, Netlink};
+use super::{absent_as_none, validate_ifname, Netlink};
 use crate::error::{Error, Result};
 
 impl Netlink {
@@ -61,6 +62,8 @@ impl Netlink {
         let request = del_link_request(link.index);
         let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io_err(e.into()))?;
+        // Allocated before the fork: pages first touched after it would be copy-on-write.
+        let mut buf = vec![0u8; 16 * 1024];
 
         if let Err(error) = spawn_detached(requester.as_raw_fd(), status_write.as_raw_fd(), &request) {
             // No process to spare (a pids limit, say): delete here, and wait.
@@ -73,7 +76,6 @@ impl Netlink {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 
         let deadline = Instant::now() + self.timeout;
-        let mut buf = vec![0u8; 64 * 1024];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -92,18 +94,14 @@ impl Netlink {
             if status_ready {
                 return match read_status(&status_read) {
                     Some(0) => Ok(true),
-                    Some(errno) if matches!(Errno::from_raw(errno), Errno::ENODEV | Errno::ENOENT) => {
-                        Ok(false)
+                    // The same errors, with the same errno, as a deletion made in place.
+                    Some(errno) => {
+                        let mut nack = ErrorMessage::default();
+                        nack.code = NonZeroI32::new(-errno);
+                        absent_as_none(Err(Error::netlink(op(), rtnetlink::Error::NetlinkError(nack))))
+                            .map(|deleted: Option<()>| deleted.is_some())
                     }
-                    Some(errno) => Err(Error::Socket(io::Error::other(format!(
-                        "{}: {}",
-                        op(),
-                        Errno::from_raw(errno).desc()
-                    )))),
-                    None => Err(Error::Socket(io::Error::other(format!(
-                        "{}: the helper process ended without an answer",
-                        op()
-                    )))),
+                    None => Err(Error::netlink(op(), rtnetlink::Error::RequestFailed)),
                 };
             }
         }
