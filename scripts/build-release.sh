@@ -6,7 +6,7 @@
 # store): peak RSS 4.65 -> 3.3 MiB, ADD+DEL 5.8 -> 4.6 ms; calico-cni ADD 6.2 -> 4.5 MiB.
 #
 # The linker is scripts/link/hot-first.sh: it places the functions a plugin executes first in
-# .text, which took calico-cni's peak RSS from 4.5 to 2.7 MiB (see that script).
+# .text, which took calico-cni's peak RSS from 4.5 to 3.2 MiB (see that script).
 #
 # The flags go to the target only (hence --target): build scripts and proc-macros stay
 # ordinary host code. Extra arguments go to cargo (e.g. -p calico-ipam, -q).
