@@ -11,10 +11,10 @@
 //! changes during it.
 //!
 //! [`crate::Namespace::delete_link_detached`] leaves that wait to a detached process:
-//! it subscribes to link notifications, forks a grandchild that sends the
+//! it subscribes to link notifications, starts a helper process that sends the
 //! request (all its other file descriptors closed, so a runtime reading our
 //! stdout still sees EOF when we exit), and returns as soon as the kernel's
-//! own notification for that ifindex arrives. The grandchild sits out the
+//! own notification for that ifindex arrives. The helper sits out the
 //! barrier, then exits and is reaped by init or the nearest subreaper. If
 //! the notification is lost (a full socket buffer), the grandchild's result,
 //! sent through a pipe, still answers; only the speed-up is lost.
@@ -173,35 +173,82 @@ fn read_status(pipe: &OwnedFd) -> Option<i32> {
     }
 }
 
-/// Sends `request` on `socket` from a detached grandchild ([`detach::spawn`]), which reads
-/// the ACK and writes its errno (0 on success) to `status`.
+/// What the helper process needs, copied next to its stack ([`detach::spawn_shared`]).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct DeleteJob {
+    socket: RawFd,
+    status: RawFd,
+    len: usize,
+    request: [u8; 64],
+    ack: [u8; 512],
+}
+
+/// Sends `request` on `socket` from a detached process that shares this one's memory
+/// ([`detach::spawn_shared`]); it reads the ACK and writes its errno (0 on success) to
+/// `status`. Elsewhere than x86_64 and aarch64, from a forked grandchild.
 fn spawn_detached(socket: RawFd, status: RawFd, request: &[u8]) -> Result<()> {
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    if request.len() <= 64 {
+        let mut job = DeleteJob { socket, status, len: request.len(), request: [0; 64], ack: [0; 512] };
+        job.request[..request.len()].copy_from_slice(request);
+        // SAFETY: `delete_job` only makes raw system calls on its own copy of the job.
+        return unsafe { detach::spawn_shared(delete_job, job) }.map_err(Error::Socket);
+    }
     detach::spawn(&[socket, status], || unsafe {
         // Async-signal-safe system calls only, on memory prepared before the fork.
         let errno = if libc::send(socket, request.as_ptr().cast(), request.len(), 0) < 0 {
             *libc::__errno_location()
         } else {
-            read_ack(socket)
+            let mut ack = [0u8; 512];
+            let len = libc::recv(socket, ack.as_mut_ptr().cast(), ack.len(), 0);
+            if len < 0 {
+                *libc::__errno_location()
+            } else {
+                ack_errno(&ack, len as usize)
+            }
         };
         libc::write(status, (&errno as *const i32).cast(), 4);
     })
     .map_err(Error::Socket)
 }
 
-/// The errno of the netlink ACK on `socket` (0 for success). Runs after fork:
-/// no allocation.
-unsafe fn read_ack(socket: RawFd) -> i32 {
-    let mut buf = [0u8; 512];
-    let len = libc::recv(socket, buf.as_mut_ptr().cast(), buf.len(), 0);
-    if len < 0 {
-        return *libc::__errno_location();
+/// The helper's whole life: close what it does not need (the runtime's pipes above all),
+/// send, read the ACK, report. Raw system calls only (see [`detach::spawn_shared`]).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+extern "C" fn delete_job(arg: *mut libc::c_void) -> libc::c_int {
+    use detach::raw::{close_all_but, syscall};
+    // SAFETY: `arg` is this process's own copy of the job, written before it started.
+    unsafe {
+        let job = &mut *arg.cast::<DeleteJob>();
+        close_all_but(job.socket, job.status);
+        let fd = job.socket as usize;
+        let sent = syscall(libc::SYS_sendto, [fd, job.request.as_ptr() as usize, job.len, 0, 0, 0]);
+        let errno = if sent < 0 {
+            (sent as i32).wrapping_neg()
+        } else {
+            let got = syscall(libc::SYS_recvfrom, [fd, job.ack.as_mut_ptr() as usize, job.ack.len(), 0, 0, 0]);
+            if got < 0 {
+                (got as i32).wrapping_neg()
+            } else {
+                ack_errno(&job.ack, got as usize)
+            }
+        };
+        let errno_ptr = &errno as *const i32 as usize;
+        syscall(libc::SYS_write, [job.status as usize, errno_ptr, 4, 0, 0, 0]);
     }
-    // nlmsghdr (16 bytes) of type NLMSG_ERROR, then the negative errno.
-    let kind = u16::from_ne_bytes([buf[4], buf[5]]);
-    if (len as usize) < 20 || kind != libc::NLMSG_ERROR as u16 {
+    0
+}
+
+/// The errno of a netlink ACK of `len` bytes in `ack` (0 for success): an nlmsghdr
+/// (16 bytes) of type NLMSG_ERROR, then the negative errno. Cannot panic.
+fn ack_errno(ack: &[u8; 512], len: usize) -> i32 {
+    let kind = u16::from_ne_bytes([ack[4], ack[5]]);
+    if len < 20 || kind != libc::NLMSG_ERROR as u16 {
         return libc::EPROTO;
     }
-    -i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]])
+    i32::from_ne_bytes([ack[16], ack[17], ack[18], ack[19]]).wrapping_neg()
 }
 
 #[cfg(test)]
