@@ -9,8 +9,8 @@
 //! Measured on a calico-cni DEL: 1.85 ms of CPU and 134 page faults with the first, 2.3–2.9
 //! ms and 192 faults with the second (page tables copied, then copy-on-write faults).
 //!
-//! The child is a fork without exec, so it suits raw system calls, not libraries with
-//! process-wide state: a SQLite checkpoint tried this way found SQLite's per-file state
+//! Neither child execs, so they suit raw system calls, not libraries with process-wide
+//! state: a SQLite checkpoint tried in a forked child found SQLite's per-file state
 //! (inherited from the parent) pointing at descriptors the child had closed, and SQLite
 //! cannot be told apart from its parent's locks. The embedded store checkpoints in place.
 
