@@ -43,6 +43,10 @@ pub enum Error {
 
     #[error("CHECK: {0}")]
     Check(String),
+
+    /// STATUS: the plugin cannot serve ADD (its netconf or its store is unusable).
+    #[error("calico-cni is not available: {0}")]
+    NotAvailable(#[source] Box<Error>),
 }
 
 /// Our own codes (100+), documented in the README.
@@ -63,6 +67,7 @@ impl CniCode for Error {
             Error::Dataplane { .. } => CODE_DATAPLANE,
             Error::NoAddress { .. } => code::IO,
             Error::InvalidMac { .. } => code::INVALID_CONFIG,
+            Error::NotAvailable(_) => code::NOT_AVAILABLE,
         }
     }
 }

@@ -39,8 +39,10 @@ impl Plugin for CalicoCni {
         gc::gc(req)
     }
 
+    /// Code 50 when the netconf or the store is unusable, as calico-ipam answers; the IPAM
+    /// verdict (pools with room) passes through.
     fn status(&self, req: &Request) -> Result<(), Error> {
-        let ctx = context::Context::load(req)?;
+        let ctx = context::Context::load(req).map_err(|e| Error::NotAvailable(Box::new(e)))?;
         ctx.ipam_status(req)
     }
 }

@@ -213,6 +213,11 @@ fn gc_removes_what_the_runtime_no_longer_knows() {
     assert_eq!(env.store.used(), 1);
     let status = Invocation { container_id: String::new(), ifname: String::new(), netns: String::new(), ..env.inv("STATUS", "", &c1) };
     env.run(&status, &conf).expect_ok();
+    // A store that cannot be opened: not available, as calico-ipam says it.
+    let mut broken: Value = serde_json::from_slice(&conf).unwrap();
+    broken["datastore_path"] = json!("/proc/no-such-dir/store.db");
+    broken.as_object_mut().unwrap().remove("etcd_endpoints");
+    env.run(&status, &serde_json::to_vec(&broken).unwrap()).expect_err(50);
     env.run(&env.inv("DEL", "keep", &c1), &conf).expect_ok();
     env.assert_nothing_left("gc");
 }
