@@ -40,10 +40,11 @@ impl BlockHint {
             .unwrap_or_default()
     }
 
-    /// Notes `blocks`, unless that is already the note. Best effort: the note is replaced
-    /// atomically (a temporary file renamed over it), and a failure is only logged.
-    pub fn store(&self, blocks: &[IpNetwork]) {
-        let mut current = self.load();
+    /// Notes `blocks`, unless they are the `noted` ones (what [`BlockHint::load`] gave).
+    /// Best effort: the note is replaced atomically (a temporary file renamed over it), and
+    /// a failure is only logged.
+    pub fn store(&self, noted: &[IpNetwork], blocks: &[IpNetwork]) {
+        let mut current = noted.to_vec();
         let mut wanted = blocks.to_vec();
         current.sort();
         wanted.sort();
@@ -77,11 +78,14 @@ mod tests {
         assert_eq!(hint.path(), dir.join("ipam.lock.node_1.blocks"));
         assert!(hint.load().is_empty(), "no file, no hint");
         let blocks: Vec<IpNetwork> = vec!["10.0.0.64/26".parse().unwrap(), "fd00::/122".parse().unwrap()];
-        hint.store(&blocks);
+        hint.store(&[], &blocks);
         assert_eq!(hint.load(), blocks);
+        let reversed: Vec<IpNetwork> = blocks.iter().rev().copied().collect();
+        hint.store(&blocks, &reversed);
+        assert_eq!(hint.load(), blocks, "the same blocks in another order: not rewritten");
         fs::write(hint.path(), "not a cidr\n10.0.1.0/26\n").unwrap();
         assert_eq!(hint.load(), vec!["10.0.1.0/26".parse::<IpNetwork>().unwrap()]);
-        BlockHint::new(Path::new("/proc/no/such/dir/ipam.lock"), "n").store(&blocks);
+        BlockHint::new(Path::new("/proc/no/such/dir/ipam.lock"), "n").store(&[], &blocks);
         let _ = fs::remove_dir_all(dir);
     }
 }

@@ -150,9 +150,10 @@ impl Verbs<'_> {
         let _lock = self.lock()?;
         let hint = self.hint();
         let ahead = hint.as_ref().map(BlockHint::load).unwrap_or_default();
-        let assigned = self.ipam().prefetch(ahead).assign(&request)?;
+        let assigned = self.ipam().prefetch(ahead.clone()).assign(&request)?;
         if let Some(hint) = hint {
-            hint.store(&assigned.iter().map(|a| net::block_of(a.ip, a.pool.block_size)).collect::<Vec<_>>());
+            let used: Vec<_> = assigned.iter().map(|a| net::block_of(a.ip, a.pool.block_size)).collect();
+            hint.store(&ahead, &used);
         }
         tracing::info!(handle = %request.owner.handle, ips = ?assigned.iter().map(|a| a.ip).collect::<Vec<_>>(), "assigned");
         Ok(result_of(&assigned))
