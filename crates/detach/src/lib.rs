@@ -4,58 +4,21 @@
 //! Used for work whose outcome the plugin's answer no longer depends on: the kernel's RCU
 //! barrier after a veth is unregistered (`dataplane`).
 //!
-//! Two ways: [`spawn_shared`] (x86_64, aarch64) starts a process that shares this one's
-//! memory and runs raw system calls ([`raw`]); [`spawn`] forks, for the other targets.
-//! Measured on a calico-cni DEL: 1.85 ms of CPU and 134 page faults with the first, 2.3–2.9
-//! ms and 192 faults with the second (page tables copied, then copy-on-write faults).
-//!
-//! Neither child execs, so they suit raw system calls, not libraries with process-wide
-//! state: a SQLite checkpoint tried in a forked child found SQLite's per-file state
-//! (inherited from the parent) pointing at descriptors the child had closed, and SQLite
-//! cannot be told apart from its parent's locks. The embedded store checkpoints in place.
+//! [`spawn_shared`] starts a process that shares this one's memory and runs raw system calls
+//! ([`raw`]); x86_64 and aarch64 only (elsewhere callers do the work in place). A fork was
+//! tried first: measured on a calico-cni DEL, it cost 2.3–2.9 ms of CPU and 192 page faults
+//! (page tables copied, then copy-on-write faults while the helper lived) against 1.85 ms
+//! and 134 now. A forked child also cannot use libraries with process-wide state: a SQLite
+//! checkpoint tried that way found SQLite's per-file state, inherited from the parent,
+//! pointing at descriptors the child had closed.
+#![cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 
 use std::io;
-use std::os::fd::RawFd;
-
-/// Runs `work` in a forked grandchild process with every file descriptor closed except `keep`,
-/// and returns once the intermediate child has exited, so nothing is left for anyone to
-/// reap: the grandchild is adopted by init or the nearest subreaper.
-///
-/// The grandchild is a fork of a process that may have other threads: keep `work` to
-/// async-signal-safe system calls on memory prepared before the call (no allocation, no
-/// locks). It ends with `_exit`, never returning or unwinding into the caller's code.
-pub fn spawn(keep: &[RawFd], work: impl FnOnce()) -> io::Result<()> {
-    // SAFETY: see the contract above; the children run only `work`, `close_range`, `fork`
-    // and `_exit`.
-    match unsafe { libc::fork() } {
-        -1 => Err(io::Error::last_os_error()),
-        0 => unsafe {
-            if libc::fork() != 0 {
-                libc::_exit(0);
-            }
-            close_all_but(keep);
-            // A panic must not unwind into the parent's frames, copied into this process.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
-            libc::_exit(0)
-        },
-        child => {
-            let mut status = 0;
-            // SAFETY: waits for our own child.
-            while unsafe { libc::waitpid(child, &mut status, 0) } == -1 {
-                if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                    break;
-                }
-            }
-            Ok(())
-        }
-    }
-}
 
 /// A process that shares this one's memory (`CLONE_VM`, like a thread, but its own process
 /// with its own descriptor table) running `entry(arg)`, with `arg` copied next to the new
-/// process's stack in a mapping made for it. Unlike [`spawn`] this copies no page tables,
-/// and this process's later writes cause no copy-on-write faults: about 10% of calico-cni's
-/// kernel time in a DEL went to those.
+/// process's stack in a mapping made for it. It copies no page tables, and this process's
+/// later writes cause no copy-on-write faults.
 ///
 /// # Safety
 /// `entry` runs concurrently with this process, on the same memory and with this thread's
@@ -63,7 +26,6 @@ pub fn spawn(keep: &[RawFd], work: impl FnOnce()) -> io::Result<()> {
 /// write `errno`, a thread-local of this thread) and read its `arg`; it must not allocate,
 /// lock, panic or touch anything else. Its return ends the process. The mapping is left in
 /// place, since the process may outlive this call: one per call, for short-lived callers.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub unsafe fn spawn_shared<T: Copy>(
     entry: extern "C" fn(*mut libc::c_void) -> libc::c_int,
     arg: T,
@@ -96,7 +58,6 @@ pub unsafe fn spawn_shared<T: Copy>(
 
 /// System calls without libc, for [`spawn_shared`]'s entry points: no `errno`, no
 /// thread-local storage. Returns the kernel's answer: a negative errno on failure.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub mod raw {
     /// System call `n` with up to six arguments.
     ///
@@ -145,29 +106,6 @@ pub mod raw {
     }
 }
 
-/// Closes every descriptor except those in `keep`. Async-signal-safe: no allocation.
-fn close_all_but(keep: &[RawFd]) {
-    let mut next: u32 = 0;
-    loop {
-        // The lowest kept descriptor at or above `next`.
-        let stop = keep.iter().filter(|&&fd| fd >= 0 && fd as u32 >= next).map(|&fd| fd as u32).min();
-        let last = match stop {
-            Some(fd) if fd == next => {
-                next = fd + 1;
-                continue;
-            }
-            Some(fd) => fd - 1,
-            None => u32::MAX,
-        };
-        // SAFETY: close_range only closes descriptors.
-        unsafe { libc::syscall(libc::SYS_close_range, next, last, 0) };
-        match stop {
-            Some(fd) => next = fd + 1,
-            None => return,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,69 +118,36 @@ mod tests {
         unsafe { (std::fs::File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
     }
 
-    /// The grandchild writes to a kept descriptor; a descriptor not kept is closed in it, so
-    /// the reader of that pipe sees EOF as soon as this process closes its own end.
-    #[test]
-    fn work_runs_detached_with_only_the_kept_descriptors() {
-        let (mut kept_r, kept_w) = pipe();
-        let (mut other_r, other_w) = pipe();
-        let (kw, ow) = (kept_w.as_raw_fd(), other_w.as_raw_fd());
-        spawn(&[kw], move || unsafe {
-            let open = libc::fcntl(ow, libc::F_GETFD) != -1;
-            let msg: &[u8] = if open { b"other open" } else { b"ok" };
-            libc::write(kw, msg.as_ptr().cast(), msg.len());
-        })
-        .unwrap();
-        drop(kept_w);
-        drop(other_w);
-        let mut got = String::new();
-        kept_r.read_to_string(&mut got).unwrap();
-        assert_eq!(got, "ok");
-        let mut rest = Vec::new();
-        assert_eq!(other_r.read_to_end(&mut rest).unwrap(), 0, "EOF: no copy of the write end left");
-    }
-
-    #[test]
-    fn close_ranges_skip_kept_descriptors() {
-        // Runs in a fork: closing descriptors of the test process would break the harness.
-        let (mut r, w) = pipe();
-        let wfd = w.as_raw_fd();
-        spawn(&[0, wfd, wfd + 5], move || unsafe {
-            let ok = libc::fcntl(0, libc::F_GETFD) != -1 && libc::fcntl(1, libc::F_GETFD) == -1;
-            libc::write(wfd, if ok { b"y".as_ptr() } else { b"n".as_ptr() }.cast(), 1);
-        })
-        .unwrap();
-        drop(w);
-        let mut got = String::new();
-        r.read_to_string(&mut got).unwrap();
-        assert_eq!(got, "y");
-    }
-
     /// The shared-memory helper runs on its own copy of its argument, closes what it does
     /// not keep (in its own descriptor table: ours stay open), and reports through a pipe.
-    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     #[test]
     fn shared_helper_runs_raw_system_calls_on_its_own_descriptors() {
         #[derive(Clone, Copy)]
         #[repr(C)]
         struct Job {
             out: i32,
+            kept: i32,
             other: i32,
         }
         extern "C" fn job(arg: *mut libc::c_void) -> libc::c_int {
             unsafe {
                 let job = &*arg.cast::<Job>();
-                raw::close_all_but(job.out, job.out);
-                // fcntl(other, F_GETFD) must now fail with EBADF.
-                let probe = raw::syscall(libc::SYS_fcntl, [job.other as usize, libc::F_GETFD as usize, 0, 0, 0, 0]);
-                let msg: &[u8; 2] = if probe == -(libc::EBADF as isize) { b"ok" } else { b"no" };
+                raw::close_all_but(job.out, job.kept);
+                let probe = |fd: i32| raw::syscall(libc::SYS_fcntl, [fd as usize, libc::F_GETFD as usize, 0, 0, 0, 0]);
+                // The kept descriptor is open, the other one closed (EBADF), stdin too.
+                let ok = probe(job.kept) >= 0
+                    && probe(job.other) == -(libc::EBADF as isize)
+                    && probe(0) == -(libc::EBADF as isize);
+                let msg: &[u8; 2] = if ok { b"ok" } else { b"no" };
                 raw::syscall(libc::SYS_write, [job.out as usize, msg.as_ptr() as usize, 2, 0, 0, 0]);
             }
             0
         }
         let (mut r, w) = pipe();
         let (_other_r, other_w) = pipe();
-        unsafe { spawn_shared(job, Job { out: w.as_raw_fd(), other: other_w.as_raw_fd() }) }.unwrap();
+        let (_kept_r, kept_w) = pipe();
+        let job_arg = Job { out: w.as_raw_fd(), kept: kept_w.as_raw_fd(), other: other_w.as_raw_fd() };
+        unsafe { spawn_shared(job, job_arg) }.unwrap();
         drop(w);
         let mut got = String::new();
         r.read_to_string(&mut got).unwrap();

@@ -16,7 +16,7 @@
 //! stdout still sees EOF when we exit), and returns as soon as the kernel's
 //! own notification for that ifindex arrives. The helper sits out the
 //! barrier, then exits and is reaped by init or the nearest subreaper. If
-//! the notification is lost (a full socket buffer), the grandchild's result,
+//! the notification is lost (a full socket buffer), the helper's result,
 //! sent through a pipe, still answers; only the speed-up is lost.
 
 use std::io;
@@ -66,7 +66,8 @@ impl Netlink {
         let mut buf = vec![0u8; 16 * 1024];
 
         if let Err(error) = spawn_detached(requester.as_raw_fd(), status_write.as_raw_fd(), &request) {
-            // No process to spare (a pids limit, say): delete here, and wait.
+            // No process to spare (a pids limit, say), or no helper on this target: delete
+            // here, and wait.
             tracing::debug!(%error, name, "could not detach the link deletion");
             return self.delete_link(name);
         }
@@ -187,31 +188,23 @@ struct DeleteJob {
 
 /// Sends `request` on `socket` from a detached process that shares this one's memory
 /// ([`detach::spawn_shared`]); it reads the ACK and writes its errno (0 on success) to
-/// `status`. Elsewhere than x86_64 and aarch64, from a forked grandchild.
+/// `status`. Elsewhere than x86_64 and aarch64, `Unsupported`: the caller deletes in place.
 fn spawn_detached(socket: RawFd, status: RawFd, request: &[u8]) -> Result<()> {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-    if request.len() <= 64 {
+    {
         let mut job = DeleteJob { socket, status, len: request.len(), request: [0; 64], ack: [0; 512] };
-        job.request[..request.len()].copy_from_slice(request);
+        job.request
+            .get_mut(..request.len())
+            .ok_or_else(|| Error::Socket(io::Error::other("netlink request longer than 64 bytes")))?
+            .copy_from_slice(request);
         // SAFETY: `delete_job` only makes raw system calls on its own copy of the job.
-        return unsafe { detach::spawn_shared(delete_job, job) }.map_err(Error::Socket);
+        unsafe { detach::spawn_shared(delete_job, job) }.map_err(Error::Socket)
     }
-    detach::spawn(&[socket, status], || unsafe {
-        // Async-signal-safe system calls only, on memory prepared before the fork.
-        let errno = if libc::send(socket, request.as_ptr().cast(), request.len(), 0) < 0 {
-            *libc::__errno_location()
-        } else {
-            let mut ack = [0u8; 512];
-            let len = libc::recv(socket, ack.as_mut_ptr().cast(), ack.len(), 0);
-            if len < 0 {
-                *libc::__errno_location()
-            } else {
-                ack_errno(&ack, len as usize)
-            }
-        };
-        libc::write(status, (&errno as *const i32).cast(), 4);
-    })
-    .map_err(Error::Socket)
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let _ = (socket, status, request);
+        Err(Error::Socket(io::ErrorKind::Unsupported.into()))
+    }
 }
 
 /// The helper's whole life: close what it does not need (the runtime's pipes above all),
@@ -243,6 +236,7 @@ extern "C" fn delete_job(arg: *mut libc::c_void) -> libc::c_int {
 
 /// The errno of a netlink ACK of `len` bytes in `ack` (0 for success): an nlmsghdr
 /// (16 bytes) of type NLMSG_ERROR, then the negative errno. Cannot panic.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn ack_errno(ack: &[u8; 512], len: usize) -> i32 {
     let kind = u16::from_ne_bytes([ack[4], ack[5]]);
     if len < 20 || kind != libc::NLMSG_ERROR as u16 {
