@@ -2,7 +2,7 @@
 # Dataplane benchmark: one ADD+DEL cycle of calico-cni + calico-ipam (embedded store)
 # against Debian's ptp + host-local, in the same hyperfine run, through the same driver
 # (cni-cycle), both run inside a netns playing the host. Also: peak RSS per plugin process,
-# and what one ADD costs in execs, netlink requests and datastore round trips.
+# and what one ADD costs in execs and netlink requests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
@@ -76,7 +76,6 @@ echo "peak RSS of one calico-ipam ADD (KiB): $(CNI_COMMAND=ADD CNI_CONTAINERID=r
 sed 's/"log_level":"warning"/"log_level":"debug"/' "$work/calico.json" > "$work/debug.json"
 log=$(CNI_COMMAND=ADD CNI_CONTAINERID=cnt CNI_NETNS=/var/run/netns/$C CNI_IFNAME=eth0 \
       ip netns exec "$H" strace -f -qq -e trace=execve -o "$work/strace" "$work/bin/calico" < "$work/debug.json" 2>&1 >/dev/null || true)
-echo "per ADD: $(grep -c 'execve(' "$work/strace" 2>/dev/null || echo '?') process execs (calico-cni + calico-ipam);" \
-     "$(grep -o 'netlink_requests=[0-9]*' <<<"$log" | tail -1) ;" \
-     "datastore round trips: $(grep -o 'round_trips=[0-9]*' <<<"$log" | tr '\n' ' ')"
+echo "per ADD: $(grep -c 'execve(' "$work/strace" 2>/dev/null || echo '?') process exec(s) (calico-ipam runs inside calico-cni);" \
+     "$(grep -o 'netlink_requests=[0-9]*' <<<"$log" | tail -1)"
 CNI_COMMAND=DEL CNI_CONTAINERID=cnt CNI_NETNS=/var/run/netns/$C CNI_IFNAME=eth0 ip netns exec "$H" "$work/bin/calico" < "$work/calico.json"

@@ -13,22 +13,22 @@
 # without Rust's per-build hash, so it survives rebuilds; the first link, unstripped, gives
 # the current mangled names, and lld's --symbol-ordering-file takes them. A function missing
 # from the list only lands in the cold part; a stale list costs RSS, never correctness. If
-# anything here fails, the plain link stands.
+# anything here fails, the plugin is linked plainly; any other output is linked plainly at
+# once.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 list=$here/hot-symbols.txt
 
-cc "$@" || exit
 out=
 prev=
 for arg in "$@"; do
   [[ $prev == -o ]] && out=$arg
   prev=$arg
 done
-[[ -n $out && -s $list ]] || exit 0
-case $(basename "$out") in calico_cni-* | calico_ipam-*) ;; *) exit 0 ;; esac
+case $(basename "${out:-none}") in calico_cni-* | calico_ipam-*) ;; *) exec cc "$@" ;; esac
+[[ -s $list ]] || exec cc "$@"
 
-tmp=$(mktemp -d) || exit 0
+tmp=$(mktemp -d) || exec cc "$@"
 trap 'rm -rf "$tmp"' EXIT
 # The same link without stripping, to read the mangled names.
 args=()
@@ -41,15 +41,18 @@ for arg in "${args[@]}"; do
   if [[ $prev == -o ]]; then args_named+=("$tmp/named"); else args_named+=("$arg"); fi
   prev=$arg
 done
-cc "${args_named[@]}" 2>/dev/null || exit 0
 # Names in list order: a legacy Rust name ends in 17h<16 hex>E, the part that changes
 # between builds; compare without it.
-nm --defined-only "$tmp/named" 2>/dev/null | awk '
-  NR == FNR { rank[$0] = FNR; next }
-  NF == 3 && $2 ~ /^[tTwW]$/ {
-    key = $3; sub(/17h[0-9a-f]+E$/, "E", key)
-    if (key in rank) print rank[key], $3
-  }' "$list" - | sort -n -s | awk '!seen[$2]++ { print $2 }' > "$tmp/order"
-[[ -s $tmp/order ]] || exit 0
-cc "$@" -Wl,--symbol-ordering-file="$tmp/order" -Wl,--no-warn-symbol-ordering 2>/dev/null \
-  || cc "$@"
+if cc "${args_named[@]}" 2>/dev/null; then
+  nm --defined-only "$tmp/named" 2>/dev/null | awk '
+    NR == FNR { rank[$0] = FNR; next }
+    NF == 3 && $2 ~ /^[tTwW]$/ {
+      key = $3; sub(/17h[0-9a-f]+E$/, "E", key)
+      if (key in rank) print rank[key], $3
+    }' "$list" - | sort -n -s | awk '!seen[$2]++ { print $2 }' > "$tmp/order"
+fi
+if [[ -s $tmp/order ]] \
+  && cc "$@" -Wl,--symbol-ordering-file="$tmp/order" -Wl,--no-warn-symbol-ordering 2>/dev/null; then
+  exit 0
+fi
+cc "$@"
