@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::{
-    steps::{add, ips, veth_ends},
+    steps::{add, create_pair, ips},
     Lab,
 };
 use dataplane::{
@@ -24,11 +24,7 @@ fn container_ifname_taken_fails_with_eexist_and_leaves_nothing() {
         let host = Namespace::current().expect("host namespace");
         let container = Namespace::open(&c0.path).expect("open c0");
         let veth = host_veth_name("taken");
-        let (host_end, peer_end) = veth_ends(&veth, "eth0");
-        let err = host
-            .netlink()
-            .create_veth(&host_end, &peer_end, container.netns())
-            .expect_err("eth0 is taken");
+        let err = create_pair(&host, &container, &veth).expect_err("eth0 is taken");
         assert!(err.is_exists(), "{err:?}");
         assert!(host
             .netlink()
@@ -49,10 +45,7 @@ fn route_conflict_names_both_interfaces_and_rolls_back() {
 
         let v1 = host_veth_name("c1");
         let container = Namespace::open(&c1.path).expect("open c1");
-        let (host_end, peer_end) = veth_ends(&v1, "eth0");
-        host.netlink()
-            .create_veth(&host_end, &peer_end, container.netns())
-            .expect("create veth");
+        create_pair(&host, &container, &v1).expect("create veth");
         let addrs = ips(&["10.65.2.10", "10.65.2.9"]);
         let err = setup_host(&host, &v1, &addrs).expect_err("10.65.2.9 is on c0");
         match &err {
@@ -91,10 +84,7 @@ fn failed_setup_container_undoes_itself() {
     lab.in_host(|| {
         let host = Namespace::current().expect("host namespace");
         let container = Namespace::open(&c0.path).expect("open c0");
-        let (host_end, peer_end) = veth_ends(&host_veth_name("c0"), "eth0");
-        host.netlink()
-            .create_veth(&host_end, &peer_end, container.netns())
-            .expect("create veth");
+        create_pair(&host, &container, &host_veth_name("c0")).expect("create veth");
         let config = ContainerConfig {
             ifname: "eth0",
             addresses: &ips(&["10.65.3.2"]),

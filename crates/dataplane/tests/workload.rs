@@ -5,7 +5,7 @@
 mod common;
 
 use common::{
-    steps::{add, del, ips, veth_ends},
+    steps::{add, create_pair, del, ips},
     thread_netns_inode, Lab, HOST_V4,
 };
 use dataplane::{
@@ -179,10 +179,7 @@ fn calling_thread_stays_in_its_netns() {
         let host = Namespace::current().expect("host namespace");
         let container = Namespace::open(&c0.path).expect("open c0");
         assert_ne!(container.netns().inode().expect("inode"), before);
-        let (host_end, peer_end) = veth_ends(&host_veth_name("c0"), "eth0");
-        host.netlink()
-            .create_veth(&host_end, &peer_end, container.netns())
-            .expect("create veth");
+        create_pair(&host, &container, &host_veth_name("c0")).expect("create veth");
         let config = ContainerConfig {
             ifname: "eth0",
             addresses: &ips(&["10.65.6.2"]),

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use dataplane::{
     host_veth_name, setup_container, setup_host, teardown, ContainerConfig, ContainerInfo,
-    Namespace, VethEnd, HOST_VETH_MAC,
+    Namespace, VethEnd,
 };
 
 use super::TestNs;
@@ -17,28 +17,21 @@ pub fn ips(list: &[&str]) -> Vec<IpAddr> {
         .collect()
 }
 
-pub fn veth_ends(host_veth: &str, ifname: &str) -> (VethEnd, VethEnd) {
-    let host = VethEnd {
-        name: host_veth.to_string(),
-        mac: Some(HOST_VETH_MAC),
-        mtu: Some(MTU),
-    };
-    let peer = VethEnd {
-        name: ifname.to_string(),
-        mac: None,
-        mtu: Some(MTU),
-    };
-    (host, peer)
+/// Creates the veth pair `host_veth` (Calico's host end, MTU [`MTU`]) / `eth0` inside
+/// `container`.
+pub fn create_pair(host: &Namespace, container: &Namespace, host_veth: &str) -> dataplane::Result<()> {
+    host.netlink().create_veth(
+        &VethEnd::host(host_veth, Some(MTU)),
+        &VethEnd::container("eth0", Some(MTU)),
+        container.netns(),
+    )
 }
 
 /// ADD as calico-cni composes it; returns the host veth name.
 pub fn add(host: &Namespace, ns: &TestNs, id: &str, addrs: &[IpAddr]) -> (String, ContainerInfo) {
     let veth = host_veth_name(id);
     let container = Namespace::open(&ns.path).expect("open container netns");
-    let (host_end, peer_end) = veth_ends(&veth, "eth0");
-    host.netlink()
-        .create_veth(&host_end, &peer_end, container.netns())
-        .expect("create veth");
+    create_pair(host, &container, &veth).expect("create veth");
     let config = ContainerConfig {
         ifname: "eth0",
         addresses: addrs,
