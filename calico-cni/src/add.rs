@@ -47,7 +47,9 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
         // A host end left by an ADD that died half-way, or by an earlier sandbox of this pod
         // (same workload, same name): remove it and try once more. Checked only on EEXIST,
         // so the usual ADD pays no extra netlink request.
-        Err(e) if e.is_exists() && host.netlink().delete_link(&host_veth).map_err(dp("removing a stale host veth"))? => {
+        Err(e)
+            if e.is_exists() && host.netlink().delete_link(&host_veth).map_err(dp("removing a stale host veth"))? =>
+        {
             tracing::warn!(%host_veth, "removed a stale host veth");
             create()
         }
@@ -69,7 +71,11 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
 
     let result = CniResult {
         interfaces: vec![
-            Interface { name: host_veth.clone(), mac: Some(dataplane::naming::format_mac(dataplane::HOST_VETH_MAC)), ..Default::default() },
+            Interface {
+                name: host_veth.clone(),
+                mac: Some(dataplane::naming::format_mac(dataplane::HOST_VETH_MAC)),
+                ..Default::default()
+            },
             Interface {
                 name: req.env.ifname.clone(),
                 mac: Some(dataplane::naming::format_mac(info.mac)),
@@ -80,7 +86,11 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
         ips: ipam_result
             .ips
             .iter()
-            .map(|ip| cni::IpConfig { address: ipnetwork::IpNetwork::from(ip.address.ip()), gateway: None, interface: Some(1) })
+            .map(|ip| cni::IpConfig {
+                address: ipnetwork::IpNetwork::from(ip.address.ip()),
+                gateway: None,
+                interface: Some(1),
+            })
             .collect(),
         dns: ipam_result.dns.clone(),
         ..Default::default()

@@ -42,6 +42,10 @@ pub fn check(req: &Request) -> Result<(), Error> {
     let container =
         Namespace::open(netns).map_err(|source| Error::Netns { path: netns.display().to_string(), source })?;
     let host = Namespace::current().map_err(|source| Error::Dataplane { step: "opening the host netns", source })?;
-    dataplane::check(&host, &container, &CheckSpec { host_veth: &ep.host_veth, ifname: &req.env.ifname, addresses: &addresses })
-        .map_err(|source| Error::Dataplane { step: "checking the dataplane", source })
+    dataplane::check(
+        &host,
+        &container,
+        &CheckSpec { host_veth: &ep.host_veth, ifname: &req.env.ifname, addresses: &addresses },
+    )
+    .map_err(|source| Error::Dataplane { step: "checking the dataplane", source })
 }

@@ -42,7 +42,13 @@ pub fn run(store: &dyn Datastore, cmd: IpamCommand) -> anyhow::Result<ExitCode> 
                     for u in usage {
                         println!("{:<42} {:>12} {:>8}", u.pool.cidr.to_string(), u.capacity, u.used);
                         for b in u.blocks {
-                            println!("  {:<40} {:>12} {:>8} {:>8}", b.cidr.to_string(), b.size, b.used, b.host.unwrap_or_default());
+                            println!(
+                                "  {:<40} {:>12} {:>8} {:>8}",
+                                b.cidr.to_string(),
+                                b.size,
+                                b.used,
+                                b.host.unwrap_or_default()
+                            );
                         }
                     }
                 }
@@ -54,7 +60,10 @@ pub fn run(store: &dyn Datastore, cmd: IpamCommand) -> anyhow::Result<ExitCode> 
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&r)?),
                 Output::Table => {
-                    println!("Checked {} block(s), {} handle(s), {} allocation(s).", r.blocks, r.handles, r.allocations);
+                    println!(
+                        "Checked {} block(s), {} handle(s), {} allocation(s).",
+                        r.blocks, r.handles, r.allocations
+                    );
                     for p in &r.problems {
                         println!("problem: {p}");
                     }

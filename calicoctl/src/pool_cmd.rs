@@ -92,7 +92,10 @@ pub fn run(store: &dyn Datastore, cmd: PoolCommand) -> anyhow::Result<ExitCode> 
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&pools)?),
                 Output::Table => {
-                    println!("{:<42} {:>6} {:<13} {:<13} {:<5} {:<8}", "CIDR", "BLOCK", "IPIP", "VXLAN", "NAT", "DISABLED");
+                    println!(
+                        "{:<42} {:>6} {:<13} {:<13} {:<5} {:<8}",
+                        "CIDR", "BLOCK", "IPIP", "VXLAN", "NAT", "DISABLED"
+                    );
                     for p in pools {
                         println!(
                             "{:<42} {:>6} {:<13} {:<13} {:<5} {:<8}",

@@ -31,17 +31,44 @@ fn every_bad_input_gets_its_code_and_allocates_nothing() {
         ("malformed JSON", add.clone(), b"{\"cniVersion\": \"1.0.0\", ".to_vec(), &[6]),
         ("not an object", add.clone(), b"[1,2,3]".to_vec(), &[6, 7]),
         ("empty stdin", add.clone(), Vec::new(), &[6, 7]),
-        ("missing network name", add.clone(), with(base.clone(), |v| { v.as_object_mut().unwrap().remove("name"); }), &[7]),
+        (
+            "missing network name",
+            add.clone(),
+            with(base.clone(), |v| {
+                v.as_object_mut().unwrap().remove("name");
+            }),
+            &[7],
+        ),
         ("wrong type: name", add.clone(), with(base.clone(), |v| v["name"] = json!(42)), &[7]),
         ("wrong type: ipam", add.clone(), with(base.clone(), |v| v["ipam"] = json!("calico-ipam")), &[7]),
-        ("wrong type: pools", add.clone(), with(base.clone(), |v| v["ipam"]["ipv4_pools"] = json!("10.95.0.0/24")), &[7]),
+        (
+            "wrong type: pools",
+            add.clone(),
+            with(base.clone(), |v| v["ipam"]["ipv4_pools"] = json!("10.95.0.0/24")),
+            &[7],
+        ),
         ("wrong type: assign_ipv4", add.clone(), with(base.clone(), |v| v["ipam"]["assign_ipv4"] = json!(5)), &[7]),
         ("invalid CIDR", add.clone(), with(base.clone(), |v| v["ipam"]["ipv4_pools"] = json!(["10.300.0.0/24"])), &[7]),
-        ("IPv6 CIDR in ipv4_pools", add.clone(), with(base.clone(), |v| v["ipam"]["ipv4_pools"] = json!(["fd00::/64"])), &[7]),
-        ("invalid runtimeConfig ip", add.clone(), with(base.clone(), |v| v["runtimeConfig"] = json!({"ips": ["10.95.0.999"]})), &[7]),
+        (
+            "IPv6 CIDR in ipv4_pools",
+            add.clone(),
+            with(base.clone(), |v| v["ipam"]["ipv4_pools"] = json!(["fd00::/64"])),
+            &[7],
+        ),
+        (
+            "invalid runtimeConfig ip",
+            add.clone(),
+            with(base.clone(), |v| v["runtimeConfig"] = json!({"ips": ["10.95.0.999"]})),
+            &[7],
+        ),
         ("unknown version", add.clone(), with(base.clone(), |v| v["cniVersion"] = json!("9.9.9")), &[1]),
         ("10 MB stdin", add.clone(), big, &[6, 7]),
-        ("unreachable store", add.clone(), with(base.clone(), |v| v["datastore_path"] = json!("/proc/none/store.db")), &[5, 11]),
+        (
+            "unreachable store",
+            add.clone(),
+            with(base.clone(), |v| v["datastore_path"] = json!("/proc/none/store.db")),
+            &[5, 11],
+        ),
         ("missing CNI_CONTAINERID", Invocation::new("ADD", ""), serde_json::to_vec(&base).unwrap(), &[4]),
         ("bad CNI_CONTAINERID", Invocation::new("ADD", "-leading-dash"), serde_json::to_vec(&base).unwrap(), &[4]),
         ("CNI_CONTAINERID with a slash", Invocation::new("ADD", "a/b"), serde_json::to_vec(&base).unwrap(), &[4]),
@@ -59,7 +86,8 @@ fn every_bad_input_gets_its_code_and_allocates_nothing() {
     for (name, inv, stdin, codes) in cases {
         let out = inv.run(&bin("calico-ipam"), &stdin);
         assert!(!out.ok(), "{name}: expected failure, got {out:#?}");
-        let v: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{name}: stdout is not error JSON ({e}): {out:#?}"));
+        let v: Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("{name}: stdout is not error JSON ({e}): {out:#?}"));
         let code = v["code"].as_u64().unwrap_or_default();
         assert!(codes.contains(&code), "{name}: code {code}, wanted {codes:?}: {out:#?}");
         assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()), "{name}: no msg");

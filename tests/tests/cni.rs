@@ -80,7 +80,8 @@ fn every_version_add_ping_check_del() {
         assert!(routes.contains("default via 169.254.1.1 dev eth0"), "{routes}");
         assert!(routes.lines().any(|r| r.starts_with("169.254.1.1 dev eth0") && r.contains("scope link")), "{routes}");
         // The host side.
-        let veth = env.host.cali_links().into_iter().find(|l| r1.to_string().contains(l.as_str()) || v < "0.3.0").unwrap();
+        let veth =
+            env.host.cali_links().into_iter().find(|l| r1.to_string().contains(l.as_str()) || v < "0.3.0").unwrap();
         let host_link = env.host.ip(&["link", "show", &veth]);
         assert!(host_link.contains("ee:ee:ee:ee:ee:ee") && host_link.contains("mtu 1400"), "{host_link}");
         assert_eq!(env.host.sysctl(&format!("net.ipv4.conf.{veth}.proxy_arp")), "1");
@@ -207,11 +208,21 @@ fn gc_removes_what_the_runtime_no_longer_knows() {
     assert_eq!(env.host.cali_links().len(), 2);
     let mut gc: Value = serde_json::from_slice(&conf).unwrap();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
-    let inv = Invocation { container_id: String::new(), ifname: String::new(), netns: String::new(), ..env.inv("GC", "", &c1) };
+    let inv = Invocation {
+        container_id: String::new(),
+        ifname: String::new(),
+        netns: String::new(),
+        ..env.inv("GC", "", &c1)
+    };
     env.run(&inv, &serde_json::to_vec(&gc).unwrap()).expect_ok();
     assert_eq!(env.host.cali_links().len(), 1);
     assert_eq!(env.store.used(), 1);
-    let status = Invocation { container_id: String::new(), ifname: String::new(), netns: String::new(), ..env.inv("STATUS", "", &c1) };
+    let status = Invocation {
+        container_id: String::new(),
+        ifname: String::new(),
+        netns: String::new(),
+        ..env.inv("STATUS", "", &c1)
+    };
     env.run(&status, &conf).expect_ok();
     // A store that cannot be opened: not available, as calico-ipam says it.
     let mut broken: Value = serde_json::from_slice(&conf).unwrap();

@@ -188,7 +188,8 @@ fn gc_keeps_only_valid_attachments() {
         }
         ipam(&Invocation::new("ADD", "keep").ifname("net1"), &conf).expect_ok();
         let mut gc: Value = serde_json::from_slice(&conf).unwrap();
-        gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}, {"containerID": "keep", "ifname": "net1"}]);
+        gc["cni.dev/valid-attachments"] =
+            json!([{"containerID": "keep", "ifname": "eth0"}, {"containerID": "keep", "ifname": "net1"}]);
         let gc_inv = Invocation { container_id: String::new(), ifname: String::new(), ..Invocation::new("GC", "") };
         ipam(&gc_inv, &serde_json::to_vec(&gc).unwrap()).expect_ok();
         assert_eq!(backend.used(), 2, "[{}]", backend.name());

@@ -84,7 +84,8 @@ fn kill_9_at_random_moments_leaks_nothing_after_del() {
                 }
             }
             // Those that had not finished yet died of the signal (no exit code).
-            let killed = children.into_iter().filter_map(|(mut c, _)| c.wait().ok()).filter(|s| s.code().is_none()).count();
+            let killed =
+                children.into_iter().filter_map(|(mut c, _)| c.wait().ok()).filter(|s| s.code().is_none()).count();
             eprintln!("[{name}] round {round}: {killed} of 24 ADDs killed mid-flight");
             // The runtime retries DEL for every container whose ADD it lost.
             for id in &ids {

@@ -31,14 +31,7 @@ impl Plugin for Static {
         assert!(!conf.panic, "asked to panic");
         let ips = conf.common.requested_ips()?;
         Ok(CniResult {
-            ips: ips
-                .into_iter()
-                .map(|ip| IpConfig {
-                    address: ip.into(),
-                    gateway: None,
-                    interface: None,
-                })
-                .collect(),
+            ips: ips.into_iter().map(|ip| IpConfig { address: ip.into(), gateway: None, interface: None }).collect(),
             ..CniResult::default()
         })
     }

@@ -12,9 +12,7 @@ pub fn parse_pairs(raw: &str) -> Result<Vec<(String, String)>, Error> {
     raw.split(';')
         .filter(|segment| !segment.is_empty())
         .map(|segment| match segment.split_once('=') {
-            Some((key, value)) if !key.is_empty() && !value.contains('=') => {
-                Ok((key.to_string(), value.to_string()))
-            }
+            Some((key, value)) if !key.is_empty() && !value.contains('=') => Ok((key.to_string(), value.to_string())),
             _ => Err(invalid(segment, "expected KEY=VALUE")),
         })
         .collect()
@@ -42,8 +40,8 @@ impl CniArgs {
         let mut ignore_unknown = false;
         for (key, value) in &pairs {
             if key == "IgnoreUnknown" {
-                ignore_unknown = parse_bool(value)
-                    .ok_or_else(|| invalid(value, "IgnoreUnknown must be 1, 0, true or false"))?;
+                ignore_unknown =
+                    parse_bool(value).ok_or_else(|| invalid(value, "IgnoreUnknown must be 1, 0, true or false"))?;
             }
         }
 
@@ -87,19 +85,12 @@ fn parse_ips(value: &str) -> Result<Vec<IpAddr>, Error> {
         .split(',')
         .map(str::trim)
         .filter(|ip| !ip.is_empty())
-        .map(|ip| {
-            ip.parse::<IpAddr>()
-                .map_err(|_| invalid(ip, &format!("IP {ip:?} is not an IP address")))
-        })
+        .map(|ip| ip.parse::<IpAddr>().map_err(|_| invalid(ip, &format!("IP {ip:?} is not an IP address"))))
         .collect()
 }
 
 fn invalid(value: &str, reason: &str) -> Error {
-    Error::InvalidEnv {
-        var: VAR,
-        value: value.to_string(),
-        reason: reason.to_string(),
-    }
+    Error::InvalidEnv { var: VAR, value: value.to_string(), reason: reason.to_string() }
 }
 
 #[cfg(test)]
@@ -153,10 +144,7 @@ mod tests {
             assert_eq!(err.cni_code(), 4);
             assert!(err.to_string().contains("FOO"), "{err}");
         }
-        assert_eq!(
-            CniArgs::parse("IgnoreUnknown=yes").unwrap_err().cni_code(),
-            4
-        );
+        assert_eq!(CniArgs::parse("IgnoreUnknown=yes").unwrap_err().cni_code(), 4);
     }
 
     #[test]
@@ -173,13 +161,7 @@ mod tests {
         let a = CniArgs::parse("IP=10.0.0.5").unwrap();
         assert_eq!(a.ips, vec!["10.0.0.5".parse::<IpAddr>().unwrap()]);
         let a = CniArgs::parse("IP=10.0.0.5,fd00::5;MAC=aa:bb:cc:dd:ee:ff").unwrap();
-        assert_eq!(
-            a.ips,
-            vec![
-                "10.0.0.5".parse::<IpAddr>().unwrap(),
-                "fd00::5".parse().unwrap()
-            ]
-        );
+        assert_eq!(a.ips, vec!["10.0.0.5".parse::<IpAddr>().unwrap(), "fd00::5".parse().unwrap()]);
         assert_eq!(a.mac.as_deref(), Some("aa:bb:cc:dd:ee:ff"));
         let err = CniArgs::parse("IP=10.0.0.5,10.0.0.300").unwrap_err();
         assert_eq!(err.cni_code(), 4);

@@ -36,10 +36,7 @@ pub fn find_plugin(name: &str, path: &[PathBuf]) -> Result<PathBuf, Error> {
     path.iter()
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
-        .ok_or_else(|| Error::PluginNotFound {
-            plugin: name.to_string(),
-            path: path.to_vec(),
-        })
+        .ok_or_else(|| Error::PluginNotFound { plugin: name.to_string(), path: path.to_vec() })
 }
 
 /// Runs CNI_PATH/`plugin` with this process's environment, the CNI_* variables set from `env`
@@ -51,10 +48,7 @@ pub fn find_plugin(name: &str, path: &[PathBuf]) -> Result<PathBuf, Error> {
 /// ("text file busy") is retried a few times with short sleeps.
 pub fn exec(plugin: &str, command: Command, env: &Env, stdin: &[u8]) -> Result<Vec<u8>, Error> {
     let binary = find_plugin(plugin, &env.path)?;
-    let exec_err = |source: io::Error| Error::PluginExec {
-        plugin: plugin.to_string(),
-        source,
-    };
+    let exec_err = |source: io::Error| Error::PluginExec { plugin: plugin.to_string(), source };
 
     let mut child = spawn(&binary, command, env).map_err(exec_err)?;
     let pipe = child.stdin.take();
@@ -62,9 +56,7 @@ pub fn exec(plugin: &str, command: Command, env: &Env, stdin: &[u8]) -> Result<V
         thread::scope(|scope| {
             let writer = scope.spawn(|| write_stdin(pipe, stdin));
             let output = child.wait_with_output();
-            let written = writer
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("stdin writer thread panicked")));
+            let written = writer.join().unwrap_or_else(|_| Err(io::Error::other("stdin writer thread panicked")));
             written.and(output)
         })
     } else {
@@ -76,10 +68,7 @@ pub fn exec(plugin: &str, command: Command, env: &Env, stdin: &[u8]) -> Result<V
         return Ok(output.stdout);
     }
     match serde_json::from_slice::<Failure>(&output.stdout) {
-        Ok(failure) => Err(Error::Delegated {
-            plugin: plugin.to_string(),
-            failure,
-        }),
+        Ok(failure) => Err(Error::Delegated { plugin: plugin.to_string(), failure }),
         Err(_) => Err(Error::InvalidResult {
             plugin: plugin.to_string(),
             reason: format!(
@@ -93,16 +82,9 @@ pub fn exec(plugin: &str, command: Command, env: &Env, stdin: &[u8]) -> Result<V
 
 fn spawn(binary: &Path, command: Command, env: &Env) -> io::Result<Child> {
     let mut cmd = std::process::Command::new(binary);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .env("CNI_COMMAND", command.as_str());
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).env("CNI_COMMAND", command.as_str());
     let path = std::env::join_paths(&env.path).unwrap_or_default();
-    let netns = env
-        .netns
-        .as_deref()
-        .map(Path::as_os_str)
-        .unwrap_or_default();
+    let netns = env.netns.as_deref().map(Path::as_os_str).unwrap_or_default();
     for (var, value) in [
         ("CNI_CONTAINERID", OsStr::new(&env.container_id)),
         ("CNI_NETNS", netns),
@@ -144,12 +126,9 @@ fn write_stdin(pipe: Option<ChildStdin>, data: &[u8]) -> io::Result<()> {
 /// ADD through `plugin`; its stdout parsed as a result of any version.
 pub fn delegate_add(plugin: &str, env: &Env, stdin: &[u8]) -> Result<CniResult, Error> {
     let stdout = exec(plugin, Command::Add, env, stdin)?;
-    let invalid = |reason: String| Error::InvalidResult {
-        plugin: plugin.to_string(),
-        reason,
-    };
-    let value: serde_json::Value = serde_json::from_slice(&stdout)
-        .map_err(|err| invalid(format!("output is not JSON: {err}")))?;
+    let invalid = |reason: String| Error::InvalidResult { plugin: plugin.to_string(), reason };
+    let value: serde_json::Value =
+        serde_json::from_slice(&stdout).map_err(|err| invalid(format!("output is not JSON: {err}")))?;
     CniResult::from_json(&value).map_err(|err| match err {
         Error::InvalidResult { reason, .. } => invalid(reason),
         other => other,

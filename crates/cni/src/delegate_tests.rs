@@ -11,9 +11,7 @@ struct Fake {
 
 impl Fake {
     fn new() -> Fake {
-        Fake {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Fake { dir: tempfile::tempdir().unwrap() }
     }
 
     /// Installs `body` as a /bin/sh script named `name`; `$OUT` is the tempdir.
@@ -45,10 +43,7 @@ const RESULT_100: &str = r#"{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.5/26
 #[test]
 fn add_parses_result_and_passes_stdin_and_env() {
     let fake = Fake::new();
-    fake.plugin(
-        "ipam",
-        &format!("cat > \"$OUT/stdin\"\nenv > \"$OUT/env\"\necho '{RESULT_100}'"),
-    );
+    fake.plugin("ipam", &format!("cat > \"$OUT/stdin\"\nenv > \"$OUT/env\"\necho '{RESULT_100}'"));
     let conf = br#"{"cniVersion":"1.0.0","name":"n","ipam":{"type":"ipam"}}"#;
     let result = delegate_add("ipam", &fake.env(), conf).unwrap();
     assert_eq!(result.ips[0].address.to_string(), "10.0.0.5/26");
@@ -81,10 +76,7 @@ fn command_is_replaced_and_empty_vars_removed() {
     delegate_status("ipam", &env, b"{}").unwrap();
     for command in ["DEL", "CHECK", "GC", "STATUS"] {
         let seen = fake.read(&format!("env.{command}"));
-        assert!(
-            seen.lines().any(|l| l == format!("CNI_COMMAND={command}")),
-            "{seen}"
-        );
+        assert!(seen.lines().any(|l| l == format!("CNI_COMMAND={command}")), "{seen}");
         assert!(!seen.contains("CNI_NETNS="), "{seen}");
         assert!(!seen.contains("CNI_ARGS="), "{seen}");
     }
@@ -125,19 +117,10 @@ fn bad_result_is_invalid_result() {
     let fake = Fake::new();
     fake.plugin("ipam", "echo 'not json'");
     let err = delegate_add("ipam", &fake.env(), b"{}").unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidResult { plugin, .. } if plugin == "ipam"),
-        "{err:?}"
-    );
-    fake.plugin(
-        "ipam2",
-        r#"echo '{"cniVersion":"1.0.0","ips":[{"address":"nope"}]}'"#,
-    );
+    assert!(matches!(&err, Error::InvalidResult { plugin, .. } if plugin == "ipam"), "{err:?}");
+    fake.plugin("ipam2", r#"echo '{"cniVersion":"1.0.0","ips":[{"address":"nope"}]}'"#);
     let err = delegate_add("ipam2", &fake.env(), b"{}").unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidResult { plugin, .. } if plugin == "ipam2"),
-        "{err:?}"
-    );
+    assert!(matches!(&err, Error::InvalidResult { plugin, .. } if plugin == "ipam2"), "{err:?}");
     assert!(err.to_string().contains("ips[0].address"), "{err}");
 }
 
@@ -150,10 +133,7 @@ fn plugin_not_found_or_bad_name() {
     assert!(err.to_string().contains("host-local"));
     for bad in ["", ".", "..", "../bin/sh", "/bin/sh"] {
         let err = find_plugin(bad, &fake.env().path).unwrap_err();
-        assert!(
-            matches!(err, Error::InvalidConfig { .. }),
-            "{bad:?}: {err:?}"
-        );
+        assert!(matches!(err, Error::InvalidConfig { .. }), "{bad:?}: {err:?}");
     }
     // A directory of that name is not a plugin.
     fs::create_dir(fake.dir.path().join("subdir")).unwrap();
@@ -196,15 +176,13 @@ fn real_host_local_when_installed() {
         let r = delegate_add("host-local", &env, conf.as_bytes()).unwrap();
         let families: Vec<bool> = r.ips.iter().map(|ip| ip.address.is_ipv4()).collect();
         assert_eq!(families, [true, false], "{version}: {r:?}");
-        assert_eq!(
-            r.ips[0].gateway.map(|g| g.to_string()).as_deref(),
-            Some("10.9.0.1")
-        );
+        assert_eq!(r.ips[0].gateway.map(|g| g.to_string()).as_deref(), Some("10.9.0.1"));
         assert_eq!(r.routes.len(), 1, "{version}");
         delegate_del("host-local", &env, conf.as_bytes()).unwrap();
     }
     // An invalid range is host-local's own error, passed through.
-    let bad = r#"{"cniVersion":"1.0.0","name":"t","type":"x","ipam":{"type":"host-local","ranges":[[{"subnet":"nope"}]]}}"#;
+    let bad =
+        r#"{"cniVersion":"1.0.0","name":"t","type":"x","ipam":{"type":"host-local","ranges":[[{"subnet":"nope"}]]}}"#;
     let err = delegate_add("host-local", &env, bad.as_bytes()).unwrap_err();
     assert!(matches!(err, Error::Delegated { .. }), "{err:?}");
 }

@@ -33,9 +33,7 @@ impl Command {
         [Command::Add, Command::Del, Command::Check, Command::Gc, Command::Status, Command::Version];
 
     fn parse(s: &str) -> Option<Command> {
-        Command::ALL
-        .into_iter()
-        .find(|c| c.as_str() == s)
+        Command::ALL.into_iter().find(|c| c.as_str() == s)
     }
 }
 
@@ -103,11 +101,7 @@ impl Env {
             netns: (!netns.is_empty()).then(|| PathBuf::from(netns)),
             ifname,
             args,
-            path: path
-                .split(':')
-                .filter(|dir| !dir.is_empty())
-                .map(PathBuf::from)
-                .collect(),
+            path: path.split(':').filter(|dir| !dir.is_empty()).map(PathBuf::from).collect(),
         })
     }
 }
@@ -127,9 +121,7 @@ fn validate_container_id(id: &str) -> Result<(), Error> {
     Err(Error::InvalidEnv {
         var: "CNI_CONTAINERID",
         value: id.to_string(),
-        reason:
-            "must start with a letter or digit and contain only letters, digits, '_', '.' and '-'"
-                .into(),
+        reason: "must start with a letter or digit and contain only letters, digits, '_', '.' and '-'".into(),
     })
 }
 
@@ -139,19 +131,12 @@ fn validate_ifname(name: &str) -> Result<(), Error> {
         format!("longer than {MAX_IFNAME_LEN} bytes")
     } else if name == "." || name == ".." {
         "'.' and '..' are reserved names".to_string()
-    } else if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace())
-    {
+    } else if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
         "contains '/', ':' or whitespace".to_string()
     } else {
         return Ok(());
     };
-    Err(Error::InvalidEnv {
-        var: "CNI_IFNAME",
-        value: name.to_string(),
-        reason,
-    })
+    Err(Error::InvalidEnv { var: "CNI_IFNAME", value: name.to_string(), reason })
 }
 
 #[cfg(test)]
@@ -161,10 +146,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> Result<Env, Error> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Env::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -197,10 +179,7 @@ mod tests {
         assert_eq!(e.netns, Some(PathBuf::from("/var/run/netns/x")));
         assert_eq!(e.ifname, "eth0");
         assert_eq!(e.args, "K8S_POD_NAME=a");
-        assert_eq!(
-            e.path,
-            vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]
-        );
+        assert_eq!(e.path, vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]);
     }
 
     #[test]
@@ -224,10 +203,7 @@ mod tests {
             for replacement in [None, Some("")] {
                 let err = env(&without(full(command), var, replacement)).unwrap_err();
                 assert_eq!(err.cni_code(), 4, "{command} {var}");
-                assert!(
-                    matches!(err, Error::MissingEnv { var: v } if v == *var),
-                    "{command} {var}: {err}"
-                );
+                assert!(matches!(err, Error::MissingEnv { var: v } if v == *var), "{command} {var}: {err}");
                 assert!(err.to_string().contains(var));
             }
         }
@@ -270,10 +246,7 @@ mod tests {
         for (var, value) in table {
             let err = env(&without(full("ADD"), var, Some(value))).unwrap_err();
             assert_eq!(err.cni_code(), 4, "{var}={value}");
-            assert!(
-                matches!(&err, Error::InvalidEnv { var: v, .. } if v == var),
-                "{var}={value}: {err}"
-            );
+            assert!(matches!(&err, Error::InvalidEnv { var: v, .. } if v == var), "{var}={value}: {err}");
             assert!(err.to_string().contains(var), "{err}");
         }
         // Fifteen bytes is the limit, not over it.

@@ -47,12 +47,7 @@ pub struct Failure {
 impl Failure {
     /// A failure with no details and no version (the skeleton fills the version in).
     pub fn new(code: u32, msg: impl Into<String>) -> Self {
-        Failure {
-            cni_version: String::new(),
-            code,
-            msg: msg.into(),
-            details: String::new(),
-        }
+        Failure { cni_version: String::new(), code, msg: msg.into(), details: String::new() }
     }
 
     /// `msg` is `err`'s message; `details` is its `source()` chain joined by `": "`.
@@ -63,12 +58,7 @@ impl Failure {
             causes.push(cause.to_string());
             next = cause.source();
         }
-        Failure {
-            cni_version: String::new(),
-            code,
-            msg: err.to_string(),
-            details: causes.join(": "),
-        }
+        Failure { cni_version: String::new(), code, msg: err.to_string(), details: causes.join(": ") }
     }
 
     /// The JSON document, one line.
@@ -101,7 +91,9 @@ pub trait CniCode: std::error::Error {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A `cniVersion` this crate does not know. Code 1.
-    #[error("incompatible CNI version {version:?}: supported versions are 0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0")]
+    #[error(
+        "incompatible CNI version {version:?}: supported versions are 0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0"
+    )]
     IncompatibleVersion { version: String },
 
     /// The command does not exist in the requested version (CHECK before 0.4.0, GC and STATUS
@@ -119,11 +111,7 @@ pub enum Error {
 
     /// A CNI_* variable has a value that is not allowed. Code 4.
     #[error("invalid environment variable {var}={value:?}: {reason}")]
-    InvalidEnv {
-        var: &'static str,
-        value: String,
-        reason: String,
-    },
+    InvalidEnv { var: &'static str, value: String, reason: String },
 
     /// The config is not JSON at all (syntax error, truncated). Code 6.
     #[error("failed to decode network config: malformed JSON")]
@@ -189,15 +177,13 @@ fn from_plugin(plugin: &str) -> String {
 impl CniCode for Error {
     fn cni_code(&self) -> u32 {
         match self {
-            Error::IncompatibleVersion { .. } | Error::CommandNotSupported { .. } => {
-                code::INCOMPATIBLE_VERSION
-            }
+            Error::IncompatibleVersion { .. } | Error::CommandNotSupported { .. } => code::INCOMPATIBLE_VERSION,
             Error::UnsupportedField { .. } => code::UNSUPPORTED_FIELD,
             Error::MissingEnv { .. } | Error::InvalidEnv { .. } => code::INVALID_ENV,
             Error::Decode { .. } | Error::InvalidResult { .. } => code::DECODE,
-            Error::InvalidConfig { .. }
-            | Error::StdinTooLarge { .. }
-            | Error::PluginNotFound { .. } => code::INVALID_CONFIG,
+            Error::InvalidConfig { .. } | Error::StdinTooLarge { .. } | Error::PluginNotFound { .. } => {
+                code::INVALID_CONFIG
+            }
             Error::Io { .. } | Error::PluginExec { .. } => code::IO,
             Error::Delegated { failure, .. } => failure.code,
         }
@@ -210,10 +196,7 @@ mod tests {
 
     #[test]
     fn failure_from_error_keeps_the_chain() {
-        let err = Error::Io {
-            context: "reading stdin".into(),
-            source: std::io::Error::other("pipe closed"),
-        };
+        let err = Error::Io { context: "reading stdin".into(), source: std::io::Error::other("pipe closed") };
         let f = Failure::from_error(err.cni_code(), &err);
         assert_eq!(f.code, 5);
         assert_eq!(f.msg, "I/O error: reading stdin");
@@ -224,10 +207,7 @@ mod tests {
     fn failure_json_omits_empty_details() {
         let mut f = Failure::new(7, "bad");
         f.cni_version = "1.0.0".into();
-        assert_eq!(
-            f.to_json(),
-            r#"{"cniVersion":"1.0.0","code":7,"msg":"bad"}"#
-        );
+        assert_eq!(f.to_json(), r#"{"cniVersion":"1.0.0","code":7,"msg":"bad"}"#);
         f.details = "why".into();
         let back: Failure = serde_json::from_str(&f.to_json()).unwrap();
         assert_eq!(back, f);
@@ -240,15 +220,9 @@ mod tests {
     fn delegated_passes_code_and_names_plugin() {
         let mut failure = Failure::new(11, "datastore down");
         failure.details = "connection refused".into();
-        let err = Error::Delegated {
-            plugin: "calico-ipam".into(),
-            failure,
-        };
+        let err = Error::Delegated { plugin: "calico-ipam".into(), failure };
         assert_eq!(err.cni_code(), 11);
-        assert_eq!(
-            err.to_string(),
-            "plugin calico-ipam failed: datastore down; connection refused"
-        );
+        assert_eq!(err.to_string(), "plugin calico-ipam failed: datastore down; connection refused");
     }
 
     #[test]
@@ -258,19 +232,10 @@ mod tests {
             path: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
         };
         assert_eq!(err.cni_code(), 7);
-        assert_eq!(
-            err.to_string(),
-            "plugin \"host-local\" not found in CNI_PATH [/opt/cni/bin:/usr/lib/cni]"
-        );
-        let err = Error::InvalidResult {
-            plugin: String::new(),
-            reason: "x".into(),
-        };
+        assert_eq!(err.to_string(), "plugin \"host-local\" not found in CNI_PATH [/opt/cni/bin:/usr/lib/cni]");
+        let err = Error::InvalidResult { plugin: String::new(), reason: "x".into() };
         assert_eq!(err.to_string(), "invalid CNI result: x");
-        let err = Error::CommandNotSupported {
-            command: Command::Check,
-            version: Version::V0_3_1,
-        };
+        let err = Error::CommandNotSupported { command: Command::Check, version: Version::V0_3_1 };
         assert_eq!(err.to_string(), "config version 0.3.1 does not allow CHECK");
         assert_eq!(err.cni_code(), 1);
     }

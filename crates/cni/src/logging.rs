@@ -45,10 +45,7 @@ pub fn init(level: Option<&str>, file: Option<&Path>) {
         return;
     }
     if !known {
-        tracing::warn!(
-            log_level = level.unwrap_or_default(),
-            "unknown log_level, using info"
-        );
+        tracing::warn!(log_level = level.unwrap_or_default(), "unknown log_level, using info");
     }
     if let (Some(path), Some(err)) = (file, open_error) {
         tracing::warn!(path = %path.display(), error = %err, "could not open log file; logging to stderr only");
@@ -100,10 +97,7 @@ mod tests {
         assert!(text.contains("hello from the test"), "{text}");
         assert!(!text.contains("below the level"), "{text}");
         // A second init is a no-op, even with an unopenable file.
-        init(
-            Some("error"),
-            Some(Path::new("/proc/nonexistent/dir/x.log")),
-        );
+        init(Some("error"), Some(Path::new("/proc/nonexistent/dir/x.log")));
         assert!(open_log_file(Path::new("/proc/nonexistent/dir/x.log")).is_err());
     }
 }

@@ -48,11 +48,7 @@ pub struct NetConf {
     pub runtime_config: RuntimeConfig,
     #[serde(default)]
     pub args: Option<Args>,
-    #[serde(
-        rename = "cni.dev/valid-attachments",
-        alias = "cni.dev/attachments",
-        default
-    )]
+    #[serde(rename = "cni.dev/valid-attachments", alias = "cni.dev/attachments", default)]
     pub valid_attachments: Option<Vec<Attachment>>,
 }
 
@@ -117,12 +113,7 @@ impl NetConf {
     /// `args.cni.ips`. Entries may be `"10.0.0.5"` or `"10.0.0.5/24"`; anything else is
     /// [`Error::InvalidConfig`] naming the entry.
     pub fn requested_ips(&self) -> Result<Vec<IpAddr>, Error> {
-        let runtime = self
-            .runtime_config
-            .ips
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (format!("runtimeConfig.ips[{i}]"), s));
+        let runtime = self.runtime_config.ips.iter().enumerate().map(|(i, s)| (format!("runtimeConfig.ips[{i}]"), s));
         let args = self
             .args
             .iter()
@@ -169,10 +160,9 @@ pub fn parse_config<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
             // Maybe the error is inside a flattened NetConf: find its path there, if the bare
             // NetConf fails for the same reason.
             match parse_tracked::<NetConf>(bytes) {
-                Err(Located::Data {
-                    path: inner_path,
-                    source: inner,
-                }) if !inner_path.is_empty() && reason_of(&inner) == reason_of(&source) => {
+                Err(Located::Data { path: inner_path, source: inner })
+                    if !inner_path.is_empty() && reason_of(&inner) == reason_of(&source) =>
+                {
                     Err(invalid_config(inner_path, &inner))
                 }
                 _ => Err(invalid_config(path, &source)),
@@ -228,10 +218,7 @@ fn reason_of(source: &serde_json::Error) -> String {
 
 fn invalid_config(path: String, source: &serde_json::Error) -> Error {
     let reason = reason_of(source);
-    let missing = reason
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.strip_suffix('`'))
-        .map(str::to_string);
+    let missing = reason.strip_prefix("missing field `").and_then(|rest| rest.strip_suffix('`')).map(str::to_string);
     let field = match (missing, path.is_empty()) {
         (Some(name), true) => name,
         (Some(name), false) => format!("{path}.{name}"),

@@ -63,26 +63,12 @@ fn full_netconf() {
     assert_eq!(conf.plugin_type, "calico");
     assert_eq!(conf.ipam.unwrap().plugin_type, "calico-ipam");
     assert!(conf.prev_result.is_some());
-    assert_eq!(
-        conf.runtime_config.mac.as_deref(),
-        Some("aa:bb:cc:dd:ee:ff")
-    );
+    assert_eq!(conf.runtime_config.mac.as_deref(), Some("aa:bb:cc:dd:ee:ff"));
     assert_eq!(
         conf.runtime_config.port_mappings,
-        vec![PortMapping {
-            host_port: 8080,
-            container_port: 80,
-            protocol: "tcp".into(),
-            host_ip: None
-        }]
+        vec![PortMapping { host_port: 8080, container_port: 80, protocol: "tcp".into(), host_ip: None }]
     );
-    assert_eq!(
-        conf.valid_attachments,
-        Some(vec![Attachment {
-            container_id: "abc".into(),
-            ifname: "eth0".into()
-        }])
-    );
+    assert_eq!(conf.valid_attachments, Some(vec![Attachment { container_id: "abc".into(), ifname: "eth0".into() }]));
 }
 
 #[test]
@@ -95,20 +81,9 @@ fn empty_object_gives_defaults() {
 
 #[test]
 fn malformed_json_is_decode() {
-    for bad in [
-        &b""[..],
-        b"{",
-        b"{\"name\": }",
-        b"not json",
-        b"{} trailing",
-        b"{\"a\":1}}",
-    ] {
+    for bad in [&b""[..], b"{", b"{\"name\": }", b"not json", b"{} trailing", b"{\"a\":1}}"] {
         let err = parse_config::<NetConf>(bad).unwrap_err();
-        assert!(
-            matches!(err, Error::Decode { .. }),
-            "{:?}: {err:?}",
-            String::from_utf8_lossy(bad)
-        );
+        assert!(matches!(err, Error::Decode { .. }), "{:?}: {err:?}", String::from_utf8_lossy(bad));
         assert_eq!(err.cni_code(), 6);
     }
 }
@@ -128,21 +103,16 @@ fn wrong_type_in_flattened_netconf() {
     assert_eq!(err.cni_code(), 7);
     assert_eq!(field_of(&err), "name");
 
-    let err = parse_config::<PluginConf>(br#"{"name": "n", "runtimeConfig": {"ips": ["a", 7]}}"#)
-        .unwrap_err();
+    let err = parse_config::<PluginConf>(br#"{"name": "n", "runtimeConfig": {"ips": ["a", 7]}}"#).unwrap_err();
     assert_eq!(field_of(&err), "runtimeConfig.ips[1]");
 }
 
 #[test]
 fn nested_own_field_path() {
-    let json =
-        br#"{"name": "n", "ipam": {"type": "calico-ipam", "ipv4_pools": ["10.0.0.0/8", 5]}}"#;
+    let json = br#"{"name": "n", "ipam": {"type": "calico-ipam", "ipv4_pools": ["10.0.0.0/8", 5]}}"#;
     let err = parse_plugin_config::<IpamPluginConf>(json).unwrap_err();
     assert_eq!(field_of(&err), "ipam.ipv4_pools[1]");
-    assert!(
-        err.to_string().contains("invalid type: integer `5`"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("invalid type: integer `5`"), "{err}");
 }
 
 #[test]
@@ -188,30 +158,16 @@ fn requested_ips_union() {
              "args": {"cni": {"ips": ["10.0.0.5", "10.0.0.6"]}}}"#,
     )
     .unwrap();
-    let ips: Vec<String> = conf
-        .requested_ips()
-        .unwrap()
-        .iter()
-        .map(|ip| ip.to_string())
-        .collect();
+    let ips: Vec<String> = conf.requested_ips().unwrap().iter().map(|ip| ip.to_string()).collect();
     assert_eq!(ips, ["10.0.0.5", "fd00::5", "10.0.0.6"]);
 }
 
 #[test]
 fn requested_ips_invalid_names_field() {
     for (json, field) in [
-        (
-            &br#"{"runtimeConfig": {"ips": ["10.0.0.5", "10.0.0.x"]}}"#[..],
-            "runtimeConfig.ips[1]",
-        ),
-        (
-            br#"{"args": {"cni": {"ips": ["10.0.0.5/33"]}}}"#,
-            "args.cni.ips[0]",
-        ),
-        (
-            br#"{"args": {"cni": {"ips": ["fd00::1/129"]}}}"#,
-            "args.cni.ips[0]",
-        ),
+        (&br#"{"runtimeConfig": {"ips": ["10.0.0.5", "10.0.0.x"]}}"#[..], "runtimeConfig.ips[1]"),
+        (br#"{"args": {"cni": {"ips": ["10.0.0.5/33"]}}}"#, "args.cni.ips[0]"),
+        (br#"{"args": {"cni": {"ips": ["fd00::1/129"]}}}"#, "args.cni.ips[0]"),
     ] {
         let conf: NetConf = parse_config(json).unwrap();
         let err = conf.requested_ips().unwrap_err();

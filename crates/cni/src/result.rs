@@ -103,25 +103,21 @@ impl CniResult {
     /// `version` (0.3.0 to 1.1.0). The shape is chosen by `cniVersion`, or, when it is absent,
     /// by the presence of `ip4`/`ip6`. Anything malformed is [`Error::InvalidResult`].
     pub fn from_json(v: &Value) -> Result<CniResult, Error> {
-        let wire: wire::Result = serde_path_to_error::deserialize(v)
-            .map_err(|e| invalid(format!("field {}: {}", e.path(), e.inner())))?;
+        let wire: wire::Result =
+            serde_path_to_error::deserialize(v).map_err(|e| invalid(format!("field {}: {}", e.path(), e.inner())))?;
         let legacy = match wire.cni_version.as_deref() {
             Some(raw) => {
-                Version::parse(raw).map_err(|_| invalid(format!("unknown cniVersion {raw:?}")))?
-                    <= Version::V0_2_0
+                Version::parse(raw).map_err(|_| invalid(format!("unknown cniVersion {raw:?}")))? <= Version::V0_2_0
             }
             None => wire.ip4.is_some() || wire.ip6.is_some(),
         };
-        let result = if legacy {
-            wire.into_legacy()
-        } else {
-            wire.into_current()
-        };
-        if let Some((i, n)) = result.ips.iter().enumerate().find_map(|(i, ip)| {
-            ip.interface
-                .filter(|n| *n >= result.interfaces.len())
-                .map(|n| (i, n))
-        }) {
+        let result = if legacy { wire.into_legacy() } else { wire.into_current() };
+        if let Some((i, n)) = result
+            .ips
+            .iter()
+            .enumerate()
+            .find_map(|(i, ip)| ip.interface.filter(|n| *n >= result.interfaces.len()).map(|n| (i, n)))
+        {
             return Err(invalid(format!(
                 "ips[{i}].interface is {n} but there are only {} interfaces",
                 result.interfaces.len()
@@ -134,12 +130,8 @@ impl CniResult {
         let mut out = Map::new();
         out.insert("ip".into(), ip.address.to_string().into());
         insert_opt(&mut out, "gateway", ip.gateway.map(|g| g.to_string()));
-        let routes: Vec<Value> = self
-            .routes
-            .iter()
-            .filter(|r| r.dst.is_ipv4() == ip.address.is_ipv4())
-            .map(|r| r.to_json(v))
-            .collect();
+        let routes: Vec<Value> =
+            self.routes.iter().filter(|r| r.dst.is_ipv4() == ip.address.is_ipv4()).map(|r| r.to_json(v)).collect();
         insert_list(&mut out, "routes", routes);
         Value::Object(out)
     }
@@ -177,15 +169,7 @@ impl IpConfig {
 impl Route {
     /// A route with only a destination and an optional gateway.
     pub fn new(dst: IpNetwork, gw: Option<IpAddr>) -> Route {
-        Route {
-            dst,
-            gw,
-            mtu: None,
-            advmss: None,
-            priority: None,
-            table: None,
-            scope: None,
-        }
+        Route { dst, gw, mtu: None, advmss: None, priority: None, table: None, scope: None }
     }
 
     fn to_json(&self, v: Version) -> Value {
@@ -207,22 +191,10 @@ impl Route {
 impl Dns {
     fn to_json(&self) -> Value {
         let mut out = Map::new();
-        insert_list(
-            &mut out,
-            "nameservers",
-            self.nameservers.iter().map(|s| json!(s)).collect(),
-        );
+        insert_list(&mut out, "nameservers", self.nameservers.iter().map(|s| json!(s)).collect());
         insert_opt(&mut out, "domain", self.domain.clone());
-        insert_list(
-            &mut out,
-            "search",
-            self.search.iter().map(|s| json!(s)).collect(),
-        );
-        insert_list(
-            &mut out,
-            "options",
-            self.options.iter().map(|s| json!(s)).collect(),
-        );
+        insert_list(&mut out, "search", self.search.iter().map(|s| json!(s)).collect());
+        insert_list(&mut out, "options", self.options.iter().map(|s| json!(s)).collect());
         Value::Object(out)
     }
 }
@@ -240,10 +212,7 @@ fn insert_opt<T: Into<Value>>(out: &mut Map<String, Value>, key: &str, value: Op
 }
 
 fn invalid(reason: String) -> Error {
-    Error::InvalidResult {
-        plugin: String::new(),
-        reason,
-    }
+    Error::InvalidResult { plugin: String::new(), reason }
 }
 
 /// `null` reads as the default, as Go reads it.
@@ -258,8 +227,7 @@ where
 /// A CIDR string; a bare address reads as a host route (`/32`, `/128`).
 fn cidr<'de, D: Deserializer<'de>>(d: D) -> Result<IpNetwork, D::Error> {
     let s = String::deserialize(d)?;
-    s.parse()
-        .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a CIDR")))
+    s.parse().map_err(|_| serde::de::Error::custom(format!("{s:?} is not a CIDR")))
 }
 
 mod wire;

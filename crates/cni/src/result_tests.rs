@@ -15,11 +15,7 @@ fn ip(s: &str) -> IpAddr {
 fn sample() -> CniResult {
     CniResult {
         interfaces: vec![
-            Interface {
-                name: "cali12345".into(),
-                mac: Some("ee:ee:ee:ee:ee:ee".into()),
-                ..Interface::default()
-            },
+            Interface { name: "cali12345".into(), mac: Some("ee:ee:ee:ee:ee:ee".into()), ..Interface::default() },
             Interface {
                 name: "eth0".into(),
                 mac: Some("0a:58:0a:00:00:05".into()),
@@ -30,21 +26,9 @@ fn sample() -> CniResult {
             },
         ],
         ips: vec![
-            IpConfig {
-                address: net("10.0.0.5/26"),
-                gateway: Some(ip("169.254.1.1")),
-                interface: Some(1),
-            },
-            IpConfig {
-                address: net("fd00::5/122"),
-                gateway: None,
-                interface: Some(1),
-            },
-            IpConfig {
-                address: net("10.0.0.6/26"),
-                gateway: None,
-                interface: Some(1),
-            },
+            IpConfig { address: net("10.0.0.5/26"), gateway: Some(ip("169.254.1.1")), interface: Some(1) },
+            IpConfig { address: net("fd00::5/122"), gateway: None, interface: Some(1) },
+            IpConfig { address: net("10.0.0.6/26"), gateway: None, interface: Some(1) },
         ],
         routes: vec![
             Route {
@@ -166,10 +150,7 @@ fn round_trip_every_version() {
         let parsed = CniResult::from_json(&written).unwrap();
         assert_eq!(parsed.to_json(v), written, "version {v}");
     }
-    assert_eq!(
-        CniResult::from_json(&r.to_json(Version::V1_1_0)).unwrap(),
-        r
-    );
+    assert_eq!(CniResult::from_json(&r.to_json(Version::V1_1_0)).unwrap(), r);
     // Each older version loses exactly what it cannot say.
     let legacy = CniResult::from_json(&r.to_json(Version::V0_2_0)).unwrap();
     assert!(legacy.interfaces.is_empty());
@@ -178,34 +159,21 @@ fn round_trip_every_version() {
     assert_eq!(legacy.dns, r.dns);
     let v100 = CniResult::from_json(&r.to_json(Version::V1_0_0)).unwrap();
     assert_eq!(v100.ips, r.ips);
-    assert_eq!(
-        v100.routes[0],
-        Route::new(net("0.0.0.0/0"), Some(ip("169.254.1.1")))
-    );
+    assert_eq!(v100.routes[0], Route::new(net("0.0.0.0/0"), Some(ip("169.254.1.1"))));
     assert_eq!(v100.interfaces[1].mtu, None);
 }
 
 #[test]
 fn empty_result_writes_only_version_and_dns() {
     let r = CniResult::default();
-    assert_eq!(
-        r.to_json(Version::V0_2_0),
-        json!({"cniVersion": "0.2.0", "dns": {}})
-    );
-    assert_eq!(
-        r.to_json(Version::V1_0_0),
-        json!({"cniVersion": "1.0.0", "dns": {}})
-    );
+    assert_eq!(r.to_json(Version::V0_2_0), json!({"cniVersion": "0.2.0", "dns": {}}));
+    assert_eq!(r.to_json(Version::V1_0_0), json!({"cniVersion": "1.0.0", "dns": {}}));
 }
 
 #[test]
 fn ipam_result_without_interfaces() {
     let r = CniResult {
-        ips: vec![IpConfig {
-            address: net("10.0.0.5/32"),
-            gateway: None,
-            interface: None,
-        }],
+        ips: vec![IpConfig { address: net("10.0.0.5/32"), gateway: None, interface: None }],
         ..CniResult::default()
     };
     assert_eq!(
@@ -237,11 +205,7 @@ fn host_local_outputs() {
         "routes": [{"dst": "0.0.0.0/0"}],
         "dns": {}
     });
-    let expect_v4 = IpConfig {
-        address: net("10.22.0.2/16"),
-        gateway: Some(ip("10.22.0.1")),
-        interface: None,
-    };
+    let expect_v4 = IpConfig { address: net("10.22.0.2/16"), gateway: Some(ip("10.22.0.1")), interface: None };
     for doc in [&v031, &v040, &v100] {
         let r = CniResult::from_json(doc).unwrap();
         assert!(r.interfaces.is_empty());
@@ -304,7 +268,6 @@ fn malformed_results() {
         assert!(matches!(err, Error::InvalidResult { .. }), "{doc}: {err:?}");
         assert_eq!(err.cni_code(), 6);
     }
-    let err = CniResult::from_json(&json!({"cniVersion": "1.0.0", "routes": [{"dst": "x"}]}))
-        .unwrap_err();
+    let err = CniResult::from_json(&json!({"cniVersion": "1.0.0", "routes": [{"dst": "x"}]})).unwrap_err();
     assert!(err.to_string().contains("routes[0].dst"), "{err}");
 }

@@ -93,10 +93,7 @@ pub fn run_with<P: Plugin>(
 pub fn print_result(result: &CniResult, v: Version) -> Result<(), Error> {
     let mut doc = result.to_json(v).to_string().into_bytes();
     doc.push(b'\n');
-    emit_once(&doc).map_err(|source| Error::Io {
-        context: "writing the result to stdout".into(),
-        source,
-    })
+    emit_once(&doc).map_err(|source| Error::Io { context: "writing the result to stdout".into(), source })
 }
 
 fn run_inner<P: Plugin>(
@@ -111,9 +108,7 @@ fn run_inner<P: Plugin>(
         version.set(v);
         on_version(v);
     };
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-        dispatch(plugin, &lookup, stdin, &set_version)
-    }));
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| dispatch(plugin, &lookup, stdin, &set_version)));
     let (doc, status) = match outcome {
         Ok(Ok(doc)) => (doc, ExitCode::SUCCESS),
         Ok(Err(mut failure)) => {
@@ -127,10 +122,7 @@ fn run_inner<P: Plugin>(
         }
     };
     if let Some(doc) = doc {
-        if writeln!(stdout, "{doc}")
-            .and_then(|()| stdout.flush())
-            .is_err()
-        {
+        if writeln!(stdout, "{doc}").and_then(|()| stdout.flush()).is_err() {
             return ExitCode::FAILURE;
         }
     }
@@ -176,17 +168,12 @@ fn dispatch<P: Plugin>(
         return Err(failure(&Error::CommandNotSupported { command, version }));
     }
 
-    let req = Request {
-        env,
-        version,
-        stdin,
-    };
+    let req = Request { env, version, stdin };
     let done = |r: Result<(), P::Error>| r.map(|()| None).map_err(|e| failure(&e));
     match command {
-        Command::Add => plugin
-            .add(&req)
-            .map(|result| Some(result.to_json(version).to_string()))
-            .map_err(|e| failure(&e)),
+        Command::Add => {
+            plugin.add(&req).map(|result| Some(result.to_json(version).to_string())).map_err(|e| failure(&e))
+        }
         Command::Del => done(plugin.del(&req)),
         Command::Check => done(plugin.check(&req)),
         Command::Gc => done(plugin.gc(&req)),
@@ -198,17 +185,10 @@ fn dispatch<P: Plugin>(
 /// Reads the version (reporting it at once, so later errors print in it) and checks the name.
 fn parse_header(stdin: &[u8], set_version: &dyn Fn(Version)) -> Result<Version, Error> {
     let header: Header = parse_config(stdin)?;
-    let version = if header.cni_version.is_empty() {
-        Version::V0_1_0
-    } else {
-        Version::parse(&header.cni_version)?
-    };
+    let version = if header.cni_version.is_empty() { Version::V0_1_0 } else { Version::parse(&header.cni_version)? };
     set_version(version);
     if header.name.is_empty() {
-        return Err(Error::InvalidConfig {
-            field: "name".into(),
-            reason: "missing network name".into(),
-        });
+        return Err(Error::InvalidConfig { field: "name".into(), reason: "missing network name".into() });
     }
     if !crate::env::is_valid_id(&header.name) {
         return Err(Error::InvalidConfig {
@@ -229,10 +209,7 @@ fn read_stdin(stdin: Option<&mut dyn Read>) -> Result<Vec<u8>, Error> {
         stdin
             .take(STDIN_LIMIT as u64 + 1)
             .read_to_end(&mut buf)
-            .map_err(|source| Error::Io {
-                context: "reading the network config from stdin".into(),
-                source,
-            })?;
+            .map_err(|source| Error::Io { context: "reading the network config from stdin".into(), source })?;
     }
     if buf.len() > STDIN_LIMIT {
         return Err(Error::StdinTooLarge { limit: STDIN_LIMIT });
@@ -245,10 +222,7 @@ fn failure<E: CniCode>(err: &E) -> Failure {
 }
 
 fn version_index(v: Version) -> usize {
-    Version::ALL
-        .iter()
-        .position(|x| *x == v)
-        .unwrap_or(Version::ALL.len() - 1)
+    Version::ALL.iter().position(|x| *x == v).unwrap_or(Version::ALL.len() - 1)
 }
 
 /// Writes `doc` to stdout if nothing was written yet.
@@ -280,11 +254,7 @@ fn install_panic_hook() {
                 failure.details = format!("at {location}");
             }
             let index = ERROR_VERSION.load(Ordering::Relaxed);
-            failure.cni_version = Version::ALL
-                .get(index)
-                .copied()
-                .unwrap_or(Version::LATEST)
-                .to_string();
+            failure.cni_version = Version::ALL.get(index).copied().unwrap_or(Version::LATEST).to_string();
             let _ = emit_once(format!("{}\n", failure.to_json()).as_bytes());
         }));
     });

@@ -33,13 +33,9 @@ struct TestConf {
 impl TestPlugin {
     fn call(&self, req: &Request) -> Result<(), TestError> {
         self.calls.borrow_mut().push((req.env.command, req.version));
-        let conf: TestConf = serde_json::from_slice(&req.stdin).unwrap_or(TestConf {
-            behaviour: String::new(),
-        });
+        let conf: TestConf = serde_json::from_slice(&req.stdin).unwrap_or(TestConf { behaviour: String::new() });
         match conf.behaviour.as_str() {
-            "fail" => Err(TestError::Unavailable(io::Error::other(
-                "connection refused",
-            ))),
+            "fail" => Err(TestError::Unavailable(io::Error::other("connection refused"))),
             "panic" => panic!("boom"),
             _ => Ok(()),
         }
@@ -48,11 +44,7 @@ impl TestPlugin {
 
 fn sample_result() -> CniResult {
     CniResult {
-        ips: vec![IpConfig {
-            address: "10.0.0.5/32".parse().unwrap(),
-            gateway: None,
-            interface: None,
-        }],
+        ips: vec![IpConfig { address: "10.0.0.5/32".parse().unwrap(), gateway: None, interface: None }],
         routes: vec![Route::new("0.0.0.0/0".parse().unwrap(), None)],
         ..CniResult::default()
     }
@@ -105,23 +97,11 @@ fn vars(command: &str) -> HashMap<&'static str, String> {
     ])
 }
 
-fn run_plugin(
-    plugin: &TestPlugin,
-    env: &HashMap<&'static str, String>,
-    stdin: Option<&[u8]>,
-) -> Outcome {
+fn run_plugin(plugin: &TestPlugin, env: &HashMap<&'static str, String>, stdin: Option<&[u8]>) -> Outcome {
     let mut out = Vec::new();
     let mut input = stdin;
-    let status = run_with(
-        plugin,
-        |k| env.get(k).cloned(),
-        input.as_mut().map(|r| r as &mut dyn Read),
-        &mut out,
-    );
-    Outcome {
-        status,
-        stdout: String::from_utf8(out).unwrap(),
-    }
+    let status = run_with(plugin, |k| env.get(k).cloned(), input.as_mut().map(|r| r as &mut dyn Read), &mut out);
+    Outcome { status, stdout: String::from_utf8(out).unwrap() }
 }
 
 fn conf(version: &str, extra: &str) -> Vec<u8> {
@@ -153,11 +133,7 @@ fn config_errors() {
         (br#"{"cniVersion":"0.9.0","name":"n"}"#, 1, "0.9.0"),
         (b"{not json", 6, "malformed"),
         (br#"{"cniVersion":"1.0.0"}"#, 7, "name"),
-        (
-            br#"{"cniVersion":"1.0.0","name":"bad name"}"#,
-            7,
-            "bad name",
-        ),
+        (br#"{"cniVersion":"1.0.0","name":"bad name"}"#, 7, "bad name"),
         (br#"{"cniVersion":"1.0.0","name":7}"#, 7, "name"),
     ];
     for (stdin, code, needle) in cases {
@@ -165,19 +141,11 @@ fn config_errors() {
         let out = run_plugin(&plugin, &vars("ADD"), Some(stdin));
         let f = out.failure();
         assert_eq!(f.code, code, "{}", out.stdout);
-        assert!(
-            f.msg.contains(needle) || f.details.contains(needle),
-            "{}",
-            out.stdout
-        );
+        assert!(f.msg.contains(needle) || f.details.contains(needle), "{}", out.stdout);
         assert!(plugin.calls.borrow().is_empty());
     }
     // Errors found after the version is known are printed in it.
-    let out = run_plugin(
-        &TestPlugin::default(),
-        &vars("DEL"),
-        Some(br#"{"cniVersion":"0.3.1"}"#),
-    );
+    let out = run_plugin(&TestPlugin::default(), &vars("DEL"), Some(br#"{"cniVersion":"0.3.1"}"#));
     assert_eq!(out.failure().cni_version, "0.3.1");
 }
 
@@ -196,19 +164,12 @@ fn env_errors_are_code_4_and_plugin_not_called() {
 
 #[test]
 fn check_gc_status_gated_by_version() {
-    for (command, too_old, ok) in [
-        ("CHECK", "0.3.1", "0.4.0"),
-        ("GC", "1.0.0", "1.1.0"),
-        ("STATUS", "1.0.0", "1.1.0"),
-    ] {
+    for (command, too_old, ok) in [("CHECK", "0.3.1", "0.4.0"), ("GC", "1.0.0", "1.1.0"), ("STATUS", "1.0.0", "1.1.0")]
+    {
         let plugin = TestPlugin::default();
         let f = run_plugin(&plugin, &vars(command), Some(&conf(too_old, ""))).failure();
         assert_eq!(f.code, 1, "{command}");
-        assert!(
-            f.msg.contains(command) && f.msg.contains(too_old),
-            "{}",
-            f.msg
-        );
+        assert!(f.msg.contains(command) && f.msg.contains(too_old), "{}", f.msg);
         assert!(plugin.calls.borrow().is_empty());
 
         let out = run_plugin(&plugin, &vars(command), Some(&conf(ok, "")));
@@ -232,11 +193,7 @@ fn del_prints_nothing() {
 #[test]
 fn plugin_error_keeps_code_and_chain() {
     let plugin = TestPlugin::default();
-    let out = run_plugin(
-        &plugin,
-        &vars("ADD"),
-        Some(&conf("0.4.0", r#","behaviour":"fail""#)),
-    );
+    let out = run_plugin(&plugin, &vars("ADD"), Some(&conf("0.4.0", r#","behaviour":"fail""#)));
     let f = out.failure();
     assert_eq!(f.code, 11);
     assert_eq!(f.msg, "datastore unavailable");
@@ -247,11 +204,7 @@ fn plugin_error_keeps_code_and_chain() {
 #[test]
 fn panic_becomes_code_100() {
     let plugin = TestPlugin::default();
-    let out = run_plugin(
-        &plugin,
-        &vars("DEL"),
-        Some(&conf("1.0.0", r#","behaviour":"panic""#)),
-    );
+    let out = run_plugin(&plugin, &vars("DEL"), Some(&conf("1.0.0", r#","behaviour":"panic""#)));
     let f = out.failure();
     assert_eq!(f.code, 100);
     assert!(f.msg.contains("boom"), "{}", f.msg);
@@ -294,12 +247,7 @@ fn stdin_limits_and_failures() {
         }
     }
     let mut out = Vec::new();
-    run_with(
-        &plugin,
-        |k| env.get(k).cloned(),
-        Some(&mut Broken),
-        &mut out,
-    );
+    run_with(&plugin, |k| env.get(k).cloned(), Some(&mut Broken), &mut out);
     let f: Failure = serde_json::from_slice(&out).unwrap();
     assert_eq!(f.code, 5);
     assert_eq!(f.details, "EIO");

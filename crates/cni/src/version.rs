@@ -52,9 +52,7 @@ impl Version {
         Version::ALL
             .into_iter()
             .find(|v| v.as_str() == s)
-            .ok_or_else(|| Error::IncompatibleVersion {
-                version: s.to_string(),
-            })
+            .ok_or_else(|| Error::IncompatibleVersion { version: s.to_string() })
     }
 
     /// Whether the `CHECK` command exists in this version (0.4.0 and later).

@@ -136,10 +136,9 @@ impl Error {
             | Error::Socket(source)
             | Error::Sysctl { source, .. } => source.raw_os_error().map(Errno::from_raw),
             Error::NetNsEnter { source, .. } => Some(*source),
-            Error::Netlink {
-                source: rtnetlink::Error::NetlinkError(msg),
-                ..
-            } => msg.code.map(|code| Errno::from_raw(-code.get())),
+            Error::Netlink { source: rtnetlink::Error::NetlinkError(msg), .. } => {
+                msg.code.map(|code| Errno::from_raw(-code.get()))
+            }
             _ => None,
         }
     }
@@ -151,17 +150,11 @@ impl Error {
 
     /// True when the kernel said the object is gone (`ENOENT`, `ENODEV`, `ESRCH`).
     pub fn is_not_found(&self) -> bool {
-        matches!(
-            self.errno(),
-            Some(Errno::ENOENT | Errno::ENODEV | Errno::ESRCH)
-        )
+        matches!(self.errno(), Some(Errno::ENOENT | Errno::ENODEV | Errno::ESRCH))
     }
 
     pub(crate) fn netlink(op: impl Into<String>, source: rtnetlink::Error) -> Self {
-        Error::Netlink {
-            op: op.into(),
-            source,
-        }
+        Error::Netlink { op: op.into(), source }
     }
 
     pub(crate) fn check(msg: impl Into<String>) -> Self {
@@ -194,10 +187,7 @@ mod tests {
 
     #[test]
     fn io_errors_keep_errno() {
-        let err = Error::Sysctl {
-            path: "net/x".into(),
-            source: io::Error::from_raw_os_error(libc::ENOENT),
-        };
+        let err = Error::Sysctl { path: "net/x".into(), source: io::Error::from_raw_os_error(libc::ENOENT) };
         assert!(err.is_not_found());
         assert_eq!(err.to_string(), "sysctl net/x");
     }

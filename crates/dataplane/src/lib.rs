@@ -44,6 +44,5 @@ pub use netns::NetNs;
 pub use rollback::Rollback;
 pub use sysctl::{get_sysctl, set_sysctl};
 pub use workload::{
-    check, list_host_veths, setup_container, setup_host, teardown, CheckSpec, ContainerConfig,
-    ContainerInfo, HostInfo,
+    check, list_host_veths, setup_container, setup_host, teardown, CheckSpec, ContainerConfig, ContainerInfo, HostInfo,
 };

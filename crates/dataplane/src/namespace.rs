@@ -25,11 +25,7 @@ impl Namespace {
     /// Keep using it from the thread that created it: [`Namespace::run`]
     /// runs closures in place.
     pub fn current() -> Result<Namespace> {
-        Ok(Namespace {
-            netns: NetNs::current()?,
-            netlink: Netlink::current()?,
-            local: true,
-        })
+        Ok(Namespace { netns: NetNs::current()?, netlink: Netlink::current()?, local: true })
     }
 
     /// The namespace at `path` (the container side), e.g. `CNI_NETNS`.
@@ -41,11 +37,7 @@ impl Namespace {
     /// helper thread inside it.
     pub fn from_netns(netns: NetNs) -> Result<Namespace> {
         let netlink = Netlink::in_netns(&netns)?;
-        Ok(Namespace {
-            netns,
-            netlink,
-            local: false,
-        })
+        Ok(Namespace { netns, netlink, local: false })
     }
 
     /// The namespace handle.

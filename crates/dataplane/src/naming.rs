@@ -31,24 +31,7 @@ pub fn host_veth_name(workload_id: &str) -> String {
 /// (`ee:ee:ee:ee:ee:ee` gives `fe80::ecee:eeff:feee:eeee`).
 pub fn link_local_from_mac(mac: [u8; 6]) -> Ipv6Addr {
     let [a, b, c, d, e, f] = mac;
-    Ipv6Addr::from([
-        0xfe,
-        0x80,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        a ^ 0x02,
-        b,
-        c,
-        0xff,
-        0xfe,
-        d,
-        e,
-        f,
-    ])
+    Ipv6Addr::from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, a ^ 0x02, b, c, 0xff, 0xfe, d, e, f])
 }
 
 /// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
@@ -59,13 +42,7 @@ pub fn format_mac(mac: [u8; 6]) -> String {
 /// SHA-1 (FIPS 180-4). Used only to derive interface names, never for
 /// security; small enough not to warrant a dependency.
 fn sha1(data: &[u8]) -> [u8; 20] {
-    let mut h: [u32; 5] = [
-        0x6745_2301,
-        0xEFCD_AB89,
-        0x98BA_DCFE,
-        0x1032_5476,
-        0xC3D2_E1F0,
-    ];
+    let mut h: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
     let bit_len = (data.len() as u64).wrapping_mul(8);
     let mut message = data.to_vec();
     message.push(0x80);
@@ -90,12 +67,7 @@ fn sha1(data: &[u8]) -> [u8; 20] {
                 40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC),
                 _ => (b ^ c ^ d, 0xCA62_C1D6),
             };
-            let t = a
-                .rotate_left(5)
-                .wrapping_add(f)
-                .wrapping_add(e)
-                .wrapping_add(k)
-                .wrapping_add(wi);
+            let t = a.rotate_left(5).wrapping_add(f).wrapping_add(e).wrapping_add(k).wrapping_add(wi);
             (e, d, c, b, a) = (d, c, b.rotate_left(30), a, t);
         }
         for (state, value) in h.iter_mut().zip([a, b, c, d, e]) {
@@ -121,20 +93,12 @@ mod tests {
     #[test]
     fn sha1_known_vectors() {
         assert_eq!(hex(&sha1(b"")), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+        assert_eq!(hex(&sha1(b"abc")), "a9993e364706816aba3e25717850c26c9cd0d89d");
         assert_eq!(
-            hex(&sha1(b"abc")),
-            "a9993e364706816aba3e25717850c26c9cd0d89d"
-        );
-        assert_eq!(
-            hex(&sha1(
-                b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"
-            )),
+            hex(&sha1(b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")),
             "84983e441c3bd26ebaae4aa1f95129e5e54670f1"
         );
-        assert_eq!(
-            hex(&sha1(&[b'a'; 1_000_000])),
-            "34aa973cd4c4daa4f61eeb2bdbad27316534016f"
-        );
+        assert_eq!(hex(&sha1(&[b'a'; 1_000_000])), "34aa973cd4c4daa4f61eeb2bdbad27316534016f");
     }
 
     #[test]
@@ -148,10 +112,7 @@ mod tests {
 
     #[test]
     fn eui64_link_local() {
-        assert_eq!(
-            link_local_from_mac(HOST_VETH_MAC),
-            "fe80::ecee:eeff:feee:eeee".parse::<Ipv6Addr>().unwrap()
-        );
+        assert_eq!(link_local_from_mac(HOST_VETH_MAC), "fe80::ecee:eeff:feee:eeee".parse::<Ipv6Addr>().unwrap());
         assert_eq!(format_mac(HOST_VETH_MAC), "ee:ee:ee:ee:ee:ee");
     }
 }

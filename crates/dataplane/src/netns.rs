@@ -47,14 +47,9 @@ impl NetNs {
     /// gives [`Error::NotNetNs`].
     pub fn open(path: impl AsRef<Path>) -> Result<NetNs> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|source| Error::NetNsOpen {
-            path: path.clone(),
-            source,
-        })?;
-        let statfs = fstatfs(&file).map_err(|errno| Error::NetNsOpen {
-            path: path.clone(),
-            source: io::Error::from(errno),
-        })?;
+        let file = File::open(&path).map_err(|source| Error::NetNsOpen { path: path.clone(), source })?;
+        let statfs =
+            fstatfs(&file).map_err(|errno| Error::NetNsOpen { path: path.clone(), source: io::Error::from(errno) })?;
         let fs_type = statfs.filesystem_type();
         // Namespace files live on nsfs since Linux 3.19 (procfs before that).
         if fs_type != NSFS_MAGIC {
@@ -70,10 +65,7 @@ impl NetNs {
         let nstype = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
         // Kernels before 4.11 lack the ioctl (ENOTTY); setns() still checks later.
         if nstype >= 0 && nstype != libc::CLONE_NEWNET {
-            return Err(Error::NotNetNs {
-                path,
-                what: format!("a namespace of type {nstype:#x}"),
-            });
+            return Err(Error::NotNetNs { path, what: format!("a namespace of type {nstype:#x}") });
         }
         Ok(NetNs { file, path })
     }
@@ -95,10 +87,7 @@ impl NetNs {
         self.file
             .metadata()
             .map(|meta| meta.ino())
-            .map_err(|source| Error::NetNsOpen {
-                path: self.path.clone(),
-                source,
-            })
+            .map_err(|source| Error::NetNsOpen { path: self.path.clone(), source })
     }
 
     /// Runs `f` on a fresh OS thread that has entered this namespace, and
@@ -111,21 +100,12 @@ impl NetNs {
             let handle = std::thread::Builder::new()
                 .name("netns".into())
                 .spawn_scoped(scope, || {
-                    setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|source| {
-                        Error::NetNsEnter {
-                            path: self.path.clone(),
-                            source,
-                        }
-                    })?;
+                    setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET)
+                        .map_err(|source| Error::NetNsEnter { path: self.path.clone(), source })?;
                     Ok(f())
                 })
-                .map_err(|source| Error::ThreadSpawn {
-                    path: self.path.clone(),
-                    source,
-                })?;
-            handle.join().map_err(|_| Error::ThreadPanicked {
-                path: self.path.clone(),
-            })?
+                .map_err(|source| Error::ThreadSpawn { path: self.path.clone(), source })?;
+            handle.join().map_err(|_| Error::ThreadPanicked { path: self.path.clone() })?
         })
     }
 }

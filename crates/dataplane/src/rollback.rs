@@ -20,9 +20,7 @@ pub struct Rollback<'a> {
 
 impl std::fmt::Debug for Rollback<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.undos.iter().map(|(desc, _)| desc))
-            .finish()
+        f.debug_list().entries(self.undos.iter().map(|(desc, _)| desc)).finish()
     }
 }
 
@@ -34,15 +32,11 @@ impl<'a> Rollback<'a> {
 
     /// Registers how to undo a step that just succeeded. `desc` names the
     /// undo in the log if it fails.
-    pub fn push<E>(
-        &mut self,
-        desc: impl Into<Cow<'static, str>>,
-        undo: impl FnOnce() -> Result<(), E> + 'a,
-    ) where
+    pub fn push<E>(&mut self, desc: impl Into<Cow<'static, str>>, undo: impl FnOnce() -> Result<(), E> + 'a)
+    where
         E: Into<BoxError>,
     {
-        self.undos
-            .push((desc.into(), Box::new(move || undo().map_err(Into::into))));
+        self.undos.push((desc.into(), Box::new(move || undo().map_err(Into::into))));
     }
 
     /// Number of registered undos.

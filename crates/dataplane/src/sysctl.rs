@@ -14,9 +14,7 @@ use crate::error::{Error, Result};
 fn proc_path(path: &str) -> Result<PathBuf> {
     let bad = path.is_empty()
         || path.starts_with('/')
-        || path
-            .split('/')
-            .any(|part| part.is_empty() || part == "." || part == "..")
+        || path.split('/').any(|part| part.is_empty() || part == "." || part == "..")
         || path.bytes().any(|b| b == 0);
     if bad {
         return Err(Error::Invalid {
@@ -29,22 +27,15 @@ fn proc_path(path: &str) -> Result<PathBuf> {
 }
 
 fn sysctl_error(path: &str, source: std::io::Error) -> Error {
-    Error::Sysctl {
-        path: path.to_string(),
-        source,
-    }
+    Error::Sysctl { path: path.to_string(), source }
 }
 
 /// Writes `value` to the sysctl `path` (relative to `/proc/sys`, with `/`
 /// separators, e.g. `net/ipv4/conf/cali1234/proxy_arp`).
 pub fn set_sysctl(path: &str, value: &str) -> Result<()> {
     let full = proc_path(path)?;
-    let mut file = OpenOptions::new()
-        .write(true)
-        .open(&full)
-        .map_err(|e| sysctl_error(path, e))?;
-    file.write_all(value.as_bytes())
-        .map_err(|e| sysctl_error(path, e))
+    let mut file = OpenOptions::new().write(true).open(&full).map_err(|e| sysctl_error(path, e))?;
+    file.write_all(value.as_bytes()).map_err(|e| sysctl_error(path, e))
 }
 
 /// Reads the sysctl `path` (relative to `/proc/sys`), without the trailing
@@ -72,18 +63,8 @@ mod tests {
 
     #[test]
     fn paths_stay_under_proc_sys() {
-        assert_eq!(
-            proc_path("net/ipv4/ip_forward").unwrap(),
-            PathBuf::from("/proc/sys/net/ipv4/ip_forward")
-        );
-        for bad in [
-            "",
-            "/etc/passwd",
-            "net/../../etc",
-            "net//x",
-            "net/./x",
-            "net/x/",
-        ] {
+        assert_eq!(proc_path("net/ipv4/ip_forward").unwrap(), PathBuf::from("/proc/sys/net/ipv4/ip_forward"));
+        for bad in ["", "/etc/passwd", "net/../../etc", "net//x", "net/./x", "net/x/"] {
             assert!(proc_path(bad).is_err(), "{bad}");
         }
     }

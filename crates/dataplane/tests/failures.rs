@@ -9,28 +9,20 @@ use common::{
     steps::{add, create_pair, ips},
     Lab,
 };
-use dataplane::{
-    host_veth_name, setup_container, setup_host, teardown, ContainerConfig, Error, Namespace, NetNs,
-};
+use dataplane::{host_veth_name, setup_container, setup_host, teardown, ContainerConfig, Error, Namespace, NetNs};
 
 #[test]
 fn container_ifname_taken_fails_with_eexist_and_leaves_nothing() {
     let lab = Lab::new(1);
     let c0 = &lab.containers[0];
-    c0.ip(&[
-        "link", "add", "eth0", "type", "veth", "peer", "name", "other0",
-    ]);
+    c0.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "other0"]);
     lab.in_host(|| {
         let host = Namespace::current().expect("host namespace");
         let container = Namespace::open(&c0.path).expect("open c0");
         let veth = host_veth_name("taken");
         let err = create_pair(&host, &container, &veth).expect_err("eth0 is taken");
         assert!(err.is_exists(), "{err:?}");
-        assert!(host
-            .netlink()
-            .link_by_name(&veth)
-            .expect("lookup")
-            .is_none());
+        assert!(host.netlink().link_by_name(&veth).expect("lookup").is_none());
         assert!(!lab.host.ip(&["link"]).contains("cali"));
     });
 }
@@ -49,9 +41,7 @@ fn route_conflict_names_both_interfaces_and_rolls_back() {
         let addrs = ips(&["10.65.2.10", "10.65.2.9"]);
         let err = setup_host(&host, &v1, &addrs).expect_err("10.65.2.9 is on c0");
         match &err {
-            Error::RouteConflict {
-                wanted, existing, ..
-            } => {
+            Error::RouteConflict { wanted, existing, .. } => {
                 assert_eq!((wanted, existing), (&v1, &v0));
             }
             other => panic!("unexpected error {other:?}"),
@@ -62,11 +52,7 @@ fn route_conflict_names_both_interfaces_and_rolls_back() {
         let routes = lab.host.ip(&["route"]);
         assert!(!routes.contains("10.65.2.10"), "{routes}");
         assert!(routes.contains(&format!("10.65.2.9 dev {v0}")), "{routes}");
-        let link = host
-            .netlink()
-            .link_by_name(&v1)
-            .expect("lookup")
-            .expect("veth");
+        let link = host.netlink().link_by_name(&v1).expect("lookup").expect("veth");
         assert!(!link.up);
         // Re-running setup_host for c0's own address on c0's veth is fine.
         setup_host(&host, &v0, &ips(&["10.65.2.9"])).expect("same route, same interface");
@@ -85,11 +71,7 @@ fn failed_setup_container_undoes_itself() {
         let host = Namespace::current().expect("host namespace");
         let container = Namespace::open(&c0.path).expect("open c0");
         create_pair(&host, &container, &host_veth_name("c0")).expect("create veth");
-        let config = ContainerConfig {
-            ifname: "eth0",
-            addresses: &ips(&["10.65.3.2"]),
-            ip_forward: true,
-        };
+        let config = ContainerConfig { ifname: "eth0", addresses: &ips(&["10.65.3.2"]), ip_forward: true };
         let err = setup_container(&container, &config).expect_err("default route exists");
         assert!(err.is_exists(), "{err:?}");
         let link = c0.ip(&["link", "show", "eth0"]);
@@ -106,11 +88,7 @@ fn netns_paths_that_are_not_namespaces() {
     let file = tempfile::NamedTempFile::new().expect("temp file");
     let err = NetNs::open(file.path()).expect_err("regular file");
     assert!(matches!(err, Error::NotNetNs { .. }), "{err:?}");
-    assert!(
-        err.to_string()
-            .contains("is not a network namespace (a regular file)"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("is not a network namespace (a regular file)"), "{err}");
 
     let c0 = &lab.containers[0];
     lab.in_host(|| {

@@ -11,9 +11,7 @@ use std::{
 };
 
 use common::Lab;
-use dataplane::{
-    host_veth_name, setup_container, setup_host, teardown, ContainerConfig, Namespace, VethEnd,
-};
+use dataplane::{host_veth_name, setup_container, setup_host, teardown, ContainerConfig, Namespace, VethEnd};
 
 const ROUNDS: usize = 20;
 
@@ -33,27 +31,15 @@ fn one_round(host: &Namespace, path: &std::path::Path, addrs: &[IpAddr], gap: Du
     let opened = start.elapsed();
     let host_end = VethEnd::host(veth.clone(), Some(1450));
     let peer_end = VethEnd::container("eth0", None);
-    host.netlink()
-        .create_veth(&host_end, &peer_end, container.netns())
-        .expect("create veth");
+    host.netlink().create_veth(&host_end, &peer_end, container.netns()).expect("create veth");
     let created = start.elapsed();
-    let config = ContainerConfig {
-        ifname: "eth0",
-        addresses: addrs,
-        ip_forward: false,
-    };
+    let config = ContainerConfig { ifname: "eth0", addresses: addrs, ip_forward: false };
     setup_container(&container, &config).expect("setup container");
     let configured = start.elapsed();
     setup_host(host, &veth, addrs).expect("setup host");
     let add = start.elapsed();
-    let steps = [
-        opened,
-        created - opened,
-        configured - created,
-        add - configured,
-    ];
-    let add_requests =
-        host.netlink().request_count() - host_before + container.netlink().request_count();
+    let steps = [opened, created - opened, configured - created, add - configured];
+    let add_requests = host.netlink().request_count() - host_before + container.netlink().request_count();
     drop(container);
 
     let start = Instant::now();
@@ -64,12 +50,7 @@ fn one_round(host: &Namespace, path: &std::path::Path, addrs: &[IpAddr], gap: Du
     // this 2-core machine. Pause (untimed) so each round starts quiet;
     // `gap` = 0 shows the back-to-back figure.
     std::thread::sleep(gap);
-    Sample {
-        steps,
-        add,
-        del,
-        add_requests,
-    }
+    Sample { steps, add, del, add_requests }
 }
 
 fn median(mut values: Vec<Duration>) -> Duration {
@@ -82,18 +63,14 @@ fn measure(label: &str, addrs: &[IpAddr], gap: Duration, expected_requests: u64)
     let path = lab.containers[0].path.clone();
     let samples: Vec<Sample> = lab.in_host(|| {
         let host = Namespace::current().expect("host namespace");
-        (0..ROUNDS)
-            .map(|_| one_round(&host, &path, addrs, gap))
-            .collect()
+        (0..ROUNDS).map(|_| one_round(&host, &path, addrs, gap)).collect()
     });
     let requests = samples[0].add_requests;
     assert!(samples.iter().all(|s| s.add_requests == requests));
     let add = median(samples.iter().map(|s| s.add).collect());
     let del = median(samples.iter().map(|s| s.del).collect());
     let total = median(samples.iter().map(|s| s.add + s.del).collect());
-    let steps: Vec<Duration> = (0..4)
-        .map(|i| median(samples.iter().map(|s| s.steps[i]).collect()))
-        .collect();
+    let steps: Vec<Duration> = (0..4).map(|i| median(samples.iter().map(|s| s.steps[i]).collect())).collect();
     println!(
         "{label} (gap {gap:?}): ADD median {add:?} (open netns {:?}, create_veth {:?}, setup_container {:?}, \
          setup_host {:?}), DEL median {del:?}, ADD+DEL median {total:?} over {ROUNDS} rounds; \
@@ -114,9 +91,6 @@ fn measure_ipv4_workload() {
 #[test]
 fn measure_dual_stack_workload() {
     // create 1 + container (get, up, 2 addresses, 3 routes) 7 + host (get, up, 2 routes) 4.
-    let addrs = [
-        "10.65.9.2".parse().expect("ip"),
-        "fd00:65::9".parse().expect("ip"),
-    ];
+    let addrs = ["10.65.9.2".parse().expect("ip"), "fd00:65::9".parse().expect("ip")];
     measure("dual-stack", &addrs, Duration::from_millis(50), 12);
 }

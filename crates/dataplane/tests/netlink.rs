@@ -10,54 +10,32 @@ fn netlink_primitives_are_idempotent() {
     let lab = Lab::new(1);
     lab.with_host_and_container(|host, container| {
         let nl = host.netlink();
-        nl.create_veth(
-            &VethEnd::host("calitest0", Some(1400)),
-            &VethEnd::container("eth0", None),
-            container.netns(),
-        )
-        .expect("create veth");
+        nl.create_veth(&VethEnd::host("calitest0", Some(1400)), &VethEnd::container("eth0", None), container.netns())
+            .expect("create veth");
         let link = nl.link_by_name("calitest0").expect("get").expect("exists");
         assert_eq!(
             (link.mac, link.mtu, link.up, link.kind.as_deref()),
             (Some(HOST_VETH_MAC), 1400, false, Some("veth"))
         );
-        assert_eq!(
-            nl.link_by_index(link.index).expect("get").as_ref(),
-            Some(&link)
-        );
+        assert_eq!(nl.link_by_index(link.index).expect("get").as_ref(), Some(&link));
         assert!(nl.links().expect("links").iter().any(|l| l.name == "lo"));
-        let peer = container
-            .netlink()
-            .link_by_name("eth0")
-            .expect("get")
-            .expect("peer");
+        let peer = container.netlink().link_by_name("eth0").expect("get").expect("peer");
         assert_eq!(peer.mtu, 1400, "the peer gets the same MTU");
 
         nl.set_up(link.index).expect("up");
         let address: ipnetwork::IpNetwork = "10.66.0.1/32".parse().expect("net");
         nl.add_address(link.index, address).expect("add address");
         assert_eq!(nl.addresses(link.index).expect("addresses"), vec![address]);
-        assert!(nl
-            .add_address(link.index, address)
-            .expect_err("twice")
-            .is_exists());
+        assert!(nl.add_address(link.index, address).expect_err("twice").is_exists());
         assert!(nl.delete_address(link.index, address).expect("delete"));
-        assert!(!nl
-            .delete_address(link.index, address)
-            .expect("delete again"));
+        assert!(!nl.delete_address(link.index, address).expect("delete again"));
 
-        let route = RouteSpec {
-            dst: "10.66.1.0/24".parse().expect("net"),
-            gateway: None,
-            oif: link.index,
-            scope_link: true,
-        };
+        let route =
+            RouteSpec { dst: "10.66.1.0/24".parse().expect("net"), gateway: None, oif: link.index, scope_link: true };
         nl.add_route(&route).expect("add route");
         let found = nl.routes(IpFamily::V4).expect("routes");
         assert!(
-            found.iter().any(|r| r.dst == route.dst
-                && r.oif == Some(link.index)
-                && r.scope == RouteScope::Link),
+            found.iter().any(|r| r.dst == route.dst && r.oif == Some(link.index) && r.scope == RouteScope::Link),
             "{found:?}"
         );
         assert!(nl.add_route(&route).expect_err("twice").is_exists());
@@ -66,11 +44,7 @@ fn netlink_primitives_are_idempotent() {
 
         assert!(nl.delete_link("calitest0").expect("delete link"));
         assert!(!nl.delete_link("calitest0").expect("delete again"));
-        assert!(container
-            .netlink()
-            .link_by_name("eth0")
-            .expect("get")
-            .is_none());
+        assert!(container.netlink().link_by_name("eth0").expect("get").is_none());
         assert!(nl.request_count() > 0);
     });
 }
@@ -84,12 +58,8 @@ fn detached_link_deletion_is_complete_when_it_returns() {
     lab.with_host_and_container(|host, container| {
         let nl = host.netlink();
         for round in 0..5 {
-            nl.create_veth(
-                &VethEnd::host("calidetach0", None),
-                &VethEnd::container("eth0", None),
-                container.netns(),
-            )
-            .unwrap_or_else(|e| panic!("create veth, round {round}: {e}"));
+            nl.create_veth(&VethEnd::host("calidetach0", None), &VethEnd::container("eth0", None), container.netns())
+                .unwrap_or_else(|e| panic!("create veth, round {round}: {e}"));
             let link = nl.link_by_name("calidetach0").expect("get").expect("exists");
             nl.set_up(link.index).expect("up");
             let route = RouteSpec {

@@ -42,10 +42,7 @@ fn main() -> Result<()> {
     })?;
     report("open + first get, in a warm process", &warm_open);
     report("get", &sample(20_000, |_| store.get(BLOCK).map(drop).map_err(Into::into))?);
-    report(
-        "list of 100 keys",
-        &sample(5_000, |_| store.list(HANDLES).map(drop).map_err(Into::into))?,
-    );
+    report("list of 100 keys", &sample(5_000, |_| store.list(HANDLES).map(drop).map_err(Into::into))?);
     for (synchronous, count) in [(Synchronous::Normal, 3_000), (Synchronous::Full, 300)] {
         let options = EmbeddedOptions { synchronous, ..Default::default() };
         let s = EmbeddedStore::open_with(&db, options)?;
@@ -128,10 +125,5 @@ fn report(what: &str, samples: &[Duration]) {
     sorted.sort_unstable();
     let at = |q: f64| sorted.get((q * (sorted.len() - 1) as f64) as usize).copied();
     let us = |d: Option<Duration>| d.unwrap_or_default().as_secs_f64() * 1e6;
-    println!(
-        "{what:<44} median {:>7.1} us  p90 {:>7.1} us  ({} runs)",
-        us(at(0.5)),
-        us(at(0.9)),
-        sorted.len()
-    );
+    println!("{what:<44} median {:>7.1} us  p90 {:>7.1} us  ({} runs)", us(at(0.5)), us(at(0.9)), sorted.len());
 }

@@ -33,12 +33,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (answer, second) = timed(|| store.get("/calico/first-rpc"));
     answer?;
     let key = "/calico/first-rpc-probe";
-    let (answer, txn) = timed(|| {
-        store.txn(
-            &[Compare::Absent(key.into())],
-            &[Op::Put { key: key.into(), value: b"1".to_vec() }],
-        )
-    });
+    let (answer, txn) =
+        timed(|| store.txn(&[Compare::Absent(key.into())], &[Op::Put { key: key.into(), value: b"1".to_vec() }]));
     answer?;
     let (answer, delete) = timed(|| store.txn(&[], &[Op::Delete { key: key.into() }]));
     answer?;

@@ -59,10 +59,7 @@ mod tests {
 
     #[test]
     fn endpoints_are_trimmed_and_empty_ones_skipped() {
-        assert_eq!(
-            Config::parse_endpoints(" http://a:2379,,http://b:2379 , "),
-            ["http://a:2379", "http://b:2379"]
-        );
+        assert_eq!(Config::parse_endpoints(" http://a:2379,,http://b:2379 , "), ["http://a:2379", "http://b:2379"]);
         assert!(Config::parse_endpoints("").is_empty());
         assert!(Config::parse_endpoints(" , ").is_empty());
     }
@@ -85,10 +82,7 @@ mod tests {
     #[cfg(not(feature = "etcd"))]
     #[test]
     fn etcd_endpoints_without_the_feature_give_a_clear_error() {
-        let cfg = Config {
-            etcd_endpoints: Config::parse_endpoints("http://127.0.0.1:2379"),
-            ..Config::default()
-        };
+        let cfg = Config { etcd_endpoints: Config::parse_endpoints("http://127.0.0.1:2379"), ..Config::default() };
         let err = open(&cfg).err().expect("etcd is not built in");
         assert!(matches!(err, Error::EtcdNotBuiltIn { .. }));
         assert!(err.to_string().contains("etcd support is not built in"), "{err}");

@@ -109,9 +109,7 @@ impl Datastore for EtcdStore {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<KeyValue>, Error> {
-        let resp = self.call(true, |mut kv| async move {
-            kv.get(prefix, Some(convert::prefix_options())).await
-        })?;
+        let resp = self.call(true, |mut kv| async move { kv.get(prefix, Some(convert::prefix_options())).await })?;
         convert::key_values(resp)
     }
 
@@ -144,11 +142,7 @@ impl Datastore for EtcdStore {
         })?;
         let answers = resp.op_responses();
         if answers.len() != reads.len() {
-            return Err(Error::Protocol(format!(
-                "etcd answered {} of {} reads",
-                answers.len(),
-                reads.len()
-            )));
+            return Err(Error::Protocol(format!("etcd answered {} of {} reads", answers.len(), reads.len())));
         }
         answers
             .into_iter()

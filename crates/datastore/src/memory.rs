@@ -47,7 +47,11 @@ impl MemoryStore {
 
 impl Inner {
     fn get(&self, key: &str) -> Option<KeyValue> {
-        self.data.get(key).map(|(value, rev)| KeyValue { key: key.to_owned(), value: value.clone(), mod_revision: *rev })
+        self.data.get(key).map(|(value, rev)| KeyValue {
+            key: key.to_owned(),
+            value: value.clone(),
+            mod_revision: *rev,
+        })
     }
 
     fn list(&self, prefix: &str) -> Vec<KeyValue> {
@@ -60,9 +64,7 @@ impl Inner {
 }
 
 fn take_one(counter: &AtomicUsize) -> bool {
-    counter
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok()
+    counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
 }
 
 impl Datastore for MemoryStore {

@@ -219,10 +219,7 @@ impl EmbeddedStore {
 fn sqlite_error(path: &Path, busy_timeout: Duration, source: rusqlite::Error) -> Error {
     match source.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Unavailable {
-            reason: format!(
-                "embedded datastore {} stayed locked for more than {busy_timeout:?}",
-                path.display()
-            ),
+            reason: format!("embedded datastore {} stayed locked for more than {busy_timeout:?}", path.display()),
             source: Some(Box::new(source)),
         },
         _ => Error::Sqlite { path: path.to_owned(), source },

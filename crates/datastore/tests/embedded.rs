@@ -115,15 +115,10 @@ fn read_many_answers_like_get_and_list() {
     for k in ["/a/1", "/a/2", "/b", "/c/1"] {
         s.create(k, k.as_bytes().to_vec()).unwrap();
     }
-    let reads = [
-        Read::Key("/b".into()),
-        Read::Key("/missing".into()),
-        Read::Prefix("/a/".into()),
-        Read::Prefix("/z/".into()),
-    ];
+    let reads =
+        [Read::Key("/b".into()), Read::Key("/missing".into()), Read::Prefix("/a/".into()), Read::Prefix("/z/".into())];
     let got = s.read_many(&reads).unwrap();
-    let want =
-        vec![s.get("/b").unwrap().into_iter().collect(), vec![], s.list("/a/").unwrap(), vec![]];
+    let want = vec![s.get("/b").unwrap().into_iter().collect(), vec![], s.list("/a/").unwrap(), vec![]];
     assert_eq!(got, want);
     assert_eq!(s.read_many(&[]).unwrap(), Vec::<Vec<_>>::new());
     // The read transaction is closed: writes still work.
@@ -145,9 +140,7 @@ fn multi_key_txn_is_all_or_nothing() {
     assert_eq!(s.txn(&[Compare::Revision("/nope".into(), 1)], &ops).unwrap(), TxnOutcome::Conflict);
 
     let holding = [Compare::Absent("/x".into()), Compare::Revision("/y".into(), ry)];
-    let TxnOutcome::Committed { revision } = s.txn(&holding, &ops).unwrap() else {
-        panic!("compares hold")
-    };
+    let TxnOutcome::Committed { revision } = s.txn(&holding, &ops).unwrap() else { panic!("compares hold") };
     assert_eq!(revision, ry + 1, "a failed txn must not bump the revision");
     let all = s.list("/").unwrap();
     assert_eq!(all.len(), 3);
@@ -243,13 +236,8 @@ fn unusable_paths_give_errors_naming_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let garbage = dir.path().join("garbage.db");
     fs::write(&garbage, vec![0x5a; 8192]).unwrap();
-    let paths: [PathBuf; 5] = [
-        dir.path().to_owned(),
-        "/proc/foo/x.db".into(),
-        "/proc/self/x.db".into(),
-        garbage,
-        "/dev/null".into(),
-    ];
+    let paths: [PathBuf; 5] =
+        [dir.path().to_owned(), "/proc/foo/x.db".into(), "/proc/self/x.db".into(), garbage, "/dev/null".into()];
     for path in &paths {
         let err = open_err(path);
         let shown = err.to_string();

@@ -27,8 +27,7 @@ fn child_role() {
     let Ok(role) = env::var(ROLE) else { return };
     let db = env::var(DB).expect("child needs DATASTORE_TEST_DB");
     let id = env::var(ID).expect("child needs DATASTORE_TEST_ID");
-    let store =
-        EmbeddedStore::open(Path::new(&db)).unwrap_or_else(|e| panic!("child open: {e} ({e:?})"));
+    let store = EmbeddedStore::open(Path::new(&db)).unwrap_or_else(|e| panic!("child open: {e} ({e:?})"));
     let mut out = std::io::stdout().lock();
     let mut report = |key: &str, revision: i64| {
         writeln!(out, "COMMITTED {key} {revision}").expect("stdout");
@@ -148,8 +147,7 @@ fn concurrent_cas_increments_are_not_lost() {
     let mut all = BTreeSet::new();
     for (mut child, reader) in run_children("increment", &db, N) {
         assert!(child.wait().unwrap().success());
-        let revisions: Vec<i64> =
-            committed(&reader.join().unwrap()).into_iter().map(|c| c.1).collect();
+        let revisions: Vec<i64> = committed(&reader.join().unwrap()).into_iter().map(|c| c.1).collect();
         assert_eq!(revisions.len() as u64, M);
         assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
         all.extend(revisions);

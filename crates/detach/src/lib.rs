@@ -26,10 +26,7 @@ use std::io;
 /// write `errno`, a thread-local of this thread) and read its `arg`; it must not allocate,
 /// lock, panic or touch anything else. Its return ends the process. The mapping is left in
 /// place, since the process may outlive this call: one per call, for short-lived callers.
-pub unsafe fn spawn_shared<T: Copy>(
-    entry: extern "C" fn(*mut libc::c_void) -> libc::c_int,
-    arg: T,
-) -> io::Result<()> {
+pub unsafe fn spawn_shared<T: Copy>(entry: extern "C" fn(*mut libc::c_void) -> libc::c_int, arg: T) -> io::Result<()> {
     const STACK: usize = 64 * 1024;
     let size = STACK + std::mem::size_of::<T>().next_multiple_of(64);
     let region = libc::mmap(

@@ -141,7 +141,12 @@ impl<'a> Ipam<'a> {
 
     /// The answers to [`Ipam::prefetch_reads`], the tail of a `read_many` result.
     fn prefetched(&self, answers: Vec<Vec<KeyValue>>) -> Prefetched {
-        self.prefetch.iter().copied().zip(answers).filter_map(|(cidr, kvs)| Some((cidr, kvs.into_iter().next()?))).collect()
+        self.prefetch
+            .iter()
+            .copied()
+            .zip(answers)
+            .filter_map(|(cidr, kvs)| Some((cidr, kvs.into_iter().next()?)))
+            .collect()
     }
 
     pub fn host(&self) -> &str {
@@ -188,10 +193,9 @@ impl<'a> Ipam<'a> {
                 return Ok(req.ips.clone());
             }
             let mut ips = held.clone();
-            for (family, wanted, pools, cursor) in [
-                (4, &req.v4, &mut pools4, cursor4),
-                (6, &req.v6, &mut pools6, cursor6),
-            ] {
+            for (family, wanted, pools, cursor) in
+                [(4, &req.v4, &mut pools4, cursor4), (6, &req.v6, &mut pools6, cursor6)]
+            {
                 let Some(wanted) = wanted else { continue };
                 if held.iter().any(|ip| family_of(ip) == family) {
                     continue;
@@ -257,9 +261,10 @@ impl<'a> Ipam<'a> {
             if attempt > 0 {
                 backoff(attempt);
                 read_ahead.clear();
-                let mut fresh = self
-                    .store
-                    .read_many(&[Read::Key(keys::handle(&owner.handle)), Read::Key(keys::cursor(&self.host, family))])?;
+                let mut fresh = self.store.read_many(&[
+                    Read::Key(keys::handle(&owner.handle)),
+                    Read::Key(keys::cursor(&self.host, family)),
+                ])?;
                 cursor = cursor_of(&fresh.pop().unwrap_or_default());
                 *state = handle_state(&owner.handle, fresh.pop().unwrap_or_default().first())?;
             }
@@ -310,8 +315,7 @@ impl<'a> Ipam<'a> {
                 Some(blocks) => blocks,
                 None => self.store.list(&keys::block_prefix(family))?,
             };
-            let existing: HashSet<IpNetwork> =
-                blocks.iter().filter_map(|kv| keys::cidr_of_key(&kv.key)).collect();
+            let existing: HashSet<IpNetwork> = blocks.iter().filter_map(|kv| keys::cidr_of_key(&kv.key)).collect();
             for pool in pools {
                 let Some(cidr) = first_free_block(pool, &existing) else { continue };
                 let mut block = Block::new(cidr, &self.host);
@@ -401,7 +405,13 @@ impl<'a> Ipam<'a> {
 
     /// Write blocks and the handle in one transaction. `added` addresses were allocated in
     /// the (single) block for `owner`. Returns false on a conflict.
-    fn commit(&self, writes: Vec<BlockWrite>, state: &mut HandleState, owner: &Owner, added: u32) -> Result<bool, Error> {
+    fn commit(
+        &self,
+        writes: Vec<BlockWrite>,
+        state: &mut HandleState,
+        owner: &Owner,
+        added: u32,
+    ) -> Result<bool, Error> {
         let mut handle = state.handle.clone();
         handle.attributes = owner.handle_attributes();
         for w in &writes {
@@ -562,7 +572,8 @@ impl<'a> Ipam<'a> {
             }
             let blocks = blocks_of(self.store, family)?;
             let has_room = pools.iter().any(|p| {
-                let mine: Vec<&Block> = blocks.iter().map(|(b, _)| b).filter(|b| p.cidr.contains(b.cidr.network())).collect();
+                let mine: Vec<&Block> =
+                    blocks.iter().map(|(b, _)| b).filter(|b| p.cidr.contains(b.cidr.network())).collect();
                 (mine.len() as u128) < p.block_count() || mine.iter().any(|b| b.free() > 0)
             });
             if !has_room {
@@ -629,19 +640,12 @@ fn first_free_block(pool: &Pool, existing: &HashSet<IpNetwork>) -> Option<IpNetw
 
 /// Every block of a family, decoded, with revisions.
 pub fn blocks_of(store: &dyn Datastore, family: u8) -> Result<Vec<(Block, i64)>, Error> {
-    store
-        .list(&keys::block_prefix(family))?
-        .iter()
-        .map(|kv| Ok((store::decode(kv)?, kv.mod_revision)))
-        .collect()
+    store.list(&keys::block_prefix(family))?.iter().map(|kv| Ok((store::decode(kv)?, kv.mod_revision))).collect()
 }
 
 /// The blocks inside `cidr`.
 pub fn blocks_in(store: &dyn Datastore, cidr: &IpNetwork) -> Result<Vec<(Block, i64)>, Error> {
-    Ok(blocks_of(store, keys::family_of(cidr))?
-        .into_iter()
-        .filter(|(b, _)| cidr.contains(b.cidr.network()))
-        .collect())
+    Ok(blocks_of(store, keys::family_of(cidr))?.into_iter().filter(|(b, _)| cidr.contains(b.cidr.network())).collect())
 }
 
 fn family_of(ip: &IpAddr) -> u8 {

@@ -268,7 +268,8 @@ fn hosts_racing_on_one_store_never_share_an_address() {
     assert_clean(&*s);
     let blocks = blocks_of(&*s, 4).unwrap();
     for (b, _) in &blocks {
-        let affine: Vec<_> = (0..4).filter(|h| s.get(&keys::affinity(&format!("host{h}"), &b.cidr)).unwrap().is_some()).collect();
+        let affine: Vec<_> =
+            (0..4).filter(|h| s.get(&keys::affinity(&format!("host{h}"), &b.cidr)).unwrap().is_some()).collect();
         assert_eq!(affine.len(), 1, "block {} affine to {affine:?}", b.cidr);
     }
 }

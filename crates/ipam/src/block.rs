@@ -131,9 +131,8 @@ impl Block {
 
     /// Free every address held by `handle`; returns them.
     pub fn release_handle(&mut self, handle: &str) -> Vec<IpAddr> {
-        let ordinals: Vec<usize> = (0..self.size())
-            .filter(|o| self.handle_at(self.allocations[*o]) == Some(handle))
-            .collect();
+        let ordinals: Vec<usize> =
+            (0..self.size()).filter(|o| self.handle_at(self.allocations[*o]) == Some(handle)).collect();
         self.release_ordinals(&ordinals)
     }
 

@@ -173,10 +173,8 @@ impl CalicoConf {
         if self.etcd_endpoints.as_deref().is_some_and(|e| !e.trim().is_empty()) {
             return PathBuf::from(DEFAULT_ETCD_LOCK_FILE);
         }
-        let store = self
-            .datastore_path
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(datastore::config::DEFAULT_DATASTORE_PATH));
+        let store =
+            self.datastore_path.clone().unwrap_or_else(|| PathBuf::from(datastore::config::DEFAULT_DATASTORE_PATH));
         let mut name = store.into_os_string();
         name.push(".lock");
         PathBuf::from(name)
@@ -207,12 +205,15 @@ mod tests {
     #[test]
     fn bad_fields_are_named() {
         use cni::CniCode;
-        let err = CalicoConf::parse(br#"{"cniVersion":"1.0.0","name":"n","ipam":{"ipv4_pools":["nope"]}}"#).unwrap_err();
+        let err =
+            CalicoConf::parse(br#"{"cniVersion":"1.0.0","name":"n","ipam":{"ipv4_pools":["nope"]}}"#).unwrap_err();
         assert_eq!(err.cni_code(), 7);
         assert!(err.to_string().contains("ipv4_pools"), "{err}");
-        let err = CalicoConf::parse(br#"{"cniVersion":"1.0.0","name":"n","ipam":{"ipv6_pools":["10.0.0.0/8"]}}"#).unwrap_err();
+        let err = CalicoConf::parse(br#"{"cniVersion":"1.0.0","name":"n","ipam":{"ipv6_pools":["10.0.0.0/8"]}}"#)
+            .unwrap_err();
         assert!(err.to_string().contains("ipv6_pools[0]"), "{err}");
-        let err = CalicoConf::parse(br#"{"cniVersion":"1.0.0","name":"n","ipam":{"assign_ipv4":"maybe"}}"#).unwrap_err();
+        let err =
+            CalicoConf::parse(br#"{"cniVersion":"1.0.0","name":"n","ipam":{"assign_ipv4":"maybe"}}"#).unwrap_err();
         assert_eq!(err.cni_code(), 7);
         let err = CalicoConf::parse(b"{not json").unwrap_err();
         assert_eq!(err.cni_code(), 6);

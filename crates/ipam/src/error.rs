@@ -102,9 +102,7 @@ impl CniCode for Error {
             | Error::NoPools { .. }
             | Error::AddressNotInPool { .. }
             | Error::NodeName { .. } => code::INVALID_CONFIG,
-            Error::PoolOverlap { .. } | Error::PoolExists { .. } | Error::PoolInUse { .. } => {
-                code::INVALID_CONFIG
-            }
+            Error::PoolOverlap { .. } | Error::PoolExists { .. } | Error::PoolInUse { .. } => code::INVALID_CONFIG,
             Error::Exhausted { .. } => CODE_EXHAUSTED,
             Error::AddressInUse { .. } => CODE_ADDRESS_IN_USE,
             Error::AddressNotAllocated { .. } => CODE_ADDRESS_IN_USE,

@@ -40,8 +40,7 @@ pub fn nth(cidr: &IpNetwork, n: u128) -> IpAddr {
 
 /// The position of `ip` in `cidr`, if it lies inside.
 pub fn offset(cidr: &IpNetwork, ip: IpAddr) -> Option<u128> {
-    (cidr.is_ipv4() == ip.is_ipv4() && cidr.contains(ip))
-        .then(|| to_u128(ip) - to_u128(cidr.network()))
+    (cidr.is_ipv4() == ip.is_ipv4() && cidr.contains(ip)).then(|| to_u128(ip) - to_u128(cidr.network()))
 }
 
 /// The block of `prefix` length that contains `ip`.

@@ -12,8 +12,8 @@ use datastore::Datastore;
 
 use crate::handle::handle_id;
 use crate::hint::BlockHint;
-use crate::net;
 use crate::lock::HostLock;
+use crate::net;
 use crate::{Assigned, CalicoConf, Error, Ipam, Owner, Request};
 
 /// How long an ADD or DEL waits for the host lock before answering "try again later".

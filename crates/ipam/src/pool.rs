@@ -43,14 +43,7 @@ impl Pool {
     /// A pool with the default block size for its family and no options.
     pub fn new(cidr: IpNetwork) -> Pool {
         let block_size = if cidr.is_ipv4() { DEFAULT_V4_BLOCK } else { DEFAULT_V6_BLOCK };
-        Pool {
-            cidr,
-            ipip: EncapMode::Off,
-            vxlan: EncapMode::Off,
-            nat_outgoing: false,
-            disabled: false,
-            block_size,
-        }
+        Pool { cidr, ipip: EncapMode::Off, vxlan: EncapMode::Off, nat_outgoing: false, disabled: false, block_size }
     }
 
     pub fn family(&self) -> u8 {
@@ -62,17 +55,18 @@ impl Pool {
     pub fn validate(&self) -> Result<(), Error> {
         let invalid = |reason: String| Error::InvalidPool { cidr: self.cidr.to_string(), reason };
         if !net::is_canonical(&self.cidr) {
-            return Err(invalid(format!("host bits are set; did you mean {}/{}?", self.cidr.network(), self.cidr.prefix())));
+            return Err(invalid(format!(
+                "host bits are set; did you mean {}/{}?",
+                self.cidr.network(),
+                self.cidr.prefix()
+            )));
         }
         let (min, max) = if self.cidr.is_ipv4() { (20, 32) } else { (116, 128) };
         if !(min..=max).contains(&self.block_size) {
             return Err(invalid(format!("block size {} is outside {min}..={max}", self.block_size)));
         }
         if self.block_size < self.cidr.prefix() {
-            return Err(invalid(format!(
-                "block size /{} is larger than the pool itself",
-                self.block_size
-            )));
+            return Err(invalid(format!("block size /{} is larger than the pool itself", self.block_size)));
         }
         if self.cidr.is_ipv6() && self.ipip != EncapMode::Off {
             return Err(invalid("IPIP is IPv4 only".into()));
@@ -131,10 +125,11 @@ pub fn ensure_default_v4(store: &dyn Datastore, existing: Vec<Pool>) -> Result<V
     if !existing.is_empty() {
         return Ok(existing);
     }
-    let mut pool = Pool::new(DEFAULT_V4_POOL.parse().map_err(|_| Error::InvalidPool {
-        cidr: DEFAULT_V4_POOL.into(),
-        reason: "unparsable".into(),
-    })?);
+    let mut pool = Pool::new(
+        DEFAULT_V4_POOL
+            .parse()
+            .map_err(|_| Error::InvalidPool { cidr: DEFAULT_V4_POOL.into(), reason: "unparsable".into() })?,
+    );
     pool.nat_outgoing = true;
     let outcome = store.txn(
         &[Compare::Absent(keys::pool(&pool.cidr))],
@@ -258,10 +253,9 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&store::encode(&p)).unwrap();
         assert_eq!(v["ipip"], "cross-subnet");
         assert_eq!(v["block_size"], 26);
-        let old: Pool = serde_json::from_str(
-            r#"{"cidr":"10.0.0.0/16","ipip":"Always","masquerade":true,"block_size":26}"#,
-        )
-        .unwrap();
+        let old: Pool =
+            serde_json::from_str(r#"{"cidr":"10.0.0.0/16","ipip":"Always","masquerade":true,"block_size":26}"#)
+                .unwrap();
         assert!(old.nat_outgoing);
         assert_eq!(old.ipip, EncapMode::Always);
     }

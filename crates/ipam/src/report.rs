@@ -40,7 +40,12 @@ pub fn usage(store: &dyn Datastore) -> Result<Vec<PoolUsage>, Error> {
             let blocks: Vec<BlockUsage> = blocks
                 .iter()
                 .filter(|(b, _)| pool.cidr.contains(b.cidr.network()))
-                .map(|(b, _)| BlockUsage { cidr: b.cidr, host: b.host().map(str::to_owned), size: b.size(), used: b.used() })
+                .map(|(b, _)| BlockUsage {
+                    cidr: b.cidr,
+                    host: b.host().map(str::to_owned),
+                    size: b.size(),
+                    used: b.used(),
+                })
                 .collect();
             out.push(PoolUsage {
                 capacity: net::size(&pool.cidr),
@@ -104,7 +109,9 @@ pub fn check(store: &dyn Datastore) -> Result<CheckReport, Error> {
                 None => report.problems.push(format!("block {cidr}: {n} allocation(s) without a handle")),
                 Some(h) => {
                     if !handles.contains_key(&h) {
-                        report.problems.push(format!("block {cidr}: {n} allocation(s) of handle {h}, which does not exist"));
+                        report
+                            .problems
+                            .push(format!("block {cidr}: {n} allocation(s) of handle {h}, which does not exist"));
                     }
                     actual.insert((h, cidr.clone()), n as u32);
                 }
@@ -120,11 +127,14 @@ pub fn check(store: &dyn Datastore) -> Result<CheckReport, Error> {
             if found == 0 {
                 report.problems.push(format!("handle {} has no allocation in block {cidr}", handle.id));
             } else if found != *n {
-                report.problems.push(format!("handle {} counts {n} in block {cidr}, the block holds {found}", handle.id));
+                report
+                    .problems
+                    .push(format!("handle {} counts {n} in block {cidr}, the block holds {found}", handle.id));
             }
         }
     }
-    for ((h, cidr), _) in actual.iter().filter(|((h, c), _)| handles.get(h).is_some_and(|hd| !hd.block.contains_key(c))) {
+    for ((h, cidr), _) in actual.iter().filter(|((h, c), _)| handles.get(h).is_some_and(|hd| !hd.block.contains_key(c)))
+    {
         report.problems.push(format!("handle {h} does not count its allocation in block {cidr}"));
     }
     // Affinities whose block is gone.

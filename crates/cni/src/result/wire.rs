@@ -96,19 +96,11 @@ impl Result {
     /// 0.3.0 and later.
     pub fn into_current(self) -> CniResult {
         CniResult {
-            interfaces: self
-                .interfaces
-                .into_iter()
-                .map(WireInterface::into_interface)
-                .collect(),
+            interfaces: self.interfaces.into_iter().map(WireInterface::into_interface).collect(),
             ips: self
                 .ips
                 .into_iter()
-                .map(|ip| IpConfig {
-                    address: ip.address,
-                    gateway: ip.gateway,
-                    interface: ip.interface,
-                })
+                .map(|ip| IpConfig { address: ip.address, gateway: ip.gateway, interface: ip.interface })
                 .collect(),
             routes: self.routes.into_iter().map(WireRoute::into_route).collect(),
             dns: self.dns.into_dns(),
@@ -117,19 +109,10 @@ impl Result {
 
     /// 0.1.0/0.2.0: IPv4 first, then IPv6, each followed by its routes.
     pub fn into_legacy(self) -> CniResult {
-        let mut result = CniResult {
-            dns: self.dns.into_dns(),
-            ..CniResult::default()
-        };
+        let mut result = CniResult { dns: self.dns.into_dns(), ..CniResult::default() };
         for legacy in [self.ip4, self.ip6].into_iter().flatten() {
-            result.ips.push(IpConfig {
-                address: legacy.ip,
-                gateway: legacy.gateway,
-                interface: None,
-            });
-            result
-                .routes
-                .extend(legacy.routes.into_iter().map(WireRoute::into_route));
+            result.ips.push(IpConfig { address: legacy.ip, gateway: legacy.gateway, interface: None });
+            result.routes.extend(legacy.routes.into_iter().map(WireRoute::into_route));
         }
         result
     }

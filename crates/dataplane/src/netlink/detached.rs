@@ -28,9 +28,7 @@ use netlink_packet_route::link::LinkMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use rtnetlink::packet_core::{
-    ErrorMessage, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST,
-};
+use rtnetlink::packet_core::{ErrorMessage, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use super::{absent_as_none, validate_ifname, Netlink};
@@ -60,8 +58,8 @@ impl Netlink {
         let mut requester = Socket::new(NETLINK_ROUTE).map_err(io_err)?;
         requester.bind_auto().map_err(io_err)?;
         let request = del_link_request(link.index);
-        let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| io_err(e.into()))?;
+        let (status_read, status_write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err(e.into()))?;
         // Allocated before the fork: pages first touched after it would be copy-on-write.
         let mut buf = vec![0u8; 16 * 1024];
 
@@ -73,8 +71,7 @@ impl Netlink {
         }
         drop(status_write);
         drop(requester);
-        self.requests
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 
         let deadline = Instant::now() + self.timeout;
         loop {
@@ -116,10 +113,7 @@ fn del_link_request(index: u32) -> Vec<u8> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_ACK;
     header.sequence_number = 1;
-    let mut message = NetlinkMessage::new(
-        header,
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)),
-    );
+    let mut message = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)));
     message.finalize();
     let mut bytes = vec![0u8; message.buffer_len()];
     message.serialize(&mut bytes);
@@ -152,10 +146,7 @@ fn wait_readable(events: &Socket, status: &OwnedFd, left: Duration) -> Result<(b
     use std::os::fd::AsFd;
     // SAFETY: the socket outlives this call.
     let events_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(events.as_raw_fd()) };
-    let mut fds = [
-        PollFd::new(events_fd, PollFlags::POLLIN),
-        PollFd::new(status.as_fd(), PollFlags::POLLIN),
-    ];
+    let mut fds = [PollFd::new(events_fd, PollFlags::POLLIN), PollFd::new(status.as_fd(), PollFlags::POLLIN)];
     let millis = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
     match poll(&mut fds, PollTimeout::from(millis)) {
         Ok(_) | Err(Errno::EINTR) => {}

@@ -3,9 +3,7 @@
 use std::os::fd::{AsFd, AsRawFd};
 
 use futures::TryStreamExt;
-use netlink_packet_route::link::{
-    InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
-};
+use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 use super::{absent_as_none, validate_ifname, Netlink};
@@ -71,20 +69,12 @@ pub struct VethEnd {
 impl VethEnd {
     /// A Calico host end: fixed MAC [`HOST_VETH_MAC`].
     pub fn host(name: impl Into<String>, mtu: Option<u32>) -> VethEnd {
-        VethEnd {
-            name: name.into(),
-            mac: Some(HOST_VETH_MAC),
-            mtu,
-        }
+        VethEnd { name: name.into(), mac: Some(HOST_VETH_MAC), mtu }
     }
 
     /// A container end: kernel-chosen MAC.
     pub fn container(name: impl Into<String>, mtu: Option<u32>) -> VethEnd {
-        VethEnd {
-            name: name.into(),
-            mac: None,
-            mtu,
-        }
+        VethEnd { name: name.into(), mac: None, mtu }
     }
 
     fn apply<T>(&self, mut builder: LinkMessageBuilder<T>) -> LinkMessageBuilder<T> {
@@ -103,20 +93,14 @@ impl Netlink {
     pub fn link_by_name(&self, name: &str) -> Result<Option<Link>> {
         validate_ifname(name)?;
         let request = self.handle.link().get().match_name(name).execute();
-        let found = absent_as_none(self.exec(
-            || format!("get link {name}"),
-            request.try_collect::<Vec<_>>(),
-        ))?;
+        let found = absent_as_none(self.exec(|| format!("get link {name}"), request.try_collect::<Vec<_>>()))?;
         Ok(found.and_then(|messages| messages.into_iter().next().map(Link::from_message)))
     }
 
     /// The link with index `index`, or `None` if there is none.
     pub fn link_by_index(&self, index: u32) -> Result<Option<Link>> {
         let request = self.handle.link().get().match_index(index).execute();
-        let found = absent_as_none(self.exec(
-            || format!("get link #{index}"),
-            request.try_collect::<Vec<_>>(),
-        ))?;
+        let found = absent_as_none(self.exec(|| format!("get link #{index}"), request.try_collect::<Vec<_>>()))?;
         Ok(found.and_then(|messages| messages.into_iter().next().map(Link::from_message)))
     }
 
@@ -137,49 +121,29 @@ impl Netlink {
     pub fn create_veth(&self, host: &VethEnd, peer: &VethEnd, peer_ns: &NetNs) -> Result<()> {
         validate_ifname(&host.name)?;
         validate_ifname(&peer.name)?;
-        let peer_end = VethEnd {
-            mtu: peer.mtu.or(host.mtu),
-            ..peer.clone()
-        };
-        let peer_message = peer_end
-            .apply(LinkUnspec::new_with_name(&peer.name))
-            .setns_by_fd(peer_ns.as_fd().as_raw_fd())
-            .build();
+        let peer_end = VethEnd { mtu: peer.mtu.or(host.mtu), ..peer.clone() };
+        let peer_message =
+            peer_end.apply(LinkUnspec::new_with_name(&peer.name)).setns_by_fd(peer_ns.as_fd().as_raw_fd()).build();
         let message = host
             .apply(LinkVeth::new(&host.name, &peer.name))
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_message)))
             .build();
         let request = self.handle.link().add(message).execute();
         self.exec(
-            || {
-                format!(
-                    "create veth {} with peer {} in {}",
-                    host.name,
-                    peer.name,
-                    peer_ns.path().display()
-                )
-            },
+            || format!("create veth {} with peer {} in {}", host.name, peer.name, peer_ns.path().display()),
             request,
         )
     }
 
     /// Sets link `index` administratively up.
     pub fn set_up(&self, index: u32) -> Result<()> {
-        let request = self
-            .handle
-            .link()
-            .set(LinkUnspec::new_with_index(index).up().build())
-            .execute();
+        let request = self.handle.link().set(LinkUnspec::new_with_index(index).up().build()).execute();
         self.exec(|| format!("set link #{index} up"), request)
     }
 
     /// Sets link `index` administratively down.
     pub fn set_down(&self, index: u32) -> Result<()> {
-        let request = self
-            .handle
-            .link()
-            .set(LinkUnspec::new_with_index(index).down().build())
-            .execute();
+        let request = self.handle.link().set(LinkUnspec::new_with_index(index).down().build()).execute();
         self.exec(|| format!("set link #{index} down"), request)
     }
 
@@ -187,11 +151,7 @@ impl Netlink {
     /// addresses and routes go with it). Returns `false` if it did not exist.
     pub fn delete_link(&self, name: &str) -> Result<bool> {
         validate_ifname(name)?;
-        let request = self
-            .handle
-            .link()
-            .del_with_message(LinkUnspec::new_with_name(name).build())
-            .execute();
+        let request = self.handle.link().del_with_message(LinkUnspec::new_with_name(name).build()).execute();
         Ok(absent_as_none(self.exec(|| format!("delete link {name}"), request))?.is_some())
     }
 }

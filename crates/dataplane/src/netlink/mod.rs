@@ -57,22 +57,14 @@ impl std::fmt::Debug for Netlink {
 impl Netlink {
     /// A client for the calling thread's network namespace.
     pub fn current() -> Result<Netlink> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(Error::Socket)?;
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build().map_err(Error::Socket)?;
         let (connection, handle, _unsolicited) = {
             let _context = runtime.enter();
             rtnetlink::new_connection().map_err(Error::Socket)?
         };
         runtime.spawn(connection);
-        Ok(Netlink {
-            runtime,
-            handle,
-            timeout: DEFAULT_TIMEOUT,
-            requests: AtomicU64::new(0),
-        })
+        Ok(Netlink { runtime, handle, timeout: DEFAULT_TIMEOUT, requests: AtomicU64::new(0) })
     }
 
     /// A client for namespace `ns`, usable from the calling thread, which
@@ -108,10 +100,7 @@ impl Netlink {
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
         let timeout = self.timeout;
-        match self
-            .runtime
-            .block_on(async { tokio::time::timeout(timeout, request).await })
-        {
+        match self.runtime.block_on(async { tokio::time::timeout(timeout, request).await }) {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(source)) => Err(Error::netlink(op(), source)),
             Err(_elapsed) => Err(Error::Timeout { op: op(), timeout }),
@@ -137,20 +126,13 @@ pub fn validate_ifname(name: &str) -> Result<()> {
         Some("longer than 15 bytes")
     } else if name == "." || name == ".." {
         Some("reserved name")
-    } else if name
-        .bytes()
-        .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
-    {
+    } else if name.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0) {
         Some("contains '/', ':', whitespace or NUL")
     } else {
         None
     };
     match reason {
-        Some(reason) => Err(Error::Invalid {
-            what: "interface name",
-            value: name.to_string(),
-            reason,
-        }),
+        Some(reason) => Err(Error::Invalid { what: "interface name", value: name.to_string(), reason }),
         None => Ok(()),
     }
 }

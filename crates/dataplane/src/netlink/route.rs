@@ -90,21 +90,12 @@ impl RouteInfo {
             IpFamily::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         });
         let dst = IpNetwork::new(dst, message.header.destination_prefix_length).ok()?;
-        Some(RouteInfo {
-            dst,
-            gateway,
-            oif,
-            scope: message.header.scope,
-        })
+        Some(RouteInfo { dst, gateway, oif, scope: message.header.scope })
     }
 }
 
 fn invalid_route(spec: &RouteSpec, reason: &'static str) -> Error {
-    Error::Invalid {
-        what: "route",
-        value: format!("{spec:?}"),
-        reason,
-    }
+    Error::Invalid { what: "route", value: format!("{spec:?}"), reason }
 }
 
 /// Builds the kernel message for `spec`.
@@ -114,14 +105,9 @@ fn route_message(spec: &RouteSpec) -> Result<RouteMessage> {
         .map_err(|_| invalid_route(spec, "bad destination prefix"))?;
     if let Some(gateway) = spec.gateway {
         if IpFamily::of(gateway) != IpFamily::of(spec.dst.ip()) {
-            return Err(invalid_route(
-                spec,
-                "gateway and destination families differ",
-            ));
+            return Err(invalid_route(spec, "gateway and destination families differ"));
         }
-        builder = builder
-            .gateway(gateway)
-            .map_err(|_| invalid_route(spec, "bad gateway"))?;
+        builder = builder.gateway(gateway).map_err(|_| invalid_route(spec, "bad gateway"))?;
     }
     if spec.oif != 0 {
         builder = builder.output_interface(spec.oif);
@@ -149,35 +135,23 @@ fn address_of(message: &AddressMessage) -> Option<IpNetwork> {
 impl Netlink {
     /// Adds `address` (with its prefix length) to link `index`.
     pub fn add_address(&self, index: u32, address: IpNetwork) -> Result<()> {
-        let request = self
-            .handle
-            .address()
-            .add(index, address.ip(), address.prefix())
-            .execute();
-        self.exec(
-            || format!("add address {address} to link #{index}"),
-            request,
-        )
+        let request = self.handle.address().add(index, address.ip(), address.prefix()).execute();
+        self.exec(|| format!("add address {address} to link #{index}"), request)
     }
 
     /// Removes `address` from link `index`. Returns `false` if it was not
     /// there (or the link is gone).
     pub fn delete_address(&self, index: u32, address: IpNetwork) -> Result<bool> {
         let message = match address.ip() {
-            IpAddr::V4(ip) => AddressMessageBuilder::<Ipv4Addr>::new()
-                .index(index)
-                .address(ip, address.prefix())
-                .build(),
-            IpAddr::V6(ip) => AddressMessageBuilder::<Ipv6Addr>::new()
-                .index(index)
-                .address(ip, address.prefix())
-                .build(),
+            IpAddr::V4(ip) => {
+                AddressMessageBuilder::<Ipv4Addr>::new().index(index).address(ip, address.prefix()).build()
+            }
+            IpAddr::V6(ip) => {
+                AddressMessageBuilder::<Ipv6Addr>::new().index(index).address(ip, address.prefix()).build()
+            }
         };
         let request = self.handle.address().del(message).execute();
-        let result = self.exec(
-            || format!("delete address {address} from link #{index}"),
-            request,
-        );
+        let result = self.exec(|| format!("delete address {address} from link #{index}"), request);
         match result {
             // The kernel answers EADDRNOTAVAIL for an address that is not there.
             Err(err) if err.errno() == Some(nix::errno::Errno::EADDRNOTAVAIL) => Ok(false),
@@ -187,16 +161,8 @@ impl Netlink {
 
     /// The addresses of link `index`, both families.
     pub fn addresses(&self, index: u32) -> Result<Vec<IpNetwork>> {
-        let request = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute();
-        let messages = self.exec(
-            || format!("list addresses of link #{index}"),
-            request.try_collect::<Vec<_>>(),
-        )?;
+        let request = self.handle.address().get().set_link_index_filter(index).execute();
+        let messages = self.exec(|| format!("list addresses of link #{index}"), request.try_collect::<Vec<_>>())?;
         Ok(messages.iter().filter_map(address_of).collect())
     }
 
@@ -214,14 +180,8 @@ impl Netlink {
             IpFamily::V6 => RouteMessageBuilder::<Ipv6Addr>::new().build(),
         };
         let request = self.handle.route().get(filter).execute();
-        let messages = self.exec(
-            || format!("list {family:?} routes"),
-            request.try_collect::<Vec<_>>(),
-        )?;
-        Ok(messages
-            .into_iter()
-            .filter_map(|message| RouteInfo::from_message(message, family))
-            .collect())
+        let messages = self.exec(|| format!("list {family:?} routes"), request.try_collect::<Vec<_>>())?;
+        Ok(messages.into_iter().filter_map(|message| RouteInfo::from_message(message, family)).collect())
     }
 
     /// Deletes the route matching `spec`'s destination, gateway and

@@ -22,9 +22,8 @@ pub struct CheckSpec<'a> {
 }
 
 fn up_link(netlink: &Netlink, name: &str, side: &str) -> Result<Link> {
-    let link = netlink
-        .link_by_name(name)?
-        .ok_or_else(|| Error::check(format!("{side} interface {name} does not exist")))?;
+    let link =
+        netlink.link_by_name(name)?.ok_or_else(|| Error::check(format!("{side} interface {name} does not exist")))?;
     if !link.up {
         return Err(Error::check(format!("{side} interface {name} is down")));
     }
@@ -34,20 +33,12 @@ fn up_link(netlink: &Netlink, name: &str, side: &str) -> Result<Link> {
 /// Fails unless a route matching `want` (destination, gateway, interface) is
 /// in `routes`.
 fn require_route(routes: &[RouteInfo], want: &RouteSpec, side: &str, dev: &str) -> Result<()> {
-    let found = routes
-        .iter()
-        .any(|r| r.dst == want.dst && r.gateway == want.gateway && r.oif == Some(want.oif));
+    let found = routes.iter().any(|r| r.dst == want.dst && r.gateway == want.gateway && r.oif == Some(want.oif));
     if found {
         return Ok(());
     }
-    let via = want
-        .gateway
-        .map(|gw| format!(" via {gw}"))
-        .unwrap_or_default();
-    Err(Error::check(format!(
-        "{side} route {}{via} dev {dev} is missing",
-        want.dst
-    )))
+    let via = want.gateway.map(|gw| format!(" via {gw}")).unwrap_or_default();
+    Err(Error::check(format!("{side} route {}{via} dev {dev} is missing", want.dst)))
 }
 
 fn routes_for(netlink: &Netlink, addresses: &[IpAddr]) -> Result<Vec<RouteInfo>> {
@@ -87,12 +78,7 @@ fn check_host(host: &Namespace, spec: &CheckSpec<'_>) -> Result<()> {
     let link = up_link(netlink, spec.host_veth, "host")?;
     let routes = routes_for(netlink, spec.addresses)?;
     for &ip in spec.addresses {
-        let want = RouteSpec {
-            dst: host_prefix(ip),
-            gateway: None,
-            oif: link.index,
-            scope_link: true,
-        };
+        let want = RouteSpec { dst: host_prefix(ip), gateway: None, oif: link.index, scope_link: true };
         require_route(&routes, &want, "host", spec.host_veth)?;
     }
     let veth = spec.host_veth;
@@ -101,9 +87,7 @@ fn check_host(host: &Namespace, spec: &CheckSpec<'_>) -> Result<()> {
             let path = format!("net/ipv4/conf/{veth}/{key}");
             let value = get_sysctl(&path)?;
             if value != "1" {
-                return Err(Error::check(format!(
-                    "sysctl {path} is {value}, expected 1"
-                )));
+                return Err(Error::check(format!("sysctl {path} is {value}, expected 1")));
             }
         }
         Ok(())

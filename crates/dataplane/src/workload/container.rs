@@ -37,26 +37,11 @@ pub struct ContainerInfo {
 pub(crate) fn container_routes(oif: u32, has_v4: bool, has_v6: bool) -> Vec<RouteSpec> {
     let mut routes = Vec::with_capacity(3);
     if has_v4 {
-        routes.push(RouteSpec {
-            dst: host_prefix(IpAddr::V4(IPV4_GATEWAY)),
-            gateway: None,
-            oif,
-            scope_link: true,
-        });
-        routes.push(RouteSpec {
-            dst: DEFAULT_V4,
-            gateway: Some(IpAddr::V4(IPV4_GATEWAY)),
-            oif,
-            scope_link: false,
-        });
+        routes.push(RouteSpec { dst: host_prefix(IpAddr::V4(IPV4_GATEWAY)), gateway: None, oif, scope_link: true });
+        routes.push(RouteSpec { dst: DEFAULT_V4, gateway: Some(IpAddr::V4(IPV4_GATEWAY)), oif, scope_link: false });
     }
     if has_v6 {
-        routes.push(RouteSpec {
-            dst: DEFAULT_V6,
-            gateway: Some(ipv6_gateway()),
-            oif,
-            scope_link: false,
-        });
+        routes.push(RouteSpec { dst: DEFAULT_V6, gateway: Some(ipv6_gateway()), oif, scope_link: false });
     }
     routes
 }
@@ -80,16 +65,10 @@ fn container_sysctls(ifname: &str, has_v6: bool, ip_forward: bool) -> Result<Opt
 ///
 /// On failure, what this step did is undone (the interface itself stays; it
 /// belongs to the veth step).
-pub fn setup_container(
-    container: &Namespace,
-    config: &ContainerConfig<'_>,
-) -> Result<ContainerInfo> {
+pub fn setup_container(container: &Namespace, config: &ContainerConfig<'_>) -> Result<ContainerInfo> {
     let netlink = container.netlink();
-    let link = netlink
-        .link_by_name(config.ifname)?
-        .ok_or_else(|| Error::LinkNotFound {
-            name: config.ifname.to_string(),
-        })?;
+    let link =
+        netlink.link_by_name(config.ifname)?.ok_or_else(|| Error::LinkNotFound { name: config.ifname.to_string() })?;
     let mac = link.mac.ok_or_else(|| Error::Invalid {
         what: "container interface",
         value: link.name.clone(),
@@ -108,23 +87,17 @@ pub fn setup_container(
     }
 
     netlink.set_up(index)?;
-    rollback.push("set container interface down", move || {
-        netlink.set_down(index)
-    });
+    rollback.push("set container interface down", move || netlink.set_down(index));
 
     for &ip in config.addresses {
         let address = host_prefix(ip);
         netlink.add_address(index, address)?;
-        rollback.push("remove container address", move || {
-            netlink.delete_address(index, address).map(drop)
-        });
+        rollback.push("remove container address", move || netlink.delete_address(index, address).map(drop));
     }
 
     for route in container_routes(index, has_v4, has_v6) {
         netlink.add_route(&route)?;
-        rollback.push("remove container route", move || {
-            netlink.delete_route(&route).map(drop)
-        });
+        rollback.push("remove container route", move || netlink.delete_route(&route).map(drop));
     }
 
     rollback.disarm();

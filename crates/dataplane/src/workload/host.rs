@@ -58,14 +58,8 @@ fn add_host_route(netlink: &Netlink, link: &Link, spec: &RouteSpec) -> Result<bo
     match existing {
         Some(oif) if oif == link.index => Ok(false),
         Some(oif) => {
-            let existing = netlink
-                .link_by_index(oif)?
-                .map_or_else(|| format!("#{oif}"), |other| other.name);
-            Err(Error::RouteConflict {
-                dst: spec.dst,
-                wanted: link.name.clone(),
-                existing,
-            })
+            let existing = netlink.link_by_index(oif)?.map_or_else(|| format!("#{oif}"), |other| other.name);
+            Err(Error::RouteConflict { dst: spec.dst, wanted: link.name.clone(), existing })
         }
         None => Err(err),
     }
@@ -80,11 +74,7 @@ fn add_host_route(netlink: &Netlink, link: &Link, spec: &RouteSpec) -> Result<bo
 /// the routes added and the link state change are undone.
 pub fn setup_host(host: &Namespace, host_veth: &str, addresses: &[IpAddr]) -> Result<HostInfo> {
     let netlink = host.netlink();
-    let link = netlink
-        .link_by_name(host_veth)?
-        .ok_or_else(|| Error::LinkNotFound {
-            name: host_veth.to_string(),
-        })?;
+    let link = netlink.link_by_name(host_veth)?.ok_or_else(|| Error::LinkNotFound { name: host_veth.to_string() })?;
     let has_v6 = addresses.iter().any(IpAddr::is_ipv6);
     host.run(|| host_sysctls(host_veth, has_v6))??;
 
@@ -95,16 +85,9 @@ pub fn setup_host(host: &Namespace, host_veth: &str, addresses: &[IpAddr]) -> Re
         rollback.push("set host veth down", move || netlink.set_down(index));
     }
     for &ip in addresses {
-        let route = RouteSpec {
-            dst: host_prefix(ip),
-            gateway: None,
-            oif: index,
-            scope_link: true,
-        };
+        let route = RouteSpec { dst: host_prefix(ip), gateway: None, oif: index, scope_link: true };
         if add_host_route(netlink, &link, &route)? {
-            rollback.push("remove host route", move || {
-                netlink.delete_route(&route).map(drop)
-            });
+            rollback.push("remove host route", move || netlink.delete_route(&route).map(drop));
         }
     }
     rollback.disarm();

@@ -70,14 +70,8 @@ mod tests {
 
     #[test]
     fn host_prefixes() {
-        assert_eq!(
-            host_prefix("10.0.0.5".parse().unwrap()).to_string(),
-            "10.0.0.5/32"
-        );
-        assert_eq!(
-            host_prefix("fd00::5".parse().unwrap()).to_string(),
-            "fd00::5/128"
-        );
+        assert_eq!(host_prefix("10.0.0.5".parse().unwrap()).to_string(), "10.0.0.5/32");
+        assert_eq!(host_prefix("fd00::5".parse().unwrap()).to_string(), "fd00::5/128");
         assert_eq!(ipv6_gateway().to_string(), "fe80::ecee:eeff:feee:eeee");
     }
 }

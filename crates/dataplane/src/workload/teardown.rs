@@ -28,12 +28,7 @@ fn open_if_present(path: &Path) -> Result<Option<Namespace>> {
 /// Succeeds when things are already gone, when `netns` is `None` or empty
 /// and when the namespace no longer exists. Every netlink request is bounded
 /// by the client's timeout, so this cannot hang.
-pub fn teardown(
-    host: &Namespace,
-    host_veth: &str,
-    netns: Option<&Path>,
-    ifname: &str,
-) -> Result<()> {
+pub fn teardown(host: &Namespace, host_veth: &str, netns: Option<&Path>, ifname: &str) -> Result<()> {
     if host.delete_link_detached(host_veth)? {
         tracing::debug!(host_veth, "host veth deleted, and its container end with it");
         return Ok(());

@@ -33,10 +33,7 @@ impl TestNs {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!("dp{}x{n}{role}", std::process::id());
         run("ip", &["netns", "add", &name]);
-        let ns = TestNs {
-            path: PathBuf::from(format!("/run/netns/{name}")),
-            name,
-        };
+        let ns = TestNs { path: PathBuf::from(format!("/run/netns/{name}")), name };
         ns.ip(&["link", "set", "lo", "up"]);
         // A new netns inherits IPv4 settings from the machine's own netns: start every test
         // namespace from the kernel default instead, whatever the machine has.
@@ -65,13 +62,7 @@ impl TestNs {
     /// library under test.
     pub fn sysctl(&self, path: &str) -> String {
         let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.name,
-                "cat",
-                &format!("/proc/sys/{path}"),
-            ])
+            .args(["netns", "exec", &self.name, "cat", &format!("/proc/sys/{path}")])
             .output()
             .expect("run ip netns exec");
         assert!(out.status.success(), "cannot read {path} in {}", self.name);
@@ -87,24 +78,14 @@ impl TestNs {
 
 impl Drop for TestNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stderr(std::process::Stdio::null())
-            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).stderr(std::process::Stdio::null()).status();
     }
 }
 
 /// Runs a command, panicking with its stderr on failure.
 pub fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .expect("spawn command");
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(cmd).args(args).output().expect("spawn command");
+    assert!(out.status.success(), "{cmd} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -127,28 +108,11 @@ impl Lab {
         // interface, so the host needs a default route, like a real one.
         host.ip(&["link", "add", "up0", "type", "veth", "peer", "name", "up1"]);
         host.ip(&["addr", "add", &format!("{HOST_V4}/24"), "dev", "up0"]);
-        host.ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{HOST_V6}/64"),
-            "dev",
-            "up0",
-            "nodad",
-        ]);
+        host.ip(&["-6", "addr", "add", &format!("{HOST_V6}/64"), "dev", "up0", "nodad"]);
         host.ip(&["link", "set", "up0", "up"]);
         host.ip(&["link", "set", "up1", "up"]);
         host.ip(&["route", "add", "default", "via", "192.0.2.2", "dev", "up0"]);
-        host.ip(&[
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            "2001:db8::2",
-            "dev",
-            "up0",
-        ]);
+        host.ip(&["-6", "route", "add", "default", "via", "2001:db8::2", "dev", "up0"]);
         let containers = (0..n).map(|i| TestNs::new(&format!("c{i}"))).collect();
         Lab { host, containers }
     }
@@ -162,9 +126,7 @@ impl Lab {
                 setns(file.as_fd(), CloneFlags::CLONE_NEWNET).expect("enter host netns");
                 f()
             });
-            handle
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     }
 }
@@ -188,7 +150,5 @@ impl Lab {
 /// Inode of the calling thread's network namespace.
 pub fn thread_netns_inode() -> u64 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/thread-self/ns/net")
-        .expect("stat thread netns")
-        .ino()
+    std::fs::metadata("/proc/thread-self/ns/net").expect("stat thread netns").ino()
 }

@@ -3,8 +3,7 @@
 use std::net::IpAddr;
 
 use dataplane::{
-    host_veth_name, setup_container, setup_host, teardown, ContainerConfig, ContainerInfo,
-    Namespace, VethEnd,
+    host_veth_name, setup_container, setup_host, teardown, ContainerConfig, ContainerInfo, Namespace, VethEnd,
 };
 
 use super::TestNs;
@@ -12,9 +11,7 @@ use super::TestNs;
 pub const MTU: u32 = 1450;
 
 pub fn ips(list: &[&str]) -> Vec<IpAddr> {
-    list.iter()
-        .map(|s| s.parse().expect("test address"))
-        .collect()
+    list.iter().map(|s| s.parse().expect("test address")).collect()
 }
 
 /// Creates the veth pair `host_veth` (Calico's host end, MTU [`MTU`]) / `eth0` inside
@@ -32,11 +29,7 @@ pub fn add(host: &Namespace, ns: &TestNs, id: &str, addrs: &[IpAddr]) -> (String
     let veth = host_veth_name(id);
     let container = Namespace::open(&ns.path).expect("open container netns");
     create_pair(host, &container, &veth).expect("create veth");
-    let config = ContainerConfig {
-        ifname: "eth0",
-        addresses: addrs,
-        ip_forward: false,
-    };
+    let config = ContainerConfig { ifname: "eth0", addresses: addrs, ip_forward: false };
     let info = setup_container(&container, &config).expect("setup container");
     setup_host(host, &veth, addrs).expect("setup host");
     (veth, info)

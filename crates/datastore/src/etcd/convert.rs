@@ -4,9 +4,7 @@
 use std::error::Error as StdError;
 use std::io;
 
-use etcd_client::{
-    Compare as EtcdCompare, CompareOp, Error as EtcdError, GetOptions, GetResponse, Txn, TxnOp,
-};
+use etcd_client::{Compare as EtcdCompare, CompareOp, Error as EtcdError, GetOptions, GetResponse, Txn, TxnOp};
 use tonic::Code;
 
 use crate::{Compare, Error, KeyValue, Op, Read};
@@ -17,9 +15,7 @@ pub(super) fn txn(compares: &[Compare], ops: &[Op]) -> Txn {
         .iter()
         .map(|c| match c {
             Compare::Absent(key) => EtcdCompare::version(key.as_str(), CompareOp::Equal, 0),
-            Compare::Revision(key, rev) => {
-                EtcdCompare::mod_revision(key.as_str(), CompareOp::Equal, *rev)
-            }
+            Compare::Revision(key, rev) => EtcdCompare::mod_revision(key.as_str(), CompareOp::Equal, *rev),
         })
         .collect();
     let ops: Vec<TxnOp> = ops
@@ -57,10 +53,7 @@ pub(super) fn key_values(mut resp: GetResponse) -> Result<Vec<KeyValue>, Error> 
             let mod_revision = kv.mod_revision();
             let (key, value) = kv.into_key_value();
             let key = String::from_utf8(key).map_err(|e| {
-                Error::Protocol(format!(
-                    "etcd key {:?} is not UTF-8",
-                    String::from_utf8_lossy(e.as_bytes())
-                ))
+                Error::Protocol(format!("etcd key {:?} is not UTF-8", String::from_utf8_lossy(e.as_bytes())))
             })?;
             Ok(KeyValue { key, value, mod_revision })
         })
@@ -76,10 +69,7 @@ pub(super) fn is_unavailable(err: &EtcdError) -> bool {
     match err {
         EtcdError::TransportError(_) | EtcdError::IoError(_) => true,
         EtcdError::GRpcStatus(status) => match status.code() {
-            Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::ResourceExhausted
-            | Code::Aborted => true,
+            Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted => true,
             // Made on this side from a broken connection (it then carries its cause), rather
             // than sent by the server.
             Code::Unknown | Code::Internal | Code::Cancelled => status.source().is_some(),
@@ -113,9 +103,7 @@ pub(super) fn closed_early(err: &EtcdError) -> bool {
             || e.downcast_ref::<io::Error>().is_some_and(|io| {
                 matches!(
                     io.kind(),
-                    io::ErrorKind::BrokenPipe
-                        | io::ErrorKind::ConnectionReset
-                        | io::ErrorKind::UnexpectedEof
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
                 )
             })
     })
@@ -124,19 +112,14 @@ pub(super) fn closed_early(err: &EtcdError) -> bool {
 /// rustls reports handshake failures (unknown CA, certificate rejected by the server) as I/O
 /// errors of kind `InvalidData`.
 fn is_tls_failure(err: &EtcdError) -> bool {
-    chain(err).any(|e| {
-        e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::InvalidData)
-    })
+    chain(err).any(|e| e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::InvalidData))
 }
 
 /// Every message of the cause chain, joined, without the repeats that the layers add
 /// ("transport error: transport error: ..."). A status the server sent keeps its code.
 pub(super) fn detail(err: &EtcdError) -> String {
     let mut parts: Vec<String> = Vec::new();
-    if !matches!(
-        err,
-        EtcdError::TransportError(_) | EtcdError::GRpcStatus(_) | EtcdError::IoError(_)
-    ) {
+    if !matches!(err, EtcdError::TransportError(_) | EtcdError::GRpcStatus(_) | EtcdError::IoError(_)) {
         parts.push(err.to_string());
     }
     for cause in chain(err) {
@@ -153,9 +136,7 @@ pub(super) fn detail(err: &EtcdError) -> String {
     }
     let mut text = parts.join(": ");
     if is_tls_failure(err) {
-        text.push_str(
-            " (TLS handshake failed: check etcd_ca_cert_file, etcd_cert_file and etcd_key_file)",
-        );
+        text.push_str(" (TLS handshake failed: check etcd_ca_cert_file, etcd_cert_file and etcd_key_file)");
     }
     text
 }

@@ -10,8 +10,7 @@ use etcd_client::{Error as EtcdError, KvClient};
 use tonic::transport::Endpoint;
 
 use super::{
-    convert, EtcdStore, State, CONNECT_TIMEOUT, HOLD_DOWN, MAX_RESPONSE_BYTES, OPERATION_BUDGET,
-    REQUEST_TIMEOUT,
+    convert, EtcdStore, State, CONNECT_TIMEOUT, HOLD_DOWN, MAX_RESPONSE_BYTES, OPERATION_BUDGET, REQUEST_TIMEOUT,
 };
 use crate::Error;
 
@@ -107,10 +106,8 @@ impl EtcdStore {
                 }
                 Err(_elapsed) => {
                     self.forget(index);
-                    let err = Error::Unavailable {
-                        reason: format!("etcd {url}: no answer within {limit:?}"),
-                        source: None,
-                    };
+                    let err =
+                        Error::Unavailable { reason: format!("etcd {url}: no answer within {limit:?}"), source: None };
                     if !idempotent {
                         return Err(err);
                     }
@@ -181,8 +178,7 @@ impl EtcdStore {
 /// Connect to one member now (TCP, TLS and HTTP/2 handshakes), rather than on first use.
 async fn connect_one(endpoint: &Endpoint) -> Result<KvClient, EtcdError> {
     let channel = endpoint.connect().await?;
-    let client =
-        etcd_client::Client::from_channel(etcd_client::Channel::Tonic(channel), None).await?;
+    let client = etcd_client::Client::from_channel(etcd_client::Channel::Tonic(channel), None).await?;
     Ok(client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES))
 }
 

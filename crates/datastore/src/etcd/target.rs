@@ -54,9 +54,7 @@ pub(super) fn targets(
                     .tls_config(tls.clone())
                     .map_err(|e| config_error(format!("TLS settings for {url}: {e}")))?;
             } else if !url.starts_with("http://") {
-                return Err(config_error(format!(
-                    "endpoint {url:?}: only http:// and https:// URLs are supported"
-                )));
+                return Err(config_error(format!("endpoint {url:?}: only http:// and https:// URLs are supported")));
             }
             Ok(Target { url, endpoint })
         })
@@ -81,9 +79,7 @@ fn tls_config(cfg: &Config) -> Result<Option<ClientTlsConfig>, Error> {
         return Ok(None);
     }
     let Some(ca) = ca else {
-        return Err(config_error(
-            "etcd_cert_file / etcd_key_file are set but etcd_ca_cert_file is not".into(),
-        ));
+        return Err(config_error("etcd_cert_file / etcd_key_file are set but etcd_ca_cert_file is not".into()));
     };
     let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
     match (cert, key) {
@@ -91,12 +87,8 @@ fn tls_config(cfg: &Config) -> Result<Option<ClientTlsConfig>, Error> {
             tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
         }
         (None, None) => {}
-        (Some(_), None) => {
-            return Err(config_error("etcd_cert_file is set without etcd_key_file".into()))
-        }
-        (None, Some(_)) => {
-            return Err(config_error("etcd_key_file is set without etcd_cert_file".into()))
-        }
+        (Some(_), None) => return Err(config_error("etcd_cert_file is set without etcd_key_file".into())),
+        (None, Some(_)) => return Err(config_error("etcd_key_file is set without etcd_cert_file".into())),
     }
     Ok(Some(tls))
 }

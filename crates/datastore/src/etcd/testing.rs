@@ -24,9 +24,7 @@ fn etcd_binary() -> PathBuf {
         return ETCD.into();
     }
     std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths).map(|d| d.join("etcd")).find(|p| p.is_file())
-        })
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("etcd")).find(|p| p.is_file()))
         .unwrap_or_else(|| {
             panic!(
                 "etcd is not installed ({ETCD} missing and no etcd in PATH): the etcd backend \
@@ -107,11 +105,8 @@ impl Cluster {
         let token = format!("test-{}-{}", std::process::id(), free_port());
         let scheme = if tls.is_some() { "https" } else { "http" };
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-        let initial: Vec<String> = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
-            .collect();
+        let initial: Vec<String> =
+            ports.iter().enumerate().map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}")).collect();
         let members = ports
             .iter()
             .enumerate()
@@ -245,11 +240,7 @@ impl Certs {
                 .current_dir(dir.path())
                 .output()
                 .expect("run openssl (apt-get install openssl)");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         };
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
         run(&[
@@ -276,14 +267,8 @@ impl Certs {
             ("client", "extendedKeyUsage=clientAuth\n"),
         ] {
             std::fs::write(dir.path().join(format!("{name}.ext")), ext).expect("write ext");
-            let (key, csr, crt) =
-                (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"));
-            run(&[
-                &["req"][..],
-                &ec,
-                &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={name}")],
-            ]
-            .concat());
+            let (key, csr, crt) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"));
+            run(&[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={name}")]].concat());
             run(&[
                 "x509",
                 "-req",
@@ -310,10 +295,6 @@ impl Certs {
     }
 
     pub fn server(&self) -> ServerTls {
-        ServerTls {
-            ca: self.path("ca.crt"),
-            cert: self.path("server.crt"),
-            key: self.path("server.key"),
-        }
+        ServerTls { ca: self.path("ca.crt"), cert: self.path("server.crt"), key: self.path("server.key") }
     }
 }

@@ -93,15 +93,13 @@ fn concurrent_cas_increments_lose_no_update() {
     let workers: Vec<_> = (0..threads)
         .map(|i| {
             // Half the threads share one store (one connection), half have their own.
-            let store: Arc<EtcdStore> =
-                if i % 2 == 0 { shared.clone() } else { Arc::new(etcd.store()) };
+            let store: Arc<EtcdStore> = if i % 2 == 0 { shared.clone() } else { Arc::new(etcd.store()) };
             thread::spawn(move || {
                 for _ in 0..per_thread {
                     loop {
                         let kv = store.get("/counter").unwrap().expect("counter exists");
                         let n: u64 = String::from_utf8(kv.value).unwrap().parse().unwrap();
-                        match store.update("/counter", (n + 1).to_string().into(), kv.mod_revision)
-                        {
+                        match store.update("/counter", (n + 1).to_string().into(), kv.mod_revision) {
                             Ok(_) => break,
                             Err(Error::Conflict { .. }) => continue,
                             Err(e) => panic!("increment failed: {e}"),
@@ -209,8 +207,7 @@ fn tls_with_client_certificates() {
     let url = etcd.members[0].client_url.clone();
     assert!(url.starts_with("https://"));
 
-    let s =
-        EtcdStore::connect(&Config { etcd_endpoints: vec![url.clone()], ..with_certs }).unwrap();
+    let s = EtcdStore::connect(&Config { etcd_endpoints: vec![url.clone()], ..with_certs }).unwrap();
     let r = s.create("/tls", b"1".to_vec()).unwrap();
     s.update("/tls", b"2".to_vec(), r).unwrap();
     assert_eq!(s.get("/tls").unwrap().unwrap().value, b"2");

@@ -34,19 +34,15 @@ pub(super) fn prepare(path: &Path) -> Result<(), Error> {
 
 fn create(path: &Path) -> Result<(), Error> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir).map_err(|source| {
-            Error::CreateDir { path: path.to_owned(), dir: dir.to_owned(), source }
+        DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir).map_err(|source| Error::CreateDir {
+            path: path.to_owned(),
+            dir: dir.to_owned(),
+            source,
         })?;
     }
     let io_err = |source| Error::Io { path: path.to_owned(), source };
     // Not `create_new`: another process may be creating the same file right now.
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .mode(FILE_MODE)
-        .open(path)
-        .map_err(io_err)?;
+    let file = OpenOptions::new().read(true).write(true).create(true).mode(FILE_MODE).open(path).map_err(io_err)?;
     // The umask may have removed bits SQLite needs (e.g. umask 0277): set the mode exactly.
     file.set_permissions(Permissions::from_mode(FILE_MODE)).map_err(io_err)
 }

@@ -10,8 +10,7 @@ use super::EmbeddedStore;
 use crate::{Compare, Datastore, Error, KeyValue, Op, Read, TxnOutcome};
 
 const GET: &str = "SELECT key, value, mod_revision FROM kv WHERE key = ?1";
-const LIST_RANGE: &str =
-    "SELECT key, value, mod_revision FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key";
+const LIST_RANGE: &str = "SELECT key, value, mod_revision FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key";
 const LIST_FROM: &str = "SELECT key, value, mod_revision FROM kv WHERE key >= ?1 ORDER BY key";
 const BUMP_REVISION: &str = "UPDATE meta SET revision = revision + 1 RETURNING revision";
 const PUT: &str = "INSERT INTO kv (key, value, mod_revision) VALUES (?1, ?2, ?3) \
@@ -79,9 +78,7 @@ impl Drop for Txn<'_> {
 
 fn list(conn: &Connection, prefix: &str) -> rusqlite::Result<Vec<KeyValue>> {
     match prefix_end(prefix) {
-        Some(end) => {
-            conn.prepare_cached(LIST_RANGE)?.query_map(params![prefix, end], key_value)?.collect()
-        }
+        Some(end) => conn.prepare_cached(LIST_RANGE)?.query_map(params![prefix, end], key_value)?.collect(),
         None => conn.prepare_cached(LIST_FROM)?.query_map([prefix], key_value)?.collect(),
     }
 }
@@ -102,9 +99,7 @@ fn read_many(conn: &Connection, reads: &[Read]) -> rusqlite::Result<Vec<Vec<KeyV
 fn holds(conn: &Connection, compare: &Compare) -> rusqlite::Result<bool> {
     Ok(match compare {
         Compare::Absent(key) => get(conn, key)?.is_none(),
-        Compare::Revision(key, revision) => {
-            get(conn, key)?.is_some_and(|kv| kv.mod_revision == *revision)
-        }
+        Compare::Revision(key, revision) => get(conn, key)?.is_some_and(|kv| kv.mod_revision == *revision),
     })
 }
 
@@ -118,9 +113,7 @@ fn txn(conn: &Connection, compares: &[Compare], ops: &[Op]) -> rusqlite::Result<
     let revision: i64 = conn.prepare_cached(BUMP_REVISION)?.query_row([], |row| row.get(0))?;
     for op in ops {
         match op {
-            Op::Put { key, value } => {
-                conn.prepare_cached(PUT)?.execute(params![key, value, revision])?
-            }
+            Op::Put { key, value } => conn.prepare_cached(PUT)?.execute(params![key, value, revision])?,
             Op::Delete { key } => conn.prepare_cached(DELETE)?.execute([key])?,
         };
     }
