@@ -15,7 +15,9 @@
 //! request (all its other file descriptors closed, so a runtime reading our
 //! stdout still sees EOF when we exit), and returns as soon as the kernel's
 //! own notification for that ifindex arrives. The helper sits out the
-//! barrier, then exits and is reaped by init or the nearest subreaper. If
+//! barrier, then exits: a short-lived plugin has usually exited by then and
+//! init reaps it; a long-lived process reaps it (and unmaps its stack) at its
+//! next detached call, or with [`detach::reap`]. If
 //! the notification is lost (a full socket buffer), the helper's result,
 //! sent through a pipe, still answers; only the speed-up is lost.
 
