@@ -37,6 +37,9 @@ pub struct Owner {
     pub ifname: String,
     /// Extra descriptive attributes stored with the address (e.g. k8s namespace and pod).
     pub extra: BTreeMap<String, String>,
+    /// The plugin the allocation is for (`calico-cni` when calico-cni runs IPAM in its own
+    /// process, and then writes an endpoint record); empty for calico-ipam itself.
+    pub plugin: String,
 }
 
 impl Owner {
@@ -50,14 +53,26 @@ impl Owner {
         Attribute { handle_id: Some(self.handle.clone()), secondary }
     }
 
-    fn handle_attributes(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
+    /// What the handle records: the attachment, and the node that made it, so that GC (whose
+    /// list of valid attachments is one host's view) only ever considers this node's handles.
+    fn handle_attributes(&self, host: &str) -> BTreeMap<String, String> {
+        let mut attrs = BTreeMap::from([
             ("network".into(), self.network.clone()),
             ("container_id".into(), self.container_id.clone()),
             ("ifname".into(), self.ifname.clone()),
-        ])
+            (HANDLE_NODE.into(), host.into()),
+        ]);
+        if !self.plugin.is_empty() {
+            attrs.insert(HANDLE_PLUGIN.into(), self.plugin.clone());
+        }
+        attrs
     }
 }
+
+/// The handle attribute naming the node that made the allocation.
+pub const HANDLE_NODE: &str = "node";
+/// The handle attribute naming the plugin an allocation is for (see [`Owner::plugin`]).
+pub const HANDLE_PLUGIN: &str = "plugin";
 
 /// What to allocate.
 #[derive(Clone, Debug, Default)]
@@ -403,7 +418,7 @@ impl<'a> Ipam<'a> {
     /// the (single) block for `owner`. Returns false on a conflict.
     fn commit(&self, writes: Vec<BlockWrite>, state: &mut HandleState, owner: &Owner, added: u32) -> Result<bool, Error> {
         let mut handle = state.handle.clone();
-        handle.attributes = owner.handle_attributes();
+        handle.attributes = owner.handle_attributes(&self.host);
         for w in &writes {
             handle.add(&w.block.cidr.to_string(), added);
         }
@@ -532,22 +547,51 @@ impl<'a> Ipam<'a> {
         Err(Error::TooMuchContention { key: "release".into(), attempts: MAX_ATTEMPTS })
     }
 
-    /// Release every allocation of `network` whose (container id, ifname) is not in `valid`.
-    /// Returns the handles released.
+    /// Release every allocation of `network` made by this node whose (container id, ifname)
+    /// is not in `valid`. Returns the handles released.
+    ///
+    /// `valid` is the runtime's view of its own host only: another node's allocations of the
+    /// same network are never touched (on a shared store that would free live addresses and
+    /// hand them out twice).
     pub fn gc(&self, network: &str, valid: &HashSet<(String, String)>) -> Result<Vec<String>, Error> {
         let mut released = Vec::new();
         for kv in self.store.list(&format!("{}{network}.", keys::HANDLE_PREFIX))? {
             let handle: Handle = store::decode(&kv)?;
             let attr = |k: &str| handle.attributes.get(k).cloned().unwrap_or_default();
-            if attr("network") != network {
+            if attr("network") != network || valid.contains(&(attr("container_id"), attr("ifname"))) {
                 continue;
             }
-            if !valid.contains(&(attr("container_id"), attr("ifname"))) {
-                self.release_handle(&handle.id)?;
-                released.push(handle.id);
+            if !self.made_here(&handle)? {
+                continue;
             }
+            self.release_handle(&handle.id)?;
+            released.push(handle.id);
         }
         Ok(released)
+    }
+
+    /// Whether this node made the allocations of `handle`. The handle says so since it
+    /// records its node; a handle written by an older version without one is this node's
+    /// only if every address it holds is recorded in its block as allocated by this node
+    /// (`secondary.node`). Anything that cannot be proven ours (no addresses, an address
+    /// without a node) is left alone: GC must never free another host's live address.
+    fn made_here(&self, handle: &Handle) -> Result<bool, Error> {
+        if let Some(node) = handle.attributes.get(HANDLE_NODE) {
+            return Ok(*node == self.host);
+        }
+        let mut held = 0;
+        for kv in self.store.read_many(&handle.block_reads())?.iter().flatten() {
+            let block: Block = store::decode(kv)?;
+            for ip in block.ips_of(&handle.id) {
+                held += 1;
+                let node = block.holder(ip).and_then(|a| a.secondary.get("node"));
+                if node.map(String::as_str) != Some(self.host.as_str()) {
+                    tracing::debug!(handle = %handle.id, %ip, ?node, "GC leaves an address it cannot prove is this node's");
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(held > 0)
     }
 
     /// Whether an ADD could succeed: the store answers and some enabled pool has room.

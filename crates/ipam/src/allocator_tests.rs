@@ -251,6 +251,30 @@ fn gc_releases_only_invalid_attachments_of_this_network() {
 }
 
 #[test]
+fn gc_leaves_other_nodes_and_unprovable_legacy_handles_alone() {
+    let s = MemoryStore::new();
+    add_pool(&s, "10.1.0.0/24", 26);
+    let (n1, n2) = (Ipam::new(&s, "n1"), Ipam::new(&s, "n2"));
+    n1.assign(&v4("mine")).unwrap();
+    n2.assign(&v4("theirs")).unwrap();
+    // Handles as older versions wrote them, without the node: one allocated by n1, one by n2.
+    n1.assign(&v4("old-mine")).unwrap();
+    n2.assign(&v4("old-theirs")).unwrap();
+    for id in ["net.old-mine", "net.old-theirs"] {
+        let kv = s.get(&keys::handle(id)).unwrap().unwrap();
+        let mut h: Handle = store::decode(&kv).unwrap();
+        h.attributes.remove(HANDLE_NODE);
+        s.txn(&[], &[Op::Put { key: kv.key, value: store::encode(&h) }]).unwrap();
+    }
+    let none = HashSet::new();
+    assert_eq!(n1.gc("net", &none).unwrap(), vec!["net.mine".to_string(), "net.old-mine".to_string()]);
+    assert!(s.get(&keys::handle("net.theirs")).unwrap().is_some(), "another node's handle stays");
+    assert!(s.get(&keys::handle("net.old-theirs")).unwrap().is_some(), "a legacy handle of another node stays");
+    assert_eq!(n2.gc("net", &none).unwrap().len(), 2);
+    assert_clean(&s);
+}
+
+#[test]
 fn hosts_racing_on_one_store_never_share_an_address() {
     let s = Arc::new(MemoryStore::new());
     add_pool(&*s, "10.1.0.0/22", 28);
