@@ -11,6 +11,7 @@
 //! the same transaction as the block, so that a host with many full blocks finds the one with
 //! room without reading them all.
 
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -130,6 +131,11 @@ pub struct Ipam<'a> {
     store: &'a dyn Datastore,
     host: String,
     prefetch: Vec<IpNetwork>,
+    /// Calico's default IPv4 pool while an ADD allocates from it but nobody has created it:
+    /// it is created by the allocation's own transaction, so an ADD that fails leaves none.
+    default_pool: RefCell<Option<Pool>>,
+    /// Whether this call's transaction created the default pool (undone with the rest).
+    created_default_pool: Cell<bool>,
 }
 
 /// Blocks read ahead in a call's first round trip, by CIDR: each is used at most once, in
@@ -138,7 +144,13 @@ type Prefetched = HashMap<IpNetwork, KeyValue>;
 
 impl<'a> Ipam<'a> {
     pub fn new(store: &'a dyn Datastore, host: impl Into<String>) -> Ipam<'a> {
-        Ipam { store, host: host.into(), prefetch: Vec::new() }
+        Ipam {
+            store,
+            host: host.into(),
+            prefetch: Vec::new(),
+            default_pool: RefCell::new(None),
+            created_default_pool: Cell::new(false),
+        }
     }
 
     /// Also read `blocks` in the first round trip of [`Ipam::assign`] and
@@ -185,8 +197,12 @@ impl<'a> Ipam<'a> {
         let mut pools6 = pool::decode_all(&reads.pop().unwrap_or_default())?;
         let mut pools4 = pool::decode_all(&reads.pop().unwrap_or_default())?;
         let mut state = handle_state(&owner.handle, reads.pop().unwrap_or_default().first())?;
-        if req.v4.is_some() || req.ips.iter().any(IpAddr::is_ipv4) {
-            pools4 = pool::ensure_default_v4(self.store, pools4)?;
+        // No IPv4 pool at all: allocate from Calico's default pool, created in the same
+        // transaction as the first allocation that uses it (never by an ADD that fails).
+        if pools4.is_empty() && (req.v4.is_some() || req.ips.iter().any(IpAddr::is_ipv4)) {
+            let default = pool::default_v4();
+            pools4.push(default.clone());
+            *self.default_pool.borrow_mut() = Some(default);
         }
         let all_pools: Vec<Pool> = pools4.iter().chain(&pools6).cloned().collect();
 
@@ -232,8 +248,22 @@ impl<'a> Ipam<'a> {
                         tracing::error!(error = %undo, ips = ?fresh, "could not roll back a partial allocation");
                     }
                 }
+                if self.created_default_pool.get() {
+                    self.remove_default_pool();
+                }
                 Err(e)
             }
+        }
+    }
+
+    /// Undo the creation of the default pool by a call that then failed. Refused (and left
+    /// alone) when another host allocated from it meanwhile.
+    fn remove_default_pool(&self) {
+        let cidr = pool::default_v4().cidr;
+        match pool::remove(self.store, &cidr, false) {
+            Ok(_) => tracing::info!(%cidr, "removed the default IPv4 pool this failed ADD created"),
+            Err(Error::PoolInUse { .. }) => {}
+            Err(e) => tracing::error!(error = %e, %cidr, "could not remove the default IPv4 pool this failed ADD created"),
         }
     }
 
@@ -437,12 +467,29 @@ impl<'a> Ipam<'a> {
             None => Compare::Absent(key.clone()),
         });
         ops.push(Op::Put { key, value: store::encode(&handle) });
+        let default_pool = self.default_pool.borrow().clone();
+        if let Some(pool) = &default_pool {
+            compares.push(Compare::Absent(keys::pool(&pool.cidr)));
+            ops.push(Op::Put { key: keys::pool(&pool.cidr), value: store::encode(pool) });
+        }
         match self.store.txn(&compares, &ops)? {
             datastore::TxnOutcome::Committed { revision } => {
                 *state = HandleState { handle, revision: Some(revision) };
+                if let Some(pool) = self.default_pool.take() {
+                    tracing::info!(cidr = %pool.cidr, "created the default IPv4 pool");
+                    self.created_default_pool.set(true);
+                }
                 Ok(true)
             }
-            datastore::TxnOutcome::Conflict => Ok(false),
+            datastore::TxnOutcome::Conflict => {
+                // Another process may have created the default pool first: use it from now on.
+                if let Some(pool) = &default_pool {
+                    if self.store.get(&keys::pool(&pool.cidr))?.is_some() {
+                        self.default_pool.take();
+                    }
+                }
+                Ok(false)
+            }
         }
     }
 

@@ -57,6 +57,26 @@ fn first_add_creates_default_pool_and_affine_block() {
 }
 
 #[test]
+fn a_failed_add_leaves_no_default_pool() {
+    let s = MemoryStore::new();
+    let ipam = Ipam::new(&s, "node1");
+    let mut unknown = v4("c1");
+    unknown.v4 = Some(vec![cidr("10.99.0.0/24")]);
+    assert!(matches!(ipam.assign(&unknown), Err(Error::PoolNotFound { .. })));
+    let outside = Request { owner: owner("c2"), ips: vec!["10.9.9.9".parse().unwrap()], ..Default::default() };
+    assert!(matches!(ipam.assign(&outside), Err(Error::AddressNotInPool { .. })));
+    // Dual-stack without an IPv6 pool: the IPv4 half (and the pool it created) is undone.
+    let dual = Request { v6: Some(vec![]), ..v4("c3") };
+    assert!(matches!(ipam.assign(&dual), Err(Error::NoPools { family: 6 })));
+    assert!(pool::list(&s, None).unwrap().is_empty());
+    assert!(s.list("/").unwrap().is_empty(), "nothing at all is left: {:?}", s.list("/").unwrap());
+    // The next ADD that succeeds creates it.
+    ipam.assign(&v4("c4")).unwrap();
+    assert_eq!(pool::list(&s, None).unwrap(), vec![pool::default_v4()]);
+    assert_clean(&s);
+}
+
+#[test]
 fn repeated_add_returns_same_address_and_del_is_idempotent() {
     let s = MemoryStore::new();
     let ipam = Ipam::new(&s, "node1");
