@@ -40,3 +40,33 @@ fn a_failed_add_creates_no_default_pool() {
         backend.assert_clean();
     }
 }
+
+#[test]
+fn read_only_commands_never_create_a_store() {
+    let scratch = calico_tests::StoreDir::new();
+    let dir = scratch.dir.path().join("mistyped/dir");
+    let db = dir.join("x.db").display().to_string();
+    let ctl = |args: &[&str]| {
+        let mut full = vec!["--datastore-path", db.as_str()];
+        full.extend_from_slice(args);
+        calico_tests::calicoctl(&[], &full)
+    };
+    for args in [
+        &["pool", "show"][..],
+        &["pool", "show", "-o", "json"],
+        &["ipam", "show"],
+        &["ipam", "check"],
+        &["ipam", "release", "--ip", "10.0.0.1"],
+        &["pool", "remove", "10.0.0.0/24"],
+    ] {
+        let out = ctl(args);
+        assert!(!out.ok(), "{args:?} succeeded on a missing store: {out:#?}");
+        assert!(out.stderr.contains(&db) && out.stderr.contains("does not exist"), "{args:?}: {out:#?}");
+        assert!(!dir.exists(), "{args:?} created {}", dir.display());
+    }
+    // A write command still creates it.
+    ctl(&["pool", "add", "10.0.0.0/24"]).success();
+    assert!(dir.join("x.db").is_file());
+    let shown = ctl(&["pool", "show", "-o", "json"]).expect_ok();
+    assert_eq!(shown[0]["cidr"], "10.0.0.0/24", "{shown}");
+}
