@@ -10,8 +10,6 @@ use crate::{endpoint, Error};
 
 /// The IPAM type calico-cni runs in its own process instead of exec'ing it.
 pub const IN_PROCESS_IPAM: &str = "calico-ipam";
-/// What calico-cni's allocations record as their plugin (see [`ipam::plugin::Verbs::plugin`]).
-pub const CALICO_CNI: &str = "calico-cni";
 
 pub struct Context {
     pub conf: CalicoConf,
@@ -48,7 +46,7 @@ impl Context {
             conf: &self.conf,
             store: &*self.store,
             host: &self.node,
-            plugin: CALICO_CNI,
+            plugin: ipam::allocator::PLUGIN_CALICO_CNI,
         })
     }
 

@@ -74,6 +74,8 @@ impl Owner {
 pub const HANDLE_NODE: &str = "node";
 /// The handle attribute naming the plugin an allocation is for (see [`Owner::plugin`]).
 pub const HANDLE_PLUGIN: &str = "plugin";
+/// [`HANDLE_PLUGIN`] of calico-cni's allocations: each has an endpoint record.
+pub const PLUGIN_CALICO_CNI: &str = "calico-cni";
 
 /// What to allocate.
 #[derive(Clone, Debug, Default)]
