@@ -46,6 +46,7 @@ impl Context {
             conf: &self.conf,
             store: &*self.store,
             host: &self.node,
+            plugin: ipam::allocator::PLUGIN_CALICO_CNI,
         })
     }
 

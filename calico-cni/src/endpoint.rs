@@ -26,9 +26,12 @@ pub struct Endpoint {
     pub result: serde_json::Value,
 }
 
+/// Where every node's records live.
+const HOST_PREFIX: &str = "/calico/v1/host/";
+
 /// Where the endpoints of `node` live.
 pub fn node_prefix(node: &str) -> String {
-    format!("/calico/v1/host/{node}/workload/")
+    format!("{HOST_PREFIX}{node}/workload/")
 }
 
 pub fn key(node: &str, orchestrator: &str, workload_id: &str, ifname: &str) -> String {
@@ -38,6 +41,11 @@ pub fn key(node: &str, orchestrator: &str, workload_id: &str, ifname: &str) -> S
 impl Endpoint {
     pub fn key(&self) -> String {
         key(&self.node, &self.orchestrator, &self.workload_id, &self.ifname)
+    }
+
+    /// The endpoint's addresses without their prefix length (unparsable entries skipped).
+    pub fn addresses(&self) -> Vec<std::net::IpAddr> {
+        self.ips.iter().filter_map(|ip| ip.split('/').next()?.parse().ok()).collect()
     }
 }
 
@@ -59,6 +67,12 @@ pub fn put(store: &dyn Datastore, ep: &Endpoint) -> Result<(), Error> {
 pub fn delete(store: &dyn Datastore, key: &str) -> Result<(), Error> {
     store.txn(&[], &[Op::Delete { key: key.to_owned() }])?;
     Ok(())
+}
+
+/// Every endpoint record of every node.
+pub fn list_all(store: &dyn Datastore) -> Result<Vec<Endpoint>, Error> {
+    let is_endpoint = |key: &str| key.contains("/workload/") && key.contains("/endpoint/");
+    store.list(HOST_PREFIX)?.iter().filter(|kv| is_endpoint(&kv.key)).map(decode).collect()
 }
 
 /// Every endpoint record of `node`.

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 
+use calico_cni::endpoint;
 use datastore::Datastore;
 use ipam::report;
 
@@ -18,16 +19,21 @@ pub enum IpamCommand {
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output: Output,
     },
-    /// Find allocations without a handle, handles without an allocation, and blocks whose
-    /// counts disagree (exit status 1 when anything is found)
+    /// Find allocations without a handle, handles without an allocation, blocks whose
+    /// counts disagree, and endpoints and allocations that have lost each other (exit
+    /// status 1 when anything is found)
     Check {
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output: Output,
     },
-    /// Release an address, whoever holds it
+    /// Release an address, whoever holds it (refused while a workload endpoint uses it,
+    /// unless --force)
     Release {
         #[arg(long)]
         ip: String,
+        /// release it even though a workload endpoint holds it
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -56,13 +62,25 @@ pub fn run(store: &dyn Datastore, cmd: IpamCommand) -> anyhow::Result<ExitCode> 
             Ok(ExitCode::SUCCESS)
         }
         IpamCommand::Check { output } => {
-            let r = report::check(store)?;
+            let mut r = report::check(store)?;
+            let endpoints: Vec<report::EndpointRef> = endpoint::list_all(store)?
+                .into_iter()
+                .map(|ep| report::EndpointRef {
+                    ips: ep.addresses(),
+                    key: ep.key(),
+                    node: ep.node,
+                    network: ep.network,
+                    container_id: ep.container_id,
+                    ifname: ep.ifname,
+                })
+                .collect();
+            report::check_endpoints(store, &endpoints, &mut r)?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&r)?),
                 Output::Table => {
                     println!(
-                        "Checked {} block(s), {} handle(s), {} allocation(s).",
-                        r.blocks, r.handles, r.allocations
+                        "Checked {} block(s), {} handle(s), {} allocation(s), {} endpoint(s).",
+                        r.blocks, r.handles, r.allocations, r.endpoints
                     );
                     for p in &r.problems {
                         println!("problem: {p}");
@@ -74,8 +92,23 @@ pub fn run(store: &dyn Datastore, cmd: IpamCommand) -> anyhow::Result<ExitCode> 
             }
             Ok(if r.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        IpamCommand::Release { ip } => {
+        IpamCommand::Release { ip, force } => {
             let ip: IpAddr = ip.parse().with_context(|| format!("{ip:?} is not an IP address"))?;
+            if let Some(ep) = endpoint::list_all(store)?.into_iter().find(|ep| ep.addresses().contains(&ip)) {
+                let holder = format!(
+                    "endpoint {} (container {}, interface {}, node {})",
+                    ep.key(),
+                    ep.container_id,
+                    ep.ifname,
+                    ep.node
+                );
+                if !force {
+                    anyhow::bail!(
+                        "{ip} is in use by {holder}; remove the container (CNI DEL), or use --force to release it anyway"
+                    );
+                }
+                eprintln!("Warning: {ip} is in use by {holder}; releasing it anyway (--force)");
+            }
             let released = ipam::Ipam::new(store, String::new()).release_ips(&[ip])?;
             for (ip, handle) in released {
                 println!("Released {ip} (handle {})", handle.unwrap_or_else(|| "none".into()));

@@ -44,6 +44,12 @@ enum Command {
     },
 }
 
+impl Command {
+    fn may_create_store(&self) -> bool {
+        matches!(self, Command::Pool { command: pool_cmd::PoolCommand::Add { .. } })
+    }
+}
+
 /// Output format of show commands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -70,6 +76,9 @@ fn main() -> ExitCode {
         etcd_cert_file: cli.etcd_cert_file,
         etcd_ca_cert_file: cli.etcd_ca_cert_file,
         datastore_path: cli.datastore_path,
+        // Only `pool add` may create the embedded store: every other command reads or changes
+        // what is there, and a mistyped path must be an error, not a new empty store.
+        existing_only: !cli.command.may_create_store(),
     };
     let result = datastore::config::open(&cfg).map_err(anyhow::Error::from).and_then(|store| match cli.command {
         Command::Pool { command } => pool_cmd::run(&*store, command),

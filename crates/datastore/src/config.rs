@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::sqlite::EmbeddedStore;
+use crate::sqlite::{EmbeddedOptions, EmbeddedStore};
 use crate::{Datastore, Error};
 
 /// Where the embedded store lives when no path is configured.
@@ -21,6 +21,10 @@ pub struct Config {
     pub etcd_ca_cert_file: Option<PathBuf>,
     /// The embedded store's file; [`DEFAULT_DATASTORE_PATH`] when `None`.
     pub datastore_path: Option<PathBuf>,
+    /// Open the embedded store only if it exists ([`Error::Missing`] otherwise), for
+    /// commands that only read or change what is there: they must not create a store (and
+    /// its directories) at a mistyped path.
+    pub existing_only: bool,
 }
 
 impl Config {
@@ -40,7 +44,8 @@ impl Config {
 /// [`DEFAULT_DATASTORE_PATH`]) when `etcd_endpoints` is empty, etcd otherwise.
 pub fn open(cfg: &Config) -> Result<Box<dyn Datastore>, Error> {
     if cfg.etcd_endpoints.is_empty() {
-        return Ok(Box::new(EmbeddedStore::open(cfg.embedded_path())?));
+        let options = EmbeddedOptions { create: !cfg.existing_only, ..EmbeddedOptions::default() };
+        return Ok(Box::new(EmbeddedStore::open_with(cfg.embedded_path(), options)?));
     }
     open_etcd(cfg)
 }
@@ -77,6 +82,19 @@ mod tests {
         let store = open(&cfg).expect("open embedded store");
         assert_eq!(store.create("/k", b"v".to_vec()).expect("create"), 1);
         assert!(path.is_file());
+    }
+
+    #[test]
+    fn existing_only_never_creates_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mistyped/store.db");
+        let cfg = Config { datastore_path: Some(path.clone()), existing_only: true, ..Config::default() };
+        let err = open(&cfg).err().expect("a missing store is an error");
+        assert!(matches!(err, Error::Missing { .. }), "{err}");
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+        assert!(!path.parent().unwrap().exists(), "the directory was created");
+        open(&Config { existing_only: false, ..cfg.clone() }).expect("create");
+        open(&cfg).expect("an existing store opens");
     }
 
     #[cfg(not(feature = "etcd"))]

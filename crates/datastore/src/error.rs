@@ -24,6 +24,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The embedded store does not exist, and the caller asked not to create it.
+    #[error("embedded datastore {path} does not exist")]
+    Missing { path: PathBuf },
+
     /// The directory that should hold the embedded store could not be created.
     #[error("embedded datastore {path}: cannot create directory {dir}: {source}")]
     CreateDir {

@@ -104,11 +104,14 @@ pub struct EmbeddedOptions {
     pub busy_timeout: Duration,
     /// What a commit survives; see the module documentation for the measured cost.
     pub synchronous: Synchronous,
+    /// Create the file (and its directory) when missing; when false, a missing store is
+    /// [`Error::Missing`] (SQLite is asked to open it without creating it: no race).
+    pub create: bool,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        EmbeddedOptions { busy_timeout: DEFAULT_BUSY_TIMEOUT, synchronous: Synchronous::default() }
+        EmbeddedOptions { busy_timeout: DEFAULT_BUSY_TIMEOUT, synchronous: Synchronous::default(), create: true }
     }
 }
 
@@ -126,13 +129,22 @@ impl EmbeddedStore {
         Self::open_with(path, EmbeddedOptions::default())
     }
 
-    /// Open (creating if needed) the store at `path`.
+    /// Open the store at `path`, creating it if needed unless `options.create` is false.
     pub fn open_with(path: &Path, options: EmbeddedOptions) -> Result<EmbeddedStore, Error> {
-        file::prepare(path)?;
+        if options.create {
+            file::prepare(path)?;
+        }
         let sql_err = |e| sqlite_error(path, options.busy_timeout, e);
-        // No SQLITE_OPEN_CREATE: `file::prepare` made the file with the right mode.
+        // No SQLITE_OPEN_CREATE: `file::prepare` made the file with the right mode, or the
+        // caller wants an existing store only.
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut conn = Connection::open_with_flags(path, flags).map_err(sql_err)?;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(|e| {
+            if !options.create && !path.exists() {
+                Error::Missing { path: path.to_owned() }
+            } else {
+                sql_err(e)
+            }
+        })?;
         conn.busy_timeout(options.busy_timeout).map_err(sql_err)?;
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true).map_err(sql_err)?;
         conn.execute_batch(options.synchronous.pragma()).map_err(sql_err)?;

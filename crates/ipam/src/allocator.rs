@@ -11,6 +11,7 @@
 //! the same transaction as the block, so that a host with many full blocks finds the one with
 //! room without reading them all.
 
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -37,6 +38,9 @@ pub struct Owner {
     pub ifname: String,
     /// Extra descriptive attributes stored with the address (e.g. k8s namespace and pod).
     pub extra: BTreeMap<String, String>,
+    /// The plugin the allocation is for (`calico-cni` when calico-cni runs IPAM in its own
+    /// process, and then writes an endpoint record); empty for calico-ipam itself.
+    pub plugin: String,
 }
 
 impl Owner {
@@ -50,14 +54,28 @@ impl Owner {
         Attribute { handle_id: Some(self.handle.clone()), secondary }
     }
 
-    fn handle_attributes(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
+    /// What the handle records: the attachment, and the node that made it, so that GC (whose
+    /// list of valid attachments is one host's view) only ever considers this node's handles.
+    fn handle_attributes(&self, host: &str) -> BTreeMap<String, String> {
+        let mut attrs = BTreeMap::from([
             ("network".into(), self.network.clone()),
             ("container_id".into(), self.container_id.clone()),
             ("ifname".into(), self.ifname.clone()),
-        ])
+            (HANDLE_NODE.into(), host.into()),
+        ]);
+        if !self.plugin.is_empty() {
+            attrs.insert(HANDLE_PLUGIN.into(), self.plugin.clone());
+        }
+        attrs
     }
 }
+
+/// The handle attribute naming the node that made the allocation.
+pub const HANDLE_NODE: &str = "node";
+/// The handle attribute naming the plugin an allocation is for (see [`Owner::plugin`]).
+pub const HANDLE_PLUGIN: &str = "plugin";
+/// [`HANDLE_PLUGIN`] of calico-cni's allocations: each has an endpoint record.
+pub const PLUGIN_CALICO_CNI: &str = "calico-cni";
 
 /// What to allocate.
 #[derive(Clone, Debug, Default)]
@@ -115,6 +133,11 @@ pub struct Ipam<'a> {
     store: &'a dyn Datastore,
     host: String,
     prefetch: Vec<IpNetwork>,
+    /// Calico's default IPv4 pool while an ADD allocates from it but nobody has created it:
+    /// it is created by the allocation's own transaction, so an ADD that fails leaves none.
+    default_pool: RefCell<Option<Pool>>,
+    /// Whether this call's transaction created the default pool (undone with the rest).
+    created_default_pool: Cell<bool>,
 }
 
 /// Blocks read ahead in a call's first round trip, by CIDR: each is used at most once, in
@@ -123,7 +146,13 @@ type Prefetched = HashMap<IpNetwork, KeyValue>;
 
 impl<'a> Ipam<'a> {
     pub fn new(store: &'a dyn Datastore, host: impl Into<String>) -> Ipam<'a> {
-        Ipam { store, host: host.into(), prefetch: Vec::new() }
+        Ipam {
+            store,
+            host: host.into(),
+            prefetch: Vec::new(),
+            default_pool: RefCell::new(None),
+            created_default_pool: Cell::new(false),
+        }
     }
 
     /// Also read `blocks` in the first round trip of [`Ipam::assign`] and
@@ -175,8 +204,12 @@ impl<'a> Ipam<'a> {
         let mut pools6 = pool::decode_all(&reads.pop().unwrap_or_default())?;
         let mut pools4 = pool::decode_all(&reads.pop().unwrap_or_default())?;
         let mut state = handle_state(&owner.handle, reads.pop().unwrap_or_default().first())?;
-        if req.v4.is_some() || req.ips.iter().any(IpAddr::is_ipv4) {
-            pools4 = pool::ensure_default_v4(self.store, pools4)?;
+        // No IPv4 pool at all: allocate from Calico's default pool, created in the same
+        // transaction as the first allocation that uses it (never by an ADD that fails).
+        if pools4.is_empty() && (req.v4.is_some() || req.ips.iter().any(IpAddr::is_ipv4)) {
+            let default = pool::default_v4();
+            pools4.push(default.clone());
+            *self.default_pool.borrow_mut() = Some(default);
         }
         let all_pools: Vec<Pool> = pools4.iter().chain(&pools6).cloned().collect();
 
@@ -221,7 +254,23 @@ impl<'a> Ipam<'a> {
                         tracing::error!(error = %undo, ips = ?fresh, "could not roll back a partial allocation");
                     }
                 }
+                if self.created_default_pool.get() {
+                    self.remove_default_pool();
+                }
                 Err(e)
+            }
+        }
+    }
+
+    /// Undo the creation of the default pool by a call that then failed. Refused (and left
+    /// alone) when another host allocated from it meanwhile.
+    fn remove_default_pool(&self) {
+        let cidr = pool::default_v4().cidr;
+        match pool::remove(self.store, &cidr, false) {
+            Ok(_) => tracing::info!(%cidr, "removed the default IPv4 pool this failed ADD created"),
+            Err(Error::PoolInUse { .. }) => {}
+            Err(e) => {
+                tracing::error!(error = %e, %cidr, "could not remove the default IPv4 pool this failed ADD created")
             }
         }
     }
@@ -413,7 +462,7 @@ impl<'a> Ipam<'a> {
         added: u32,
     ) -> Result<bool, Error> {
         let mut handle = state.handle.clone();
-        handle.attributes = owner.handle_attributes();
+        handle.attributes = owner.handle_attributes(&self.host);
         for w in &writes {
             handle.add(&w.block.cidr.to_string(), added);
         }
@@ -432,12 +481,29 @@ impl<'a> Ipam<'a> {
             None => Compare::Absent(key.clone()),
         });
         ops.push(Op::Put { key, value: store::encode(&handle) });
+        let default_pool = self.default_pool.borrow().clone();
+        if let Some(pool) = &default_pool {
+            compares.push(Compare::Absent(keys::pool(&pool.cidr)));
+            ops.push(Op::Put { key: keys::pool(&pool.cidr), value: store::encode(pool) });
+        }
         match self.store.txn(&compares, &ops)? {
             datastore::TxnOutcome::Committed { revision } => {
                 *state = HandleState { handle, revision: Some(revision) };
+                if let Some(pool) = self.default_pool.take() {
+                    tracing::info!(cidr = %pool.cidr, "created the default IPv4 pool");
+                    self.created_default_pool.set(true);
+                }
                 Ok(true)
             }
-            datastore::TxnOutcome::Conflict => Ok(false),
+            datastore::TxnOutcome::Conflict => {
+                // Another process may have created the default pool first: use it from now on.
+                if let Some(pool) = &default_pool {
+                    if self.store.get(&keys::pool(&pool.cidr))?.is_some() {
+                        self.default_pool.take();
+                    }
+                }
+                Ok(false)
+            }
         }
     }
 
@@ -542,22 +608,51 @@ impl<'a> Ipam<'a> {
         Err(Error::TooMuchContention { key: "release".into(), attempts: MAX_ATTEMPTS })
     }
 
-    /// Release every allocation of `network` whose (container id, ifname) is not in `valid`.
-    /// Returns the handles released.
+    /// Release every allocation of `network` made by this node whose (container id, ifname)
+    /// is not in `valid`. Returns the handles released.
+    ///
+    /// `valid` is the runtime's view of its own host only: another node's allocations of the
+    /// same network are never touched (on a shared store that would free live addresses and
+    /// hand them out twice).
     pub fn gc(&self, network: &str, valid: &HashSet<(String, String)>) -> Result<Vec<String>, Error> {
         let mut released = Vec::new();
         for kv in self.store.list(&format!("{}{network}.", keys::HANDLE_PREFIX))? {
             let handle: Handle = store::decode(&kv)?;
             let attr = |k: &str| handle.attributes.get(k).cloned().unwrap_or_default();
-            if attr("network") != network {
+            if attr("network") != network || valid.contains(&(attr("container_id"), attr("ifname"))) {
                 continue;
             }
-            if !valid.contains(&(attr("container_id"), attr("ifname"))) {
-                self.release_handle(&handle.id)?;
-                released.push(handle.id);
+            if !self.made_here(&handle)? {
+                continue;
             }
+            self.release_handle(&handle.id)?;
+            released.push(handle.id);
         }
         Ok(released)
+    }
+
+    /// Whether this node made the allocations of `handle`. The handle says so since it
+    /// records its node; a handle written by an older version without one is this node's
+    /// only if every address it holds is recorded in its block as allocated by this node
+    /// (`secondary.node`). Anything that cannot be proven ours (no addresses, an address
+    /// without a node) is left alone: GC must never free another host's live address.
+    fn made_here(&self, handle: &Handle) -> Result<bool, Error> {
+        if let Some(node) = handle.attributes.get(HANDLE_NODE) {
+            return Ok(*node == self.host);
+        }
+        let mut held = 0;
+        for kv in self.store.read_many(&handle.block_reads())?.iter().flatten() {
+            let block: Block = store::decode(kv)?;
+            for ip in block.ips_of(&handle.id) {
+                held += 1;
+                let node = block.holder(ip).and_then(|a| a.secondary.get("node"));
+                if node.map(String::as_str) != Some(self.host.as_str()) {
+                    tracing::debug!(handle = %handle.id, %ip, ?node, "GC leaves an address it cannot prove is this node's");
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(held > 0)
     }
 
     /// Whether an ADD could succeed: the store answers and some enabled pool has room.

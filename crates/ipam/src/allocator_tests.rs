@@ -57,6 +57,26 @@ fn first_add_creates_default_pool_and_affine_block() {
 }
 
 #[test]
+fn a_failed_add_leaves_no_default_pool() {
+    let s = MemoryStore::new();
+    let ipam = Ipam::new(&s, "node1");
+    let mut unknown = v4("c1");
+    unknown.v4 = Some(vec![cidr("10.99.0.0/24")]);
+    assert!(matches!(ipam.assign(&unknown), Err(Error::PoolNotFound { .. })));
+    let outside = Request { owner: owner("c2"), ips: vec!["10.9.9.9".parse().unwrap()], ..Default::default() };
+    assert!(matches!(ipam.assign(&outside), Err(Error::AddressNotInPool { .. })));
+    // Dual-stack without an IPv6 pool: the IPv4 half (and the pool it created) is undone.
+    let dual = Request { v6: Some(vec![]), ..v4("c3") };
+    assert!(matches!(ipam.assign(&dual), Err(Error::NoPools { family: 6 })));
+    assert!(pool::list(&s, None).unwrap().is_empty());
+    assert!(s.list("/").unwrap().is_empty(), "nothing at all is left: {:?}", s.list("/").unwrap());
+    // The next ADD that succeeds creates it.
+    ipam.assign(&v4("c4")).unwrap();
+    assert_eq!(pool::list(&s, None).unwrap(), vec![pool::default_v4()]);
+    assert_clean(&s);
+}
+
+#[test]
 fn repeated_add_returns_same_address_and_del_is_idempotent() {
     let s = MemoryStore::new();
     let ipam = Ipam::new(&s, "node1");
@@ -247,6 +267,30 @@ fn gc_releases_only_invalid_attachments_of_this_network() {
     assert_eq!(ipam.gc("net", &valid).unwrap(), vec!["net.stale".to_string()]);
     assert!(s.get(&keys::handle("net.keep")).unwrap().is_some());
     assert!(s.get(&keys::handle("net.other.x")).unwrap().is_some(), "other networks are untouched");
+    assert_clean(&s);
+}
+
+#[test]
+fn gc_leaves_other_nodes_and_unprovable_legacy_handles_alone() {
+    let s = MemoryStore::new();
+    add_pool(&s, "10.1.0.0/24", 26);
+    let (n1, n2) = (Ipam::new(&s, "n1"), Ipam::new(&s, "n2"));
+    n1.assign(&v4("mine")).unwrap();
+    n2.assign(&v4("theirs")).unwrap();
+    // Handles as older versions wrote them, without the node: one allocated by n1, one by n2.
+    n1.assign(&v4("old-mine")).unwrap();
+    n2.assign(&v4("old-theirs")).unwrap();
+    for id in ["net.old-mine", "net.old-theirs"] {
+        let kv = s.get(&keys::handle(id)).unwrap().unwrap();
+        let mut h: Handle = store::decode(&kv).unwrap();
+        h.attributes.remove(HANDLE_NODE);
+        s.txn(&[], &[Op::Put { key: kv.key, value: store::encode(&h) }]).unwrap();
+    }
+    let none = HashSet::new();
+    assert_eq!(n1.gc("net", &none).unwrap(), vec!["net.mine".to_string(), "net.old-mine".to_string()]);
+    assert!(s.get(&keys::handle("net.theirs")).unwrap().is_some(), "another node's handle stays");
+    assert!(s.get(&keys::handle("net.old-theirs")).unwrap().is_some(), "a legacy handle of another node stays");
+    assert_eq!(n2.gc("net", &none).unwrap().len(), 2);
     assert_clean(&s);
 }
 

@@ -125,6 +125,11 @@ impl Block {
             .collect()
     }
 
+    /// Every allocated address with its handle (`None` for an allocation without one).
+    pub fn allocated(&self) -> impl Iterator<Item = (IpAddr, Option<&str>)> + '_ {
+        self.allocations.iter().enumerate().filter_map(|(o, a)| Some((self.ip(o), self.handle_at(Some((*a)?)))))
+    }
+
     fn handle_at(&self, slot: Option<usize>) -> Option<&str> {
         self.attributes.get(slot?)?.handle_id.as_deref()
     }

@@ -139,6 +139,7 @@ impl CalicoConf {
             etcd_cert_file: self.etcd_cert_file.clone(),
             etcd_ca_cert_file: self.etcd_ca_cert_file.clone(),
             datastore_path: self.datastore_path.clone(),
+            existing_only: false,
         }
     }
 

@@ -40,7 +40,7 @@ impl Context {
     }
 
     fn verbs(&self) -> Verbs<'_> {
-        Verbs { conf: &self.conf, store: &*self.store, host: &self.host }
+        Verbs { conf: &self.conf, store: &*self.store, host: &self.host, plugin: "" }
     }
 }
 
@@ -55,6 +55,10 @@ pub struct Verbs<'a> {
     pub store: &'a dyn Datastore,
     /// This node's name, the owner of affine blocks.
     pub host: &'a str,
+    /// The plugin these verbs allocate for, recorded in each handle: calico-cni passes its
+    /// name (it writes an endpoint record for every allocation, which `calicoctl ipam check`
+    /// then expects); empty for calico-ipam itself, whose callers write no such record.
+    pub plugin: &'a str,
 }
 
 /// The IPAM result: each address as a host route-sized prefix (/32, /128), as Calico does.
@@ -142,6 +146,7 @@ impl Verbs<'_> {
                 container_id: env.container_id.clone(),
                 ifname: env.ifname.clone(),
                 extra,
+                plugin: self.plugin.to_owned(),
             },
             v4: self.conf.assign_v4().then(|| self.conf.ipam.ipv4_pools.clone()),
             v6: self.conf.assign_v6().then(|| self.conf.ipam.ipv6_pools.clone()),

@@ -120,25 +120,11 @@ pub fn add(store: &dyn Datastore, pool: &Pool) -> Result<(), Error> {
     Ok(())
 }
 
-/// Create Calico's default IPv4 pool if there is no IPv4 pool at all. Returns the IPv4 pools.
-pub fn ensure_default_v4(store: &dyn Datastore, existing: Vec<Pool>) -> Result<Vec<Pool>, Error> {
-    if !existing.is_empty() {
-        return Ok(existing);
-    }
-    let mut pool = Pool::new(
-        DEFAULT_V4_POOL
-            .parse()
-            .map_err(|_| Error::InvalidPool { cidr: DEFAULT_V4_POOL.into(), reason: "unparsable".into() })?,
-    );
-    pool.nat_outgoing = true;
-    let outcome = store.txn(
-        &[Compare::Absent(keys::pool(&pool.cidr))],
-        &[Op::Put { key: keys::pool(&pool.cidr), value: store::encode(&pool) }],
-    )?;
-    if outcome.committed() {
-        tracing::info!(cidr = %pool.cidr, "created the default IPv4 pool");
-    }
-    list(store, Some(4))
+/// Calico's default IPv4 pool ([`DEFAULT_V4_POOL`], nat-outgoing), which the allocator
+/// creates with the first allocation from it when no IPv4 pool exists.
+pub fn default_v4() -> Pool {
+    let cidr = DEFAULT_V4_POOL.parse().expect("DEFAULT_V4_POOL is a valid CIDR");
+    Pool { nat_outgoing: true, ..Pool::new(cidr) }
 }
 
 /// Remove a pool with its blocks and affinities. Refuses while addresses are allocated from
@@ -237,13 +223,12 @@ mod tests {
     }
 
     #[test]
-    fn default_pool_only_when_none() {
-        let s = MemoryStore::new();
-        let pools = ensure_default_v4(&s, vec![]).unwrap();
-        assert_eq!(pools.len(), 1);
-        assert_eq!(pools[0].cidr, cidr(DEFAULT_V4_POOL));
-        assert!(pools[0].nat_outgoing);
-        assert_eq!(ensure_default_v4(&s, pools.clone()).unwrap(), pools);
+    fn default_pool_is_calicos() {
+        let p = default_v4();
+        assert_eq!(p.cidr, cidr(DEFAULT_V4_POOL));
+        assert!(p.nat_outgoing);
+        assert_eq!(p.block_size, DEFAULT_V4_BLOCK);
+        p.validate().unwrap();
     }
 
     #[test]

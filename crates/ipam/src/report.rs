@@ -1,7 +1,8 @@
 //! Read-only views for operators: usage per pool and block (`ipam show`) and a consistency
 //! check of blocks against handles (`ipam check`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 use serde::Serialize;
@@ -9,8 +10,9 @@ use serde::Serialize;
 use datastore::Datastore;
 
 use crate::allocator::blocks_of;
+use crate::allocator::{HANDLE_NODE, HANDLE_PLUGIN, PLUGIN_CALICO_CNI};
 use crate::block::Block;
-use crate::handle::Handle;
+use crate::handle::{handle_id, Handle};
 use crate::pool::{self, Pool};
 use crate::{keys, net, store, Error};
 
@@ -64,6 +66,8 @@ pub struct CheckReport {
     pub blocks: usize,
     pub handles: usize,
     pub allocations: usize,
+    /// Endpoint records cross-checked ([`check_endpoints`]).
+    pub endpoints: usize,
     pub problems: Vec<String>,
 }
 
@@ -146,4 +150,74 @@ pub fn check(store: &dyn Datastore) -> Result<CheckReport, Error> {
         }
     }
     Ok(report)
+}
+
+/// An endpoint record as `ipam check` sees it. calico-cni writes one per attachment it sets
+/// up; its own type lives in calico-cni, which depends on this crate.
+#[derive(Clone, Debug)]
+pub struct EndpointRef {
+    pub key: String,
+    pub node: String,
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    pub ips: Vec<IpAddr>,
+}
+
+/// Cross-check endpoint records against allocations, both ways:
+/// - every address of an endpoint that lies in an IP pool must be allocated to the
+///   endpoint's handle (an address outside every pool came from another IPAM plugin, such
+///   as host-local, and is not ours to check);
+/// - every handle recorded as allocated for calico-cni ([`HANDLE_PLUGIN`]) must have the
+///   endpoint record of its attachment on its node. calico-ipam's own allocations (used
+///   standalone or by other plugins, e.g. chained with ptp) never get an endpoint record,
+///   nor are handles of older versions marked, so neither is flagged.
+///
+/// An ADD or DEL in progress between its two writes shows up once; run the check again.
+pub fn check_endpoints(
+    store: &dyn Datastore,
+    endpoints: &[EndpointRef],
+    report: &mut CheckReport,
+) -> Result<(), Error> {
+    let pools = pool::list(store, None)?;
+    let mut holders: BTreeMap<IpAddr, Option<String>> = BTreeMap::new();
+    for family in [4, 6] {
+        for (block, _) in blocks_of(store, family)? {
+            holders.extend(block.allocated().map(|(ip, h)| (ip, h.map(str::to_owned))));
+        }
+    }
+    let mut attached: HashSet<(String, String)> = HashSet::new();
+    for ep in endpoints {
+        let handle = handle_id(&ep.network, &ep.container_id, &ep.ifname);
+        for ip in ep.ips.iter().filter(|ip| pools.iter().any(|p| p.cidr.contains(**ip))) {
+            match holders.get(ip) {
+                None => report.problems.push(format!("endpoint {} holds {ip}, which is not allocated", ep.key)),
+                Some(h) if h.as_deref() != Some(handle.as_str()) => report.problems.push(format!(
+                    "endpoint {} holds {ip}, which is allocated to handle {}",
+                    ep.key,
+                    h.as_deref().unwrap_or("(none)")
+                )),
+                Some(_) => {}
+            }
+        }
+        attached.insert((ep.node.clone(), handle));
+    }
+    for kv in store.list(keys::HANDLE_PREFIX)? {
+        let handle: Handle = store::decode(&kv)?;
+        if handle.attributes.get(HANDLE_PLUGIN).map(String::as_str) != Some(PLUGIN_CALICO_CNI) {
+            continue;
+        }
+        let attr = |k: &str| handle.attributes.get(k).cloned().unwrap_or_default();
+        if !attached.contains(&(attr(HANDLE_NODE), handle.id.clone())) {
+            report.problems.push(format!(
+                "handle {} (container {}, interface {}, node {}) was allocated for calico-cni, but its endpoint record is gone",
+                handle.id,
+                attr("container_id"),
+                attr("ifname"),
+                attr(HANDLE_NODE)
+            ));
+        }
+    }
+    report.endpoints = endpoints.len();
+    Ok(())
 }

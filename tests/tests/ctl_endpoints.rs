@@ -1,0 +1,91 @@
+//! calicoctl against workload endpoint records: `ipam release --ip` refuses an address a live
+//! endpoint holds (unless --force), and `ipam check` reports endpoints and allocations that
+//! have lost each other, without flagging calico-ipam's own (endpoint-less) allocations.
+
+mod etcd_forward;
+
+use calico_tests::netns::{host, CniBinDir, Netns};
+use calico_tests::{bin, result_ips, Backend, Invocation};
+use datastore::{Datastore, Op};
+use etcd_forward::forward_etcd;
+use serde_json::json;
+
+fn netconf(backend: &Backend) -> Vec<u8> {
+    let mut conf = json!({"cniVersion": "1.0.0", "name": "epnet", "type": "calico", "nodename": "node-1",
+                          "log_level": "debug", "ipam": {"type": "calico-ipam"}});
+    backend.apply(&mut conf);
+    serde_json::to_vec(&conf).unwrap()
+}
+
+/// The same store, opened by the test itself.
+fn open(backend: &Backend) -> Box<dyn Datastore> {
+    let mut cfg = datastore::config::Config::default();
+    match backend {
+        Backend::Embedded(d) => cfg.datastore_path = Some(d.db().into()),
+        Backend::Etcd(e, _) => cfg.etcd_endpoints = vec![e.client_url.clone()],
+    }
+    datastore::config::open(&cfg).expect("open the test store")
+}
+
+fn check(backend: &Backend) -> (bool, String) {
+    let out = backend.ctl(&["ipam", "check"]);
+    (out.ok(), out.stdout)
+}
+
+#[test]
+fn release_refuses_live_endpoints_and_check_cross_checks_them() {
+    let bins = CniBinDir::new();
+    for backend in Backend::all() {
+        let name = backend.name();
+        backend.ctl(&["pool", "add", "10.73.0.0/24"]).success();
+        let node = host();
+        let _reach = forward_etcd(&node, &backend);
+        let conf = netconf(&backend);
+        let run = |inv: &Invocation| inv.clone().path(&bins.path()).run_in(&node, &bins.plugin("calico"), &conf);
+        let (c1, c2) = (Netns::new("ce"), Netns::new("ce"));
+        let add1 = Invocation::new("ADD", "ep-one").netns(&c1.path());
+        let add2 = Invocation::new("ADD", "ep-two").netns(&c2.path());
+        let ip1 = result_ips(&run(&add1).expect_ok())[0].clone();
+        run(&add2).expect_ok();
+        // calico-ipam on its own (as when chained with ptp): an allocation without an
+        // endpoint record, which is not a problem.
+        let solo = Invocation::new("ADD", "solo");
+        solo.run(&bin("calico-ipam"), &conf).expect_ok();
+        let (clean, report) = check(&backend);
+        assert!(clean, "[{name}] {report}");
+        assert!(report.contains("2 endpoint(s)"), "[{name}] {report}");
+
+        // Release refuses an address a live endpoint holds, and names the endpoint.
+        let out = backend.ctl(&["ipam", "release", "--ip", &ip1]);
+        assert!(!out.ok(), "[{name}] released a live endpoint's address: {out:#?}");
+        assert!(
+            out.stderr.contains("ep-one") && out.stderr.contains("node-1") && out.stderr.contains("--force"),
+            "{out:#?}"
+        );
+        assert_eq!(backend.used(), 3, "[{name}]");
+        // Forced: released, and check now sees the endpoint whose address is gone.
+        backend.ctl(&["ipam", "release", "--ip", &ip1, "--force"]).success();
+        assert_eq!(backend.used(), 2, "[{name}]");
+        let (clean, report) = check(&backend);
+        assert!(!clean && report.contains(&format!("holds {ip1}, which is not allocated")), "[{name}] {report}");
+
+        // An allocation whose endpoint record is gone.
+        let store = open(&backend);
+        let key = calico_cni::endpoint::key("node-1", "cni", "ep-two", "eth0");
+        assert!(store.get(&key).unwrap().is_some(), "[{name}] no endpoint record at {key}");
+        store.txn(&[], &[Op::Delete { key }]).unwrap();
+        let (_, report) = check(&backend);
+        assert!(
+            report.contains("handle epnet.ep-two") && report.contains("endpoint record is gone"),
+            "[{name}] {report}"
+        );
+
+        for inv in [&add1, &add2] {
+            run(&inv.with_command("DEL")).expect_ok();
+        }
+        solo.with_command("DEL").run(&bin("calico-ipam"), &conf).expect_ok();
+        assert_eq!(node.cali_links(), Vec::<String>::new(), "[{name}]");
+        assert_eq!(backend.used(), 0, "[{name}]");
+        backend.assert_clean();
+    }
+}
