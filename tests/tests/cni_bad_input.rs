@@ -215,22 +215,20 @@ fn set(mut conf: Value, path: &[&str], value: Value) -> Vec<u8> {
     serde_json::to_vec(&conf).unwrap()
 }
 
+type Verbs = &'static [&'static str];
+type Tweak = fn(Invocation) -> Invocation;
+
 /// One case: a name, what it breaks, the verbs it applies to, and how it changes the base
 /// invocation and config.
 struct Case {
     name: String,
     breaks: Breaks,
-    verbs: &'static [&'static str],
-    inv: fn(Invocation) -> Invocation,
+    verbs: Verbs,
+    inv: Tweak,
     stdin: Box<dyn Fn(Value) -> Vec<u8>>,
 }
 
-fn case(
-    name: &str,
-    breaks: Breaks,
-    verbs: &'static [&'static str],
-    stdin: impl Fn(Value) -> Vec<u8> + 'static,
-) -> Case {
+fn case(name: &str, breaks: Breaks, verbs: Verbs, stdin: impl Fn(Value) -> Vec<u8> + 'static) -> Case {
     Case {
         name: name.into(),
         breaks,
@@ -240,7 +238,7 @@ fn case(
     }
 }
 
-fn env_case(name: &str, verbs: &'static [&'static str], inv: fn(Invocation) -> Invocation) -> Case {
+fn env_case(name: &str, verbs: Verbs, inv: Tweak) -> Case {
     Case {
         name: name.into(),
         breaks: Breaks::Env,
@@ -341,7 +339,7 @@ fn cases() -> Vec<Case> {
         }),
     ];
     // CNI_ARGS is read by the plugin, after the version checks.
-    let args_cases: [(&str, u64, &'static [&'static str], fn(Invocation) -> Invocation); 4] = [
+    let args_cases: [(&str, u64, Verbs, Tweak); 4] = [
         ("CNI_ARGS MAC with a sign", 7, &["ADD"], |i| {
             i.args("MAC=+a:58:0a:f4:00:05")
         }),
