@@ -133,7 +133,8 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut parts = s.split(':');
     for byte in mac.iter_mut() {
         let p = parts.next()?;
-        if p.len() != 2 {
+        // Exactly two hex digits: from_str_radix alone would take a sign ("+a").
+        if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         *byte = u8::from_str_radix(p, 16).ok()?;
@@ -151,5 +152,9 @@ mod tests {
         assert_eq!(super::parse_mac("0a:58:0a:f4:00:05:06"), None);
         assert_eq!(super::parse_mac("01:00:5e:00:00:01"), None, "multicast");
         assert_eq!(super::parse_mac("zz:58:0a:f4:00:05"), None);
+        for signed in ["+a:58:0a:f4:00:05", "0a:58:0a:f4:00:-5", "0a:+8:0a:f4:00:05", "0a:58:0a:f4:00: 5"] {
+            assert_eq!(super::parse_mac(signed), None, "{signed}");
+        }
+        assert_eq!(super::parse_mac("0A:58:0a:F4:00:05"), Some([0x0a, 0x58, 0x0a, 0xf4, 0, 5]));
     }
 }

@@ -11,6 +11,10 @@ use crate::{endpoint, Error};
 /// The IPAM type calico-cni runs in its own process instead of exec'ing it.
 pub const IN_PROCESS_IPAM: &str = "calico-ipam";
 
+/// The names calico-cni is installed under: never an IPAM type. (Any other name that
+/// resolves to this executable is refused by [`cni::delegate::exec`].)
+const SELF_NAMES: [&str; 2] = ["calico", "calico-cni"];
+
 pub struct Context {
     pub conf: CalicoConf,
     pub args: CniArgs,
@@ -29,6 +33,17 @@ impl Context {
             return Err(cni::Error::InvalidConfig {
                 field: "ipam.type".into(),
                 reason: "an IPAM plugin is required (e.g. calico-ipam or host-local)".into(),
+            }
+            .into());
+        }
+        if SELF_NAMES.contains(&conf.ipam.plugin_type.as_str()) {
+            // It would exec itself as its IPAM plugin, which would exec itself again...
+            return Err(cni::Error::InvalidConfig {
+                field: "ipam.type".into(),
+                reason: format!(
+                    "the IPAM type {:?} names this plugin itself (calico-cni); use calico-ipam",
+                    conf.ipam.plugin_type
+                ),
             }
             .into());
         }

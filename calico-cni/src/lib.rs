@@ -23,6 +23,11 @@ pub struct CalicoCni;
 impl Plugin for CalicoCni {
     type Error = Error;
 
+    fn about(&self) -> &'static str {
+        "gives a container its Calico network (a veth pair, /32 host routes, the 169.254.1.1 \
+         gateway and a workload endpoint record), with addresses from its IPAM plugin"
+    }
+
     fn add(&self, req: &Request) -> Result<CniResult, Error> {
         add::add(req)
     }

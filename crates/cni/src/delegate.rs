@@ -48,6 +48,7 @@ pub fn find_plugin(name: &str, path: &[PathBuf]) -> Result<PathBuf, Error> {
 /// ("text file busy") is retried a few times with short sleeps.
 pub fn exec(plugin: &str, command: Command, env: &Env, stdin: &[u8]) -> Result<Vec<u8>, Error> {
     let binary = find_plugin(plugin, &env.path)?;
+    refuse_self(plugin, &binary)?;
     let exec_err = |source: io::Error| Error::PluginExec { plugin: plugin.to_string(), source };
 
     let mut child = spawn(&binary, command, env).map_err(exec_err)?;
@@ -78,6 +79,21 @@ pub fn exec(plugin: &str, command: Command, env: &Env, stdin: &[u8]) -> Result<V
             ),
         }),
     }
+}
+
+/// [`Error::DelegatesToItself`] when `binary` is this process's own executable (same device
+/// and inode as /proc/self/exe, so also through a link or another name): it would exec
+/// itself, which would exec itself again, without end. Costs two stats, on a path that execs
+/// anyway; without /proc there is nothing to compare and nothing is refused.
+fn refuse_self(plugin: &str, binary: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(own), Ok(other)) = (std::fs::metadata("/proc/self/exe"), std::fs::metadata(binary)) else {
+        return Ok(());
+    };
+    if (own.dev(), own.ino()) == (other.dev(), other.ino()) {
+        return Err(Error::DelegatesToItself { plugin: plugin.to_string(), path: binary.to_path_buf() });
+    }
+    Ok(())
 }
 
 fn spawn(binary: &Path, command: Command, env: &Env) -> io::Result<Child> {

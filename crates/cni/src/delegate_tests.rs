@@ -187,3 +187,15 @@ fn real_host_local() {
     let err = delegate_add("host-local", &env, bad.as_bytes()).unwrap_err();
     assert!(matches!(err, Error::Delegated { .. }), "{err:?}");
 }
+
+#[test]
+fn a_plugin_never_delegates_to_itself() {
+    let fake = Fake::new();
+    // This test binary under another name: the same inode as /proc/self/exe.
+    let me = std::env::current_exe().unwrap();
+    std::os::unix::fs::symlink(&me, fake.dir.path().join("looks-harmless")).unwrap();
+    let err = delegate_add("looks-harmless", &fake.env(), b"{}").unwrap_err();
+    assert!(matches!(err, Error::DelegatesToItself { .. }), "{err:?}");
+    assert_eq!(err.cni_code(), 7);
+    assert!(err.to_string().contains("names this plugin itself"), "{err}");
+}

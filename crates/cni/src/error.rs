@@ -143,6 +143,13 @@ pub enum Error {
     #[error("plugin {plugin:?} not found in CNI_PATH {}", display_path(path))]
     PluginNotFound { plugin: String, path: Vec<PathBuf> },
 
+    /// The plugin to delegate to is the running plugin's own executable. Code 7.
+    #[error(
+        "the IPAM type {plugin:?} names this plugin itself ({}): a plugin cannot be its own IPAM plugin",
+        path.display()
+    )]
+    DelegatesToItself { plugin: String, path: PathBuf },
+
     /// The plugin could not be started, or talking to it over its pipes failed. Code 5.
     #[error("failed to execute plugin {plugin}")]
     PluginExec {
@@ -181,9 +188,10 @@ impl CniCode for Error {
             Error::UnsupportedField { .. } => code::UNSUPPORTED_FIELD,
             Error::MissingEnv { .. } | Error::InvalidEnv { .. } => code::INVALID_ENV,
             Error::Decode { .. } | Error::InvalidResult { .. } => code::DECODE,
-            Error::InvalidConfig { .. } | Error::StdinTooLarge { .. } | Error::PluginNotFound { .. } => {
-                code::INVALID_CONFIG
-            }
+            Error::InvalidConfig { .. }
+            | Error::StdinTooLarge { .. }
+            | Error::PluginNotFound { .. }
+            | Error::DelegatesToItself { .. } => code::INVALID_CONFIG,
             Error::Io { .. } | Error::PluginExec { .. } => code::IO,
             Error::Delegated { failure, .. } => failure.code,
         }

@@ -14,6 +14,7 @@ pub mod env;
 pub mod error;
 pub mod logging;
 pub mod netconf;
+pub mod object;
 pub mod result;
 pub mod skel;
 pub mod version;

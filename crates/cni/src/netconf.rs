@@ -29,6 +29,7 @@ use std::net::IpAddr;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use crate::object::{self, Object};
 use crate::Error;
 
 /// The fields of a network config that every plugin reads.
@@ -40,16 +41,25 @@ pub struct NetConf {
     pub name: String,
     #[serde(rename = "type", default)]
     pub plugin_type: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object::optional_object")]
     pub ipam: Option<IpamSection>,
-    #[serde(rename = "prevResult", default)]
+    #[serde(rename = "prevResult", default, deserialize_with = "object::optional_object")]
     pub prev_result: Option<serde_json::Value>,
-    #[serde(rename = "runtimeConfig", default)]
+    #[serde(rename = "runtimeConfig", default, deserialize_with = "object::object")]
     pub runtime_config: RuntimeConfig,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object::optional_object")]
     pub args: Option<Args>,
-    #[serde(rename = "cni.dev/valid-attachments", alias = "cni.dev/attachments", default)]
+    #[serde(
+        rename = "cni.dev/valid-attachments",
+        alias = "cni.dev/attachments",
+        default,
+        deserialize_with = "object::optional_object_list"
+    )]
     pub valid_attachments: Option<Vec<Attachment>>,
+    /// The capabilities a conflist declares (the runtime reads them and passes
+    /// `runtimeConfig`); read only to refuse anything but an object.
+    #[serde(default, deserialize_with = "object::optional_object")]
+    pub capabilities: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The `ipam` section as far as delegation needs it; the IPAM plugin reads the rest.
@@ -69,7 +79,7 @@ pub struct RuntimeConfig {
     #[serde(default)]
     pub mac: Option<String>,
     /// Capability `portMappings`.
-    #[serde(rename = "portMappings", default)]
+    #[serde(rename = "portMappings", default, deserialize_with = "object::object_list")]
     pub port_mappings: Vec<PortMapping>,
 }
 
@@ -89,7 +99,7 @@ pub struct PortMapping {
 /// The `args` section of a config.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct Args {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object::optional_object")]
     pub cni: Option<ArgsCni>,
 }
 
@@ -192,7 +202,8 @@ enum Located {
 
 fn parse_tracked<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Located> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+    // The config itself must be an object too (see [`crate::object`]).
+    let Object(value) = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
         let source = err.into_inner();
         if source.is_data() {

@@ -175,3 +175,34 @@ fn requested_ips_invalid_names_field() {
         assert_eq!(field_of(&err), field);
     }
 }
+
+#[test]
+fn every_object_field_must_be_an_object() {
+    // serde's derived structs would read these arrays by position.
+    for (json, field) in [
+        (&br#"{"ipam": ["calico-ipam"]}"#[..], "ipam"),
+        (br#"{"ipam": 5}"#, "ipam"),
+        (br#"{"runtimeConfig": [["10.77.0.9"]]}"#, "runtimeConfig"),
+        (br#"{"runtimeConfig": {"portMappings": [[80, 8080]]}}"#, "runtimeConfig.portMappings[0]"),
+        (br#"{"args": [[["10.77.0.9"]]]}"#, "args"),
+        (br#"{"args": {"cni": [["10.77.0.9"]]}}"#, "args.cni"),
+        (br#"{"prevResult": []}"#, "prevResult"),
+        (br#"{"prevResult": "x"}"#, "prevResult"),
+        (br#"{"cni.dev/valid-attachments": [["c1", "eth0"]]}"#, "cni.dev/valid-attachments[0]"),
+        (br#"{"capabilities": [true]}"#, "capabilities"),
+        (br#"["1.0.0", "n"]"#, "(top level)"),
+    ] {
+        let err = parse_config::<NetConf>(json).unwrap_err();
+        assert_eq!(err.cni_code(), 7, "{err}");
+        assert_eq!(field_of(&err), field, "{err}");
+        assert!(err.to_string().contains("expected an object"), "{err}");
+    }
+    // Objects (and null for the optional ones) still read.
+    let conf: NetConf = parse_config(
+        br#"{"ipam": null, "prevResult": {}, "args": {"cni": null}, "capabilities": {"ips": true},
+            "runtimeConfig": {"portMappings": [{"hostPort": 80, "containerPort": 8080}]}}"#,
+    )
+    .unwrap();
+    assert!(conf.ipam.is_none() && conf.prev_result.is_some());
+    assert_eq!(conf.runtime_config.port_mappings[0].host_port, 80);
+}

@@ -103,7 +103,7 @@ impl CniResult {
     /// `version` (0.3.0 to 1.1.0). The shape is chosen by `cniVersion`, or, when it is absent,
     /// by the presence of `ip4`/`ip6`. Anything malformed is [`Error::InvalidResult`].
     pub fn from_json(v: &Value) -> Result<CniResult, Error> {
-        let wire: wire::Result =
+        let crate::object::Object::<wire::Result>(wire) =
             serde_path_to_error::deserialize(v).map_err(|e| invalid(format!("field {}: {}", e.path(), e.inner())))?;
         let legacy = match wire.cni_version.as_deref() {
             Some(raw) => {

@@ -271,3 +271,18 @@ fn malformed_results() {
     let err = CniResult::from_json(&json!({"cniVersion": "1.0.0", "routes": [{"dst": "x"}]})).unwrap_err();
     assert!(err.to_string().contains("routes[0].dst"), "{err}");
 }
+
+#[test]
+fn results_are_objects_all_the_way_down() {
+    // serde would read these arrays by position.
+    for bad in [
+        json!([]),
+        json!({"ips": [["10.0.0.5/32"]]}),
+        json!({"interfaces": [["eth0"]]}),
+        json!({"dns": [["10.0.0.53"]]}),
+        json!({"cniVersion": "0.2.0", "ip4": ["10.0.0.5/32"]}),
+    ] {
+        let err = CniResult::from_json(&bad).unwrap_err();
+        assert!(err.to_string().contains("expected an object"), "{bad}: {err}");
+    }
+}

@@ -39,6 +39,11 @@ pub trait Plugin {
     fn check(&self, req: &Request) -> Result<(), Self::Error>;
     fn gc(&self, req: &Request) -> Result<(), Self::Error>;
     fn status(&self, req: &Request) -> Result<(), Self::Error>;
+
+    /// One sentence saying what the plugin does, for `--help`.
+    fn about(&self) -> &'static str {
+        "a CNI plugin"
+    }
 }
 
 /// The most stdin a plugin accepts (4 MiB); more is [`Error::StdinTooLarge`].
@@ -56,7 +61,22 @@ static HOOK: Once = Once::new();
 ///
 /// Also installs a panic hook that prints error JSON (code 100) on stdout, for panics on any
 /// thread; a panic never produces a second document.
+///
+/// Run by hand, without CNI_COMMAND, with `--help`, `-h` or `--version`, it prints what it
+/// is (see [`usage`]) on stdout and exits 0.
 pub fn run<P: Plugin>(plugin: &P) -> ExitCode {
+    if std::env::var_os("CNI_COMMAND").is_none_or(|c| c.is_empty()) {
+        let program = std::env::args_os()
+            .next()
+            .map(std::path::PathBuf::from)
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "plugin".into());
+        let flag = std::env::args().nth(1).unwrap_or_default();
+        if let Some(text) = usage(&program, plugin.about(), &flag) {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+    }
     install_panic_hook();
     // SAFETY: isatty only inspects the descriptor.
     let stdin_is_tty = unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
@@ -86,6 +106,28 @@ pub fn run_with<P: Plugin>(
     stdout: &mut dyn Write,
 ) -> ExitCode {
     run_inner(plugin, lookup, stdin, stdout, &|_| {})
+}
+
+/// What `program --help` (`-h`) and `program --version` print; `None` for any other
+/// argument (the plugin then runs as usual and reports the missing CNI_COMMAND).
+pub fn usage(program: &str, about: &str, flag: &str) -> Option<String> {
+    let version = format!("{program} {}", env!("CARGO_PKG_VERSION"));
+    let specs: Vec<&str> = Version::ALL.iter().map(|v| v.as_str()).collect();
+    match flag {
+        "--version" => Some(format!("{version} (CNI spec versions {}); --help says more\n", specs.join(", "))),
+        "--help" | "-h" => Some(format!(
+            "{version}: {about}.\n\n\
+             This is a CNI plugin: a container runtime (containerd, CRI-O, podman, cnitool...)\n\
+             runs it with CNI_COMMAND (ADD, DEL, CHECK, GC, STATUS or VERSION), CNI_CONTAINERID,\n\
+             CNI_NETNS, CNI_IFNAME, CNI_ARGS and CNI_PATH in the environment and the network\n\
+             config (JSON) on stdin, and reads one JSON document from its stdout: the result, or\n\
+             an error with its CNI code. CNI spec versions: {}.\n\n\
+             Try it:   echo '{{\"cniVersion\":\"1.0.0\"}}' | CNI_COMMAND=VERSION {program}\n\
+             Netconf fields, error codes and examples: README.md of calico-cni.\n",
+            specs.join(", ")
+        )),
+        _ => None,
+    }
 }
 
 /// Prints `result` as version `v` on stdout, unless a document was already printed.

@@ -257,3 +257,19 @@ fn stdin_limits_and_failures() {
     assert_eq!(f.code, 6);
     assert!(plugin.calls.borrow().is_empty());
 }
+
+#[test]
+fn usage_for_help_and_version_only() {
+    for flag in ["--help", "-h"] {
+        let text = usage("calico", "does things", flag).unwrap();
+        assert!(text.starts_with("calico 0."), "{text}");
+        for needle in ["does things", "CNI plugin", "CNI_COMMAND", "CNI_NETNS", "stdin", "README", "1.1.0"] {
+            assert!(text.contains(needle), "{needle}: {text}");
+        }
+    }
+    let text = usage("calico-ipam", "x", "--version").unwrap();
+    assert!(text.starts_with("calico-ipam 0.") && text.contains("0.1.0, "), "{text}");
+    for other in ["", "--frob", "help", "-v"] {
+        assert!(usage("calico", "x", other).is_none(), "{other}");
+    }
+}

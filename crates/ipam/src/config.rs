@@ -36,12 +36,12 @@ pub struct CalicoConf {
     pub log_level: Option<String>,
     #[serde(default)]
     pub log_file_path: Option<PathBuf>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "cni::object::object")]
     pub ipam: IpamConf,
     /// MTU of both veth ends (calico-cni; default 1500).
     #[serde(default)]
     pub mtu: Option<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "cni::object::object")]
     pub container_settings: ContainerSettings,
 }
 
@@ -216,6 +216,15 @@ mod tests {
         let err =
             CalicoConf::parse(br#"{"cniVersion":"1.0.0","name":"n","ipam":{"assign_ipv4":"maybe"}}"#).unwrap_err();
         assert_eq!(err.cni_code(), 7);
+        for (doc, field) in [
+            (&br#"{"cniVersion":"1.0.0","name":"n","container_settings":[true]}"#[..], "container_settings"),
+            (br#"{"cniVersion":"1.0.0","name":"n","ipam":["calico-ipam"]}"#, "ipam"),
+            (br#"{"cniVersion":"1.0.0","name":"n","runtimeConfig":[["10.77.0.9"]]}"#, "runtimeConfig"),
+            (br#"{"cniVersion":"1.0.0","name":"n","prevResult":[]}"#, "prevResult"),
+        ] {
+            let err = CalicoConf::parse(doc).unwrap_err().to_string();
+            assert!(err.contains(&format!("field {field}:")) && err.contains("expected an object"), "{err}");
+        }
         let err = CalicoConf::parse(b"{not json").unwrap_err();
         assert_eq!(err.cni_code(), 6);
     }

@@ -84,6 +84,11 @@ impl Drop for Context {
 impl Plugin for CalicoIpam {
     type Error = Error;
 
+    fn about(&self) -> &'static str {
+        "allocates container addresses from Calico IP pools (the CNI IPAM plugin that \
+         calico-cni, or any plugin with \"ipam\": {\"type\": \"calico-ipam\"}, calls)"
+    }
+
     fn add(&self, req: &CniRequest) -> Result<CniResult, Error> {
         Context::load(req)?.verbs().add(&req.env)
     }

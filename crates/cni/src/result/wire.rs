@@ -5,23 +5,25 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
 
+use crate::object;
+
 use super::{cidr, nullable, CniResult, Dns, Interface, IpConfig, Route};
 
 #[derive(Deserialize)]
 pub(super) struct Result {
     #[serde(rename = "cniVersion", default)]
     pub cni_version: Option<String>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "object::object_list")]
     interfaces: Vec<WireInterface>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "object::object_list")]
     ips: Vec<WireIp>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "object::object_list")]
     routes: Vec<WireRoute>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "object::nullable_object")]
     dns: WireDns,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object::optional_object")]
     pub ip4: Option<LegacyIp>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object::optional_object")]
     pub ip6: Option<LegacyIp>,
 }
 
@@ -88,7 +90,7 @@ pub(super) struct LegacyIp {
     ip: IpNetwork,
     #[serde(default)]
     gateway: Option<IpAddr>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "object::object_list")]
     routes: Vec<WireRoute>,
 }
 
