@@ -9,8 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 
+echo "demo: building the binaries (cargo build --bins)..." >&2
 cargo build --bins --locked -q
-BIN=$PWD/target/debug
+source scripts/lib/target-dir.sh
+BIN=$TARGET_DIR/debug
 id=$$
 H=calidemo-host-$id C1=calidemo-a-$id C2=calidemo-b-$id
 work=$(mktemp -d /tmp/calico-demo.XXXXXX)

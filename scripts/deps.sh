@@ -3,6 +3,22 @@
 # Debian 12, as root. Idempotent; safe to run before every test run.
 set -euo pipefail
 
+# Rust first: without it nothing below is of any use. rust-version in Cargo.toml is 1.89;
+# the release build's hot-first linking needs 1.90+ on x86_64 (its rust-lld; README).
+if ! command -v cargo >/dev/null 2>&1; then
+  [[ -x $HOME/.cargo/bin/cargo ]] && export PATH=$HOME/.cargo/bin:$PATH
+fi
+rust_missing() {
+  echo "deps: $1; Rust 1.89 or newer is required (https://rustup.rs, then: rustup update stable)" >&2
+  exit 1
+}
+command -v cargo >/dev/null 2>&1 || rust_missing "cargo is not installed (or not on PATH)"
+cargo_version=$(cargo -V 2>/dev/null | awk '{print $2}')
+IFS=. read -r rust_major rust_minor _ <<<"${cargo_version:-0.0.0}"
+if ! [[ $rust_major =~ ^[0-9]+$ && $rust_minor =~ ^[0-9]+$ ]] || ((rust_major == 1 && rust_minor < 89)); then
+  rust_missing "cargo ${cargo_version:-?} is too old"
+fi
+
 need=()
 want() { # want <command-or-path> <debian package>
   if [[ $1 == /* ]]; then [[ -e $1 ]] || need+=("$2"); else command -v "$1" >/dev/null 2>&1 || need+=("$2"); fi
@@ -36,7 +52,3 @@ if ((${#need[@]})); then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-if ! command -v cargo >/dev/null 2>&1; then
-  [[ -x $HOME/.cargo/bin/cargo ]] && export PATH=$HOME/.cargo/bin:$PATH
-fi
-command -v cargo >/dev/null 2>&1 || { echo "deps: cargo (Rust 1.89+) is required" >&2; exit 1; }

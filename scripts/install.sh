@@ -1,36 +1,52 @@
 #!/usr/bin/env bash
 # Install calico-cni, calico-ipam, calicoctl and the `calico` link into a CNI bin directory,
-# and a conflist into a CNI config directory. Run as root for the default directories.
+# calicoctl onto the PATH, a conflist into a CNI config directory, and the IP pools that
+# conflist names. Run as root for the default directories.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-bin_dir=/opt/cni/bin
-conf_dir=/etc/cni/net.d
+prefix=
+bin_dir=
+conf_dir=
+ctl_dir=
 conf_file=$repo/netconf-examples/cnitool-podman.conflist
 conf_name=10-calico.conflist
 from=
 force=0
+pools=1
 
 usage() {
   cat <<EOF
 Usage: $0 [options]
 
 Installs calico-cni, calico-ipam and calicoctl, plus the link calico -> calico-cni (so
-netconfs with "type": "calico" work), and a conflist for runtimes to read.
+netconfs with "type": "calico" work), the link calicoctl in --ctl-dir, and a conflist for
+runtimes to read. Then creates, with calicoctl, the IP pools the conflist's ipam section
+names (ipv4_pools, ipv6_pools) in the datastore it names, unless they exist.
+
+Before installing anything it checks that every other plugin the conflist chains (the
+default one chains portmap) is in --bin-dir, /opt/cni/bin or /usr/lib/cni; a missing
+plugin of Debian's containernetworking-plugins package is installed with apt-get.
 
 Options:
+  --prefix DIR      put the default directories below DIR (e.g. DIR/opt/cni/bin); the
+                    datastore the conflist names is used as it is
   --bin-dir DIR     where the plugins go (default: /opt/cni/bin)
   --conf-dir DIR    where the conflist goes (default: /etc/cni/net.d)
+  --ctl-dir DIR     where the calicoctl link goes (default: /usr/local/bin)
   --conf-file FILE  the conflist to install (default: netconf-examples/cnitool-podman.conflist:
-                    calico + portmap on the embedded store /var/lib/calico/calico-store.db)
+                    calico + portmap on the embedded store /var/lib/calico/calico-store.db,
+                    pool 10.199.0.0/24)
   --conf-name NAME  its name in --conf-dir (default: 10-calico.conflist)
-  --from DIR        take the binaries from DIR (default: built by scripts/build-release.sh)
+  --from DIR        take the binaries from DIR (default: built by scripts/build-release.sh,
+                    i.e. cargo build --release, with cargo's progress on stderr)
   --force           replace an installed conflist that differs from --conf-file
+  --no-pool         do not create the conflist's pools
   -h, --help        this text
 
-Binaries and the calico link are replaced when they differ (atomically: a running plugin
-keeps its copy). An installed conflist that differs is left alone unless --force; an
-identical one is a no-op.
+Binaries and links are replaced when they differ (atomically: a running plugin keeps its
+copy). An installed conflist that differs is left alone unless --force; an identical one is
+a no-op. An existing pool is left as it is.
 Exit status: 0 done (or nothing to do), 1 refused or failed, 2 bad usage.
 EOF
 }
@@ -39,35 +55,101 @@ die() { echo "install.sh: $*" >&2; exit 1; }
 
 while (($#)); do
   case $1 in
-    --bin-dir|--conf-dir|--conf-file|--conf-name|--from)
+    --prefix|--bin-dir|--conf-dir|--ctl-dir|--conf-file|--conf-name|--from)
       (($# >= 2)) || { echo "install.sh: $1 needs a value" >&2; usage >&2; exit 2; }
       case $1 in
+        --prefix) prefix=$2 ;;
         --bin-dir) bin_dir=$2 ;;
         --conf-dir) conf_dir=$2 ;;
+        --ctl-dir) ctl_dir=$2 ;;
         --conf-file) conf_file=$2 ;;
         --conf-name) conf_name=$2 ;;
         --from) from=$2 ;;
       esac
       shift 2 ;;
     --force) force=1; shift ;;
+    --no-pool) pools=0; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "install.sh: unknown option: $1" >&2; usage >&2; exit 2 ;;
   esac
 done
 
+prefix=${prefix%/}
+bin_dir=${bin_dir:-$prefix/opt/cni/bin}
+conf_dir=${conf_dir:-$prefix/etc/cni/net.d}
+ctl_dir=${ctl_dir:-$prefix/usr/local/bin}
 bins=(calico-cni calico-ipam calicoctl)
 
+[[ -f $conf_file && -r $conf_file ]] || die "conflist $conf_file is missing"
+[[ $conf_name != */* && -n $conf_name ]] || die "--conf-name must be a file name, not $conf_name"
+command -v python3 >/dev/null 2>&1 || die "python3 is needed to read the conflist"
+# What the conflist needs, as lines: "plugin TYPE" (each chained plugin), "store OPTION VALUE"
+# (calicoctl's datastore options, from the calico plugin's netconf) and "pool CIDR".
+read_conf='
+import json, sys
+try:
+    conf = json.load(open(sys.argv[1]))
+except (OSError, ValueError) as e:
+    sys.exit(f"install.sh: {sys.argv[1]}: not a valid netconf: {e}")
+calico = None
+for p in conf.get("plugins", [conf]):
+    t = p.get("type", "")
+    if t in ("calico", "calico-cni"):
+        calico = calico or p
+    elif t:
+        print("plugin", t)
+if calico:
+    for key, opt in (("etcd_endpoints", "--etcd-endpoints"), ("etcd_key_file", "--etcd-key-file"),
+                     ("etcd_cert_file", "--etcd-cert-file"), ("etcd_ca_cert_file", "--etcd-ca-cert-file"),
+                     ("datastore_path", "--datastore-path")):
+        if calico.get(key):
+            print("store", opt, calico[key])
+    ipam = calico.get("ipam") or {}
+    if ipam.get("type") == "calico-ipam":
+        for cidr in (ipam.get("ipv4_pools") or []) + (ipam.get("ipv6_pools") or []):
+            print("pool", cidr)
+'
+needs=$(python3 -c "$read_conf" "$conf_file") || exit 1
+
+# Every chained plugin must be where a runtime looks (podman's default cni_plugin_dirs hold
+# /opt/cni/bin and /usr/lib/cni): a refusal changes nothing.
+declare -A debian_plugin=([bandwidth]=1 [bridge]=1 [dhcp]=1 [firewall]=1 [host-device]=1
+  [host-local]=1 [ipvlan]=1 [loopback]=1 [macvlan]=1 [portmap]=1 [ptp]=1 [sbr]=1 [static]=1
+  [tuning]=1 [vlan]=1 [vrf]=1)
+find_plugin() {
+  local d
+  for d in "$bin_dir" /opt/cni/bin /usr/lib/cni; do [[ -x $d/$1 ]] && return 0; done
+  return 1
+}
+missing=()
+while read -r kind name; do
+  [[ $kind == plugin ]] && ! find_plugin "$name" && missing+=("$name")
+done <<<"$needs"
+if ((${#missing[@]})); then
+  for m in "${missing[@]}"; do
+    [[ -n ${debian_plugin[$m]:-} ]] \
+      || die "the conflist chains the plugin \"$m\", which is in none of $bin_dir, /opt/cni/bin, /usr/lib/cni: install it first"
+  done
+  command -v apt-get >/dev/null 2>&1 \
+    || die "the conflist chains ${missing[*]}, in none of $bin_dir, /opt/cni/bin, /usr/lib/cni: install the CNI reference plugins (containernetworking-plugins)"
+  echo "install.sh: the conflist chains ${missing[*]}: installing containernetworking-plugins (into /usr/lib/cni)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends containernetworking-plugins >&2 \
+    || die "installing containernetworking-plugins failed; install it, or put ${missing[*]} into $bin_dir"
+  for m in "${missing[@]}"; do
+    find_plugin "$m" || die "$m is still missing after installing containernetworking-plugins"
+  done
+fi
+
 if [[ -z $from ]]; then
-  # The shipping build (static, non-PIE: see scripts/build-release.sh); cargo makes it a
-  # no-op when the binaries are up to date.
-  from=$("$repo/scripts/build-release.sh" -q -p calico-cni -p calico-ipam -p calicoctl) \
+  # The shipped build (static, non-PIE, hot functions first: README "Release build"); cargo
+  # makes it a no-op when the binaries are up to date.
+  echo "install.sh: building the release binaries (cargo build --release; a first build takes a few minutes)" >&2
+  from=$("$repo/scripts/build-release.sh" -p calico-cni -p calico-ipam -p calicoctl) \
     || die "building the release binaries failed"
 fi
 for b in "${bins[@]}"; do
   [[ -f $from/$b && -x $from/$b ]] || die "$from/$b is missing or not executable"
 done
-[[ -f $conf_file && -r $conf_file ]] || die "conflist $conf_file is missing"
-[[ $conf_name != */* && -n $conf_name ]] || die "--conf-name must be a file name, not $conf_name"
 
 # Decide about the conflist first: a refusal changes nothing.
 dest_conf=$conf_dir/$conf_name
@@ -82,7 +164,7 @@ if [[ -e $dest_conf ]]; then
   fi
 fi
 
-mkdir -p "$bin_dir" "$conf_dir"
+mkdir -p "$bin_dir" "$conf_dir" "$ctl_dir"
 
 # Copy $1 to $2 through a temporary file beside it, then rename: readers never see half a
 # file, and a plugin being exec'd keeps its inode.
@@ -104,17 +186,57 @@ for b in "${bins[@]}"; do
   fi
 done
 
-link=$bin_dir/calico
-if [[ -L $link && $(readlink "$link") == calico-cni ]]; then
-  echo "unchanged  $link -> calico-cni"
-else
-  [[ -d $link && ! -L $link ]] && die "$link is a directory"
-  ln -sfn calico-cni "$link.tmp.$$" && mv -fT "$link.tmp.$$" "$link"
-  echo "linked     $link -> calico-cni"
-fi
+# link LINK TARGET: make LINK a symlink to TARGET, atomically.
+link() {
+  if [[ -L $1 && $(readlink "$1") == "$2" ]]; then
+    echo "unchanged  $1 -> $2"
+  else
+    [[ -d $1 && ! -L $1 ]] && die "$1 is a directory"
+    ln -sfn "$2" "$1.tmp.$$" && mv -fT "$1.tmp.$$" "$1"
+    echo "linked     $1 -> $2"
+  fi
+}
+link "$bin_dir/calico" calico-cni
+link "$ctl_dir/calicoctl" "$(cd "$bin_dir" && pwd)/calicoctl"
 
 case $conf_action in
   keep) echo "unchanged  $dest_conf" ;;
   install) put "$conf_file" "$dest_conf" 0644; echo "installed  $dest_conf" ;;
   replace) put "$conf_file" "$dest_conf" 0644; echo "replaced   $dest_conf" ;;
 esac
+
+# The pools the conflist names, in the datastore it names: calico-ipam refuses an ADD from a
+# pool that does not exist.
+((pools)) || exit 0
+store=()
+pool_list=()
+while read -r kind a b; do
+  case $kind in
+    store) store+=("$a" "$b") ;;
+    pool) pool_list+=("$a") ;;
+  esac
+done <<<"$needs"
+if ((${#pool_list[@]} == 0)); then
+  echo "note       the conflist names no pool: the first ADD creates 192.168.0.0/16 (or: calicoctl pool add CIDR)"
+  exit 0
+fi
+ctl() { "$bin_dir/calicoctl" "${store[@]}" "$@"; }
+where=etcd
+if [[ " ${store[*]} " != *" --etcd-endpoints "* ]]; then
+  ds=/var/lib/calico/calico-store.db
+  for ((i = 0; i < ${#store[@]}; i += 2)); do
+    [[ ${store[i]} == --datastore-path ]] && ds=${store[i + 1]}
+  done
+  mkdir -p "$(dirname "$ds")"
+  where="embedded store $ds"
+fi
+existing=$(ctl pool show -o json) || die "reading the pools from the $where failed: calicoctl ${store[*]} pool show"
+for cidr in "${pool_list[@]}"; do
+  if python3 -c 'import json, sys; sys.exit(not any(p["cidr"] == sys.argv[1] for p in json.loads(sys.argv[2])))' \
+    "$cidr" "$existing"; then
+    echo "unchanged  pool $cidr ($where)"
+  else
+    ctl pool add "$cidr" >/dev/null || die "creating pool $cidr failed: calicoctl ${store[*]} pool add $cidr"
+    echo "created    pool $cidr ($where)"
+  fi
+done

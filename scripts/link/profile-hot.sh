@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates hot-symbols.txt, the functions the plugins execute, for hot-first.sh.
 # Run it (root, Debian 12) after changes that move a lot of code; a stale list only costs
-# RSS. It builds unstripped release binaries in target/hot-profile, runs calico-cni ADD,
+# RSS. It builds unstripped release binaries in <target dir>/hot-profile, runs calico-cni ADD,
 # CHECK and DEL and calico-ipam ADD, CHECK and DEL on the embedded store in throwaway netns
 # under callgrind, then the same against a throwaway etcd, and writes every function they
 # executed, without Rust's hashes: the embedded store's first, then those only etcd runs,
@@ -10,7 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/deps.sh
 
-export CARGO_TARGET_DIR=$PWD/target/hot-profile CARGO_PROFILE_RELEASE_STRIP=false
+# Its own target dir: unstripped binaries would otherwise replace the release ones. The list
+# is being remade, so hot-first.sh must not insist that the old one still matches.
+source scripts/lib/target-dir.sh
+export CARGO_TARGET_DIR=$TARGET_DIR/hot-profile CARGO_PROFILE_RELEASE_STRIP=false HOT_FIRST_MIN_MATCH=0
 BIN=$(scripts/build-release.sh -q -p calico-cni -p calico-ipam -p calicoctl)
 id=$$
 H=calihot-h-$id C=calihot-c-$id

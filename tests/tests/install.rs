@@ -1,25 +1,61 @@
-//! scripts/install.sh against temporary directories only (never /opt/cni/bin or
-//! /etc/cni/net.d): a fresh install, an idempotent re-run, refusing to replace a conflist that
-//! differs, --force, and bad usage.
+//! scripts/install.sh against temporary directories only (never /opt/cni/bin, /etc/cni/net.d,
+//! /usr/local/bin or /var/lib/calico: --prefix, and conflists whose datastore_path is a temp
+//! file): a fresh install, an idempotent re-run, refusing to replace a conflist that differs,
+//! --force, the pools the conflist names, calicoctl on the PATH, a missing chained plugin, and
+//! bad usage.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use calico_tests::{bin_dir, run_command, Invocation, Outcome};
+use calico_tests::{bin_dir, calicoctl, run_command, Invocation, Outcome};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/install.sh");
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../netconf-examples/cnitool-podman.conflist");
 const BINS: [&str; 3] = ["calico-cni", "calico-ipam", "calicoctl"];
 
-/// A throwaway bin dir and conf dir (inside one temp dir, so nothing else is touched).
+/// A throwaway prefix (bin, conf and calicoctl dirs inside one temp dir, so nothing else is
+/// touched), and beside it a store dir holding the embedded store the conflists name.
 struct Target {
     dir: tempfile::TempDir,
+    store: tempfile::TempDir,
 }
 
 impl Target {
     fn new() -> Target {
-        Target { dir: tempfile::Builder::new().prefix("calico-install-").tempdir().unwrap() }
+        let t = Target {
+            dir: tempfile::Builder::new().prefix("calico-install-").tempdir().unwrap(),
+            store: tempfile::Builder::new().prefix("calico-install-store-").tempdir().unwrap(),
+        };
+        std::fs::write(t.conf_src(), t.example(EXAMPLE)).unwrap();
+        t
+    }
+
+    /// An example conflist with its datastore_path moved into the store dir.
+    fn example(&self, path: &str) -> String {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(text.contains("/var/lib/calico/calico-store.db"), "{path}");
+        text.replace("/var/lib/calico/calico-store.db", &self.db())
+    }
+
+    fn db(&self) -> String {
+        self.store.path().join("calico-store.db").display().to_string()
+    }
+
+    /// The conflist installed by default (the podman example on the temp store).
+    fn conf_src(&self) -> PathBuf {
+        self.store.path().join("src.conflist")
+    }
+
+    fn ctl_link(&self) -> PathBuf {
+        self.dir.path().join("usr/local/bin/calicoctl")
+    }
+
+    /// The pools in the temp store, as `calicoctl pool show -o json` lists them.
+    fn pools(&self) -> Vec<String> {
+        let out = calicoctl(&[], &["--datastore-path", &self.db(), "pool", "show", "-o", "json"]);
+        assert!(out.ok(), "{out:#?}");
+        out.json().as_array().unwrap().iter().map(|p| p["cidr"].as_str().unwrap().to_string()).collect()
     }
 
     fn bin(&self) -> PathBuf {
@@ -34,11 +70,14 @@ impl Target {
         self.conf().join("10-calico.conflist")
     }
 
-    /// install.sh with the target dirs, the binaries these tests were built with, and `extra`.
+    /// install.sh with the temp prefix, the binaries these tests were built with, the
+    /// default conflist on the temp store (unless `extra` names one), and `extra`.
     fn install(&self, extra: &[&str]) -> Outcome {
-        let (bin, conf, from) = (self.bin(), self.conf(), bin_dir());
-        let mut args: Vec<&str> = vec!["--bin-dir", bin.to_str().unwrap(), "--conf-dir", conf.to_str().unwrap()];
-        args.extend_from_slice(&["--from", from.to_str().unwrap()]);
+        let (prefix, from, src) = (self.dir.path(), bin_dir(), self.conf_src());
+        let mut args: Vec<&str> = vec!["--prefix", prefix.to_str().unwrap(), "--from", from.to_str().unwrap()];
+        if !extra.contains(&"--conf-file") {
+            args.extend_from_slice(&["--conf-file", src.to_str().unwrap()]);
+        }
         args.extend_from_slice(extra);
         script(&args)
     }
@@ -78,12 +117,15 @@ fn assert_installed(t: &Target) {
         );
     }
     assert_eq!(std::fs::read_link(t.bin().join("calico")).unwrap(), Path::new("calico-cni"));
-    assert_eq!(std::fs::read_to_string(t.conflist()).unwrap(), std::fs::read_to_string(EXAMPLE).unwrap());
+    assert_eq!(std::fs::read_to_string(t.conflist()).unwrap(), std::fs::read_to_string(t.conf_src()).unwrap());
+    // calicoctl is on the PATH (a link to the installed one), and the conflist's pool exists.
+    assert_eq!(std::fs::read_link(t.ctl_link()).unwrap(), t.bin().join("calicoctl"));
+    assert_eq!(t.pools(), ["10.199.0.0/24"]);
     // The installed `calico` answers as a CNI plugin.
     let version = Invocation::new("VERSION", "").run(&t.bin().join("calico"), br#"{"cniVersion":"1.0.0"}"#).expect_ok();
     assert!(version["supportedVersions"].as_array().is_some_and(|v| v.contains(&"1.0.0".into())), "{version}");
     // No temporary files left beside them.
-    for dir in [t.bin(), t.conf()] {
+    for dir in [t.bin(), t.conf(), t.ctl_link().parent().unwrap().to_path_buf()] {
         let stray: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .flatten()
@@ -103,12 +145,14 @@ fn fresh_install_then_an_idempotent_rerun() {
     assert!(out.ok(), "{out:#?}");
     assert_installed(&t);
     assert!(out.stdout.lines().filter(|l| l.starts_with("installed")).count() == 4, "{}", out.stdout);
+    assert!(out.stdout.lines().filter(|l| l.starts_with("linked")).count() == 2, "{}", out.stdout);
+    assert!(out.stdout.contains("created    pool 10.199.0.0/24"), "{}", out.stdout);
 
     let before = t.snapshot();
     let again = t.install(&[]);
     assert!(again.ok(), "{again:#?}");
     assert!(again.stdout.lines().all(|l| l.starts_with("unchanged")), "re-run changed something:\n{}", again.stdout);
-    assert_eq!(again.stdout.lines().count(), 5, "{}", again.stdout);
+    assert_eq!(again.stdout.lines().count(), 7, "{}", again.stdout);
     assert_eq!(t.snapshot(), before, "the re-run touched files");
     assert_installed(&t);
 }
@@ -152,20 +196,36 @@ fn updates_changed_binaries_and_a_foreign_calico_link() {
 #[test]
 fn conf_file_and_name_can_be_chosen() {
     let t = Target::new();
-    let dual = concat!(env!("CARGO_MANIFEST_DIR"), "/../netconf-examples/dual-stack.conflist");
-    let out = t.install(&["--conf-file", dual, "--conf-name", "20-dual.conflist"]);
+    let dual = t.store.path().join("dual.conflist");
+    std::fs::write(&dual, t.example(concat!(env!("CARGO_MANIFEST_DIR"), "/../netconf-examples/dual-stack.conflist")))
+        .unwrap();
+    let out = t.install(&["--conf-file", dual.to_str().unwrap(), "--conf-name", "20-dual.conflist"]);
     assert!(out.ok(), "{out:#?}");
-    assert_eq!(std::fs::read(t.conf().join("20-dual.conflist")).unwrap(), std::fs::read(dual).unwrap());
+    assert_eq!(std::fs::read(t.conf().join("20-dual.conflist")).unwrap(), std::fs::read(&dual).unwrap());
     assert!(!t.conflist().exists());
+    // Both families' pools were created.
+    let pools = t.pools();
+    assert!(pools.len() == 2 && pools.iter().any(|p| p.contains(':')), "{pools:?}");
 }
 
 #[test]
 fn help_and_bad_usage() {
     let help = script(&["--help"]);
     assert!(help.ok(), "{help:#?}");
-    for opt in
-        ["--bin-dir", "--conf-dir", "--conf-file", "--conf-name", "--from", "--force", "/opt/cni/bin", "/etc/cni/net.d"]
-    {
+    for opt in [
+        "--prefix",
+        "--bin-dir",
+        "--conf-dir",
+        "--ctl-dir",
+        "--conf-file",
+        "--conf-name",
+        "--from",
+        "--force",
+        "--no-pool",
+        "/opt/cni/bin",
+        "/etc/cni/net.d",
+        "/usr/local/bin",
+    ] {
         assert!(help.stdout.contains(opt), "--help does not mention {opt}:\n{}", help.stdout);
     }
     let unknown = script(&["--bogus"]);
@@ -178,15 +238,54 @@ fn help_and_bad_usage() {
     let t = Target::new();
     let empty = tempfile::tempdir().unwrap();
     let (bin, conf) = (t.bin(), t.conf());
-    let out = script(&[
-        "--from",
-        empty.path().to_str().unwrap(),
-        "--bin-dir",
-        bin.to_str().unwrap(),
-        "--conf-dir",
-        conf.to_str().unwrap(),
-    ]);
+    let out = t.install(&["--from", empty.path().to_str().unwrap()]);
     assert_eq!(out.code, 1, "{out:#?}");
     assert!(out.stderr.contains("calico-cni"), "{out:#?}");
-    assert!(!bin.exists() && !conf.exists(), "a failed install left files");
+    assert!(!bin.exists() && !conf.exists() && !t.ctl_link().exists(), "a failed install left files");
+}
+
+#[test]
+fn the_installed_conflist_allocates_from_its_pool() {
+    let t = Target::new();
+    assert!(t.install(&[]).ok());
+    // The conflist's calico plugin, as a runtime hands it to calico-ipam.
+    let list: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.conflist()).unwrap()).unwrap();
+    let mut conf = list["plugins"][0].clone();
+    conf["cniVersion"] = list["cniVersion"].clone();
+    conf["name"] = list["name"].clone();
+    conf["ipam"]["lock_file"] = t.store.path().join("ipam.lock").display().to_string().into();
+    let stdin = serde_json::to_vec(&conf).unwrap();
+    let ipam = t.bin().join("calico-ipam");
+    let add = Invocation::new("ADD", "install-check").path(t.bin().to_str().unwrap());
+    let result = add.run(&ipam, &stdin).expect_ok();
+    let ip = result["ips"][0]["address"].as_str().unwrap_or_default().to_string();
+    assert!(ip.starts_with("10.199.0."), "{result}");
+    add.with_command("DEL").run(&ipam, &stdin).success();
+}
+
+#[test]
+fn no_pool_leaves_the_store_alone() {
+    let t = Target::new();
+    let out = t.install(&["--no-pool"]);
+    assert!(out.ok(), "{out:#?}");
+    assert!(!out.stdout.contains("pool"), "{}", out.stdout);
+    assert!(!Path::new(&t.db()).exists(), "--no-pool created the store");
+}
+
+#[test]
+fn a_missing_chained_plugin_is_refused_before_anything_is_installed() {
+    let t = Target::new();
+    let conf = t.store.path().join("chained.conflist");
+    let text = t.example(EXAMPLE).replace("\"type\": \"portmap\"", "\"type\": \"calico-test-no-such-plugin\"");
+    std::fs::write(&conf, text).unwrap();
+    let out = t.install(&["--conf-file", conf.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(out.stderr.contains("calico-test-no-such-plugin") && out.stderr.contains("/usr/lib/cni"), "{out:#?}");
+    assert!(!t.bin().exists() && !t.conf().exists() && !t.ctl_link().exists(), "a refused install installed files");
+    assert!(!Path::new(&t.db()).exists(), "a refused install created the store");
+
+    // The default conflist's portmap is found where Debian puts it (or where the install goes).
+    if Path::new("/usr/lib/cni/portmap").exists() {
+        assert!(t.install(&[]).ok());
+    }
 }
