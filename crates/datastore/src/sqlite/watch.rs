@@ -19,7 +19,7 @@ use crate::watch::{self, Event, EventKind, Watch};
 use crate::Error;
 
 /// How often an idle watch looks at the store revision: a change is seen within this much.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(40);
 
 const REVISIONS: &str = "SELECT revision, compact_revision FROM meta";
 const CHANGES: &str = "SELECT revision, key, deleted FROM changes \
