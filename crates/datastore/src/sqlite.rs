@@ -31,13 +31,16 @@
 //! # Watching
 //! Every txn also appends one row per key it writes to a change log (`changes`: revision,
 //! key, deleted), in the same transaction. A watch has its own connection and polls the
-//! store revision every [`POLL_INTERVAL`] (an idle watch costs about CPU_IDLE of CPU a
-//! second); when it moved, it reads the log from where it was, and the values from `kv`, in
-//! one read transaction. Changes of one key between two polls are coalesced into the last.
+//! store revision every [`POLL_INTERVAL`] (an idle watch measured 4-8 ms of CPU a second in
+//! a debug build here, most of it the thread's wake-ups); when it moved, it reads the log
+//! from where it was, and the values from `kv`, in one read transaction. Changes of one key between two polls are coalesced into the last.
 //! The log keeps the last [`CHANGE_LOG_REVISIONS`] revisions (commits whose revision is a
 //! multiple of 1000 trim it; [`EmbeddedStore::compact`] trims it on demand), and `meta`
 //! records the oldest revision it holds: a watch that needs older ones gets
-//! [`Error::Compacted`]. The log costs a plugin's commit COMMIT_COST.
+//! [`Error::Compacted`]. The log costs one more statement per written key and about one more
+//! WAL page per commit: measured with `embedded_bench` (two runs each, interleaved, noisy
+//! machine), a commit went from 58-64 µs to 66-81 µs median, a plugin's store work from
+//! 0.81-0.91 ms to 0.89-1.02 ms.
 //!
 //! # Checkpoints, and the cost of a short-lived process
 //! A process that opens the store while no other has it open rebuilds the WAL index by

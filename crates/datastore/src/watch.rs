@@ -50,8 +50,8 @@ pub struct Event {
 pub trait Watch: Send {
     /// Wait up to `timeout` for changes. `Ok(None)`: nothing changed in that time;
     /// `Ok(Some(events))`: one or more events, never an empty batch. After
-    /// [`Error::Compacted`](crate::Error::Compacted) the watch is finished; after an
-    /// unavailable error, calling `next` again resumes where it stopped.
+    /// [`Error::Compacted`] the watch is finished; after an unavailable error, calling `next`
+    /// again resumes where it stopped.
     fn next(&mut self, timeout: Duration) -> Result<Option<Vec<Event>>, Error>;
 }
 
