@@ -79,6 +79,15 @@ pub enum Error {
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
+    /// A watch needs history older than the store keeps: `compact_revision` is the oldest
+    /// revision a watch can start from now. List again, then watch from the listing's revision.
+    #[error("revision {requested} is compacted: the store keeps changes from revision {compact_revision} on")]
+    Compacted { requested: i64, compact_revision: i64 },
+
+    /// This backend cannot watch (or read with a revision).
+    #[error("this datastore backend cannot watch for changes")]
+    WatchUnsupported,
+
     /// The store answered with something this version cannot use.
     #[error("datastore: {0}")]
     Protocol(String),

@@ -17,6 +17,9 @@
 //!   as unavailable, the calls of the next [`HOLD_DOWN`] fail at once, so a plugin whose etcd is
 //!   down reports CNI code 11 within one budget however many calls it makes.
 //!
+//! Watches ([`Datastore::watch`]) have their own runtime and connection, and fail over and
+//! resume by themselves: see `etcd/watch.rs`.
+//!
 //! Start-up cost (what a short-lived plugin pays on every ADD): with Nagle's algorithm on, the
 //! first request's DATA frame waits behind its HEADERS frame for the server's delayed ACK
 //! (~40 ms; etcd-client's `tls-openssl` connector leaves TCP_NODELAY off). With TCP_NODELAY
@@ -30,7 +33,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{KvClient, TxnOpResponse};
 
 use crate::config::Config;
-use crate::{Compare, Datastore, Error, KeyValue, Op, Read, TxnOutcome};
+use crate::{Compare, Datastore, Error, KeyValue, Op, Read, TxnOutcome, Watch};
 
 mod convert;
 mod failover;
@@ -39,6 +42,9 @@ mod target;
 mod testing;
 #[cfg(test)]
 mod tests;
+mod watch;
+#[cfg(test)]
+mod watch_tests;
 
 use target::Target;
 
@@ -96,6 +102,12 @@ impl EtcdStore {
         self.round_trips.load(Ordering::Relaxed)
     }
 
+    /// Compact etcd's history before `revision` (etcd's compact RPC): watches that still
+    /// need it fail with [`Error::Compacted`].
+    pub fn compact(&self, revision: i64) -> Result<(), Error> {
+        self.call(true, |mut kv| async move { kv.compact(revision, None).await }).map(drop)
+    }
+
     /// The member URLs, in the order they are tried.
     pub fn endpoints(&self) -> impl Iterator<Item = &str> {
         self.targets.iter().map(|t| t.url.as_str())
@@ -135,6 +147,11 @@ impl Datastore for EtcdStore {
         if reads.is_empty() {
             return Ok(Vec::new());
         }
+        self.read_many_at(reads).map(|(found, _)| found)
+    }
+
+    /// As `read_many`; the revision is that of the Txn's header.
+    fn read_many_at(&self, reads: &[Read]) -> Result<(Vec<Vec<KeyValue>>, i64), Error> {
         let txn = convert::read_txn(reads);
         let resp = self.call(true, |mut kv| {
             let txn = txn.clone();
@@ -144,13 +161,20 @@ impl Datastore for EtcdStore {
         if answers.len() != reads.len() {
             return Err(Error::Protocol(format!("etcd answered {} of {} reads", answers.len(), reads.len())));
         }
-        answers
+        let revision = resp.header().ok_or_else(|| no_header("read"))?.revision();
+        let found = answers
             .into_iter()
             .map(|answer| match answer {
                 TxnOpResponse::Get(range) => convert::key_values(range),
                 other => Err(Error::Protocol(format!("etcd answered a read with {other:?}"))),
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok((found, revision))
+    }
+
+    /// A watch stream of its own, on a connection of its own (see `etcd/watch.rs`).
+    fn watch(&self, prefixes: &[String], from_revision: i64) -> Result<Box<dyn Watch>, Error> {
+        Ok(Box::new(self.open_watch(prefixes, from_revision)?))
     }
 }
 

@@ -9,6 +9,37 @@
 //!   hold, and a list of writes applied atomically when they do.
 //!
 //! Backends implement `get`, `list` and `txn`; the single-key helpers are provided on top.
+//!
+//! # Watching
+//! A long-lived caller (the per-host agent) lists once and then follows the changes:
+//! [`Datastore::read_many_at`] reads in one snapshot and returns that snapshot's store
+//! revision `r`; [`Datastore::watch`] from `r + 1` then delivers every later put and delete
+//! under a set of prefixes, with no gap and no repeat, through [`Watch::next`] (blocking, with
+//! a timeout). When the history it needs is gone (etcd compacted it; the embedded store keeps
+//! a change log of the last [`sqlite::CHANGE_LOG_REVISIONS`] revisions), the watch fails with
+//! [`Error::Compacted`] and the caller lists again. Details in [`watch`].
+//!
+//! ```no_run
+//! # fn agent(store: &dyn datastore::Datastore) -> Result<(), datastore::Error> {
+//! use std::time::Duration;
+//! use datastore::{Error, Read};
+//! let prefixes = vec!["/calico/v1/ipam/v4/pool/".to_owned()];
+//! 'resync: loop {
+//!     let (pools, revision) = store.read_many_at(&[Read::Prefix(prefixes[0].clone())])?;
+//!     // ... apply `pools` in full ...
+//!     let mut watch = store.watch(&prefixes, revision + 1)?;
+//!     loop {
+//!         match watch.next(Duration::from_secs(10)) {
+//!             Ok(Some(events)) => { /* apply each event */ }
+//!             Ok(None) => {}
+//!             Err(Error::Compacted { .. }) => continue 'resync,
+//!             Err(e) if e.is_unavailable() => {} // the watch resumes by itself
+//!             Err(e) => return Err(e),
+//!         }
+//!     }
+//! }
+//! # }
+//! ```
 
 use std::fmt;
 
@@ -18,12 +49,14 @@ mod error;
 pub mod etcd;
 pub mod memory;
 pub mod sqlite;
+pub mod watch;
 
 pub use config::{open, Config, DEFAULT_DATASTORE_PATH};
 pub use error::Error;
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdStore;
 pub use sqlite::EmbeddedStore;
+pub use watch::{Event, EventKind, Watch};
 
 /// A stored key with the revision of its last write.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,6 +134,30 @@ pub trait Datastore: Send + Sync {
                 Read::Prefix(p) => self.list(p),
             })
             .collect()
+    }
+
+    /// Like [`read_many`](Self::read_many), in one snapshot, with the store revision of that
+    /// snapshot: a [`watch`](Self::watch) from that revision + 1 misses no later change and
+    /// repeats none that the reads already show.
+    fn read_many_at(&self, reads: &[Read]) -> Result<(Vec<Vec<KeyValue>>, i64), Error> {
+        let _ = reads;
+        Err(Error::WatchUnsupported)
+    }
+
+    /// Every key starting with `prefix`, with the store revision of the listing (see
+    /// [`read_many_at`](Self::read_many_at)).
+    fn list_at(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), Error> {
+        let (mut found, revision) = self.read_many_at(&[Read::Prefix(prefix.to_owned())])?;
+        Ok((found.pop().unwrap_or_default(), revision))
+    }
+
+    /// Follow the changes of every key under `prefixes`, starting with those of revision
+    /// `from_revision` (1 or more). Fails with [`Error::Compacted`] when that history is no
+    /// longer kept (now, or later from [`Watch::next`]). Backends that cannot watch return
+    /// [`Error::WatchUnsupported`].
+    fn watch(&self, prefixes: &[String], from_revision: i64) -> Result<Box<dyn Watch>, Error> {
+        let _ = (prefixes, from_revision);
+        Err(Error::WatchUnsupported)
     }
 
     /// How many requests this store has sent so far (failed attempts included), for backends

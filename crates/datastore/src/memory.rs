@@ -1,26 +1,49 @@
 //! An in-process store with the same semantics as the real backends, for unit tests of the
 //! logic above the trait. Fault injection (`fail_next_txns`, `conflict_next_txns`) lets tests
 //! exercise retry and error paths without a real etcd.
+//!
+//! It watches like etcd: it keeps every change (until [`MemoryStore::compact`]) and a watch
+//! delivers each one, woken at once by the write, so tests of a watching caller need no
+//! sleeps.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
+use crate::watch::{self, Event, EventKind, Watch};
 use crate::{Compare, Datastore, Error, KeyValue, Op, Read, TxnOutcome};
 
 #[derive(Default)]
 pub struct MemoryStore {
-    inner: Mutex<Inner>,
+    shared: Arc<Shared>,
     fail_txns: AtomicUsize,
     conflict_txns: AtomicUsize,
     /// How many calls (get, list, txn) reached the store: the round trips a real backend pays.
     pub calls: AtomicUsize,
 }
 
+/// The data, and the condition variable that wakes watchers after each commit.
+#[derive(Default)]
+struct Shared {
+    inner: Mutex<Inner>,
+    changed: Condvar,
+}
+
 #[derive(Default)]
 struct Inner {
     revision: i64,
     data: BTreeMap<String, (Vec<u8>, i64)>,
+    /// Every change since `compact_revision`, in revision order.
+    history: Vec<Event>,
+    /// The oldest revision a watch can start from (0: nothing compacted yet).
+    compact_revision: i64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl MemoryStore {
@@ -40,8 +63,20 @@ impl MemoryStore {
 
     /// A copy of every key and value, for assertions.
     pub fn dump(&self) -> BTreeMap<String, Vec<u8>> {
-        let inner = self.inner.lock().unwrap();
+        let inner = self.shared.lock();
         inner.data.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect()
+    }
+
+    /// Forget the changes before `revision` (at most the current revision), as etcd's compact
+    /// does: a watch that still needs them fails with [`Error::Compacted`].
+    pub fn compact(&self, revision: i64) {
+        let mut inner = self.shared.lock();
+        let revision = revision.min(inner.revision);
+        if revision > inner.compact_revision {
+            inner.history.retain(|e| e.mod_revision >= revision);
+            inner.compact_revision = revision;
+        }
+        self.shared.changed.notify_all();
     }
 }
 
@@ -70,18 +105,18 @@ fn take_one(counter: &AtomicUsize) -> bool {
 impl Datastore for MemoryStore {
     fn get(&self, key: &str) -> Result<Option<KeyValue>, Error> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        Ok(self.inner.lock().unwrap().get(key))
+        Ok(self.shared.lock().get(key))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<KeyValue>, Error> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        Ok(self.inner.lock().unwrap().list(prefix))
+        Ok(self.shared.lock().list(prefix))
     }
 
     /// One request, as etcd's read-only Txn is, and one snapshot.
     fn read_many(&self, reads: &[Read]) -> Result<Vec<Vec<KeyValue>>, Error> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let inner = self.inner.lock().unwrap();
+        let inner = self.shared.lock();
         Ok(reads
             .iter()
             .map(|r| match r {
@@ -99,7 +134,8 @@ impl Datastore for MemoryStore {
         if take_one(&self.conflict_txns) {
             return Ok(TxnOutcome::Conflict);
         }
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.shared.lock();
+        let inner = &mut *inner;
         let holds = compares.iter().all(|c| match c {
             Compare::Absent(k) => !inner.data.contains_key(k),
             Compare::Revision(k, r) => inner.data.get(k).is_some_and(|(_, rev)| rev == r),
@@ -110,20 +146,90 @@ impl Datastore for MemoryStore {
         inner.revision += 1;
         let revision = inner.revision;
         for op in ops {
-            match op {
+            let kind = match op {
                 Op::Put { key, value } => {
                     inner.data.insert(key.clone(), (value.clone(), revision));
+                    EventKind::Put { value: value.clone() }
                 }
                 Op::Delete { key } => {
-                    inner.data.remove(key);
+                    if inner.data.remove(key).is_none() {
+                        continue; // as in etcd: deleting nothing is no event
+                    }
+                    EventKind::Delete
                 }
-            }
+            };
+            let key = match op {
+                Op::Put { key, .. } | Op::Delete { key } => key.clone(),
+            };
+            inner.history.push(Event { key, kind, mod_revision: revision });
         }
+        self.shared.changed.notify_all();
         Ok(TxnOutcome::Committed { revision })
+    }
+
+    fn read_many_at(&self, reads: &[Read]) -> Result<(Vec<Vec<KeyValue>>, i64), Error> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let inner = self.shared.lock();
+        let found = reads
+            .iter()
+            .map(|r| match r {
+                Read::Key(k) => inner.get(k).into_iter().collect(),
+                Read::Prefix(p) => inner.list(p),
+            })
+            .collect();
+        Ok((found, inner.revision))
+    }
+
+    fn watch(&self, prefixes: &[String], from_revision: i64) -> Result<Box<dyn Watch>, Error> {
+        let prefixes = watch::normalize(prefixes, from_revision)?;
+        let watch = MemoryWatch { shared: Arc::clone(&self.shared), prefixes, next: from_revision };
+        watch.check_compacted(&self.shared.lock())?;
+        Ok(Box::new(watch))
     }
 
     fn round_trips(&self) -> Option<u64> {
         Some(self.calls.load(Ordering::Relaxed) as u64)
+    }
+}
+
+/// A watch on a [`MemoryStore`]: a cursor into its history.
+struct MemoryWatch {
+    shared: Arc<Shared>,
+    prefixes: Vec<String>,
+    /// The first revision not delivered yet.
+    next: i64,
+}
+
+impl MemoryWatch {
+    fn check_compacted(&self, inner: &Inner) -> Result<(), Error> {
+        if self.next < inner.compact_revision {
+            return Err(Error::Compacted { requested: self.next, compact_revision: inner.compact_revision });
+        }
+        Ok(())
+    }
+}
+
+impl Watch for MemoryWatch {
+    fn next(&mut self, timeout: Duration) -> Result<Option<Vec<Event>>, Error> {
+        let deadline = Instant::now() + timeout;
+        let mut inner = self.shared.lock();
+        loop {
+            self.check_compacted(&inner)?;
+            if inner.revision >= self.next {
+                let start = inner.history.partition_point(|e| e.mod_revision < self.next);
+                let events: Vec<Event> =
+                    inner.history[start..].iter().filter(|e| watch::matches(&self.prefixes, &e.key)).cloned().collect();
+                self.next = inner.revision + 1;
+                if !events.is_empty() {
+                    return Ok(Some(events));
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            inner = self.shared.changed.wait_timeout(inner, left).unwrap_or_else(PoisonError::into_inner).0;
+        }
     }
 }
 
@@ -161,5 +267,74 @@ mod tests {
         }
         let keys: Vec<_> = s.list("/b/").unwrap().into_iter().map(|kv| kv.key).collect();
         assert_eq!(keys, ["/b/1", "/b/2"]);
+    }
+
+    fn put(key: &str, value: &str) -> Op {
+        Op::Put { key: key.into(), value: value.into() }
+    }
+
+    fn summary(events: &[Event]) -> Vec<(String, Option<String>, i64)> {
+        events
+            .iter()
+            .map(|e| {
+                let value = match &e.kind {
+                    EventKind::Put { value } => Some(String::from_utf8_lossy(value).into_owned()),
+                    EventKind::Delete => None,
+                };
+                (e.key.clone(), value, e.mod_revision)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn watch_after_a_listing_sees_each_later_change_once() {
+        let s = MemoryStore::new();
+        s.txn(&[], &[put("/a/1", "old"), put("/b/1", "b")]).unwrap();
+        let (listed, revision) = s.list_at("/a/").unwrap();
+        assert_eq!((listed.len(), revision), (1, 1));
+        let mut w = s.watch(&["/a/".into(), "/a/x/".into()], revision + 1).unwrap();
+        assert_eq!(w.next(Duration::ZERO).unwrap(), None);
+        s.txn(&[], &[put("/a/1", "new"), put("/b/2", "b"), put("/a/x/2", "x")]).unwrap();
+        s.txn(&[], &[Op::Delete { key: "/a/1".into() }, Op::Delete { key: "/a/none".into() }]).unwrap();
+        let events = w.next(Duration::ZERO).unwrap().unwrap();
+        assert_eq!(
+            summary(&events),
+            [("/a/1".into(), Some("new".into()), 2), ("/a/x/2".into(), Some("x".into()), 2), ("/a/1".into(), None, 3),]
+        );
+        assert_eq!(w.next(Duration::from_millis(10)).unwrap(), None);
+    }
+
+    #[test]
+    fn watch_wakes_up_on_a_write_from_another_thread() {
+        let s = Arc::new(MemoryStore::new());
+        let mut w = s.watch(&["/k".into()], 1).unwrap();
+        let writer = Arc::clone(&s);
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            writer.create("/k", b"v".to_vec()).unwrap();
+        });
+        let start = Instant::now();
+        let events = w.next(Duration::from_secs(10)).unwrap().unwrap();
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert_eq!(summary(&events), [("/k".into(), Some("v".into()), 1)]);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn compaction_fails_the_watch_and_a_relist_carries_on() {
+        let s = MemoryStore::new();
+        for i in 0..5 {
+            s.create(&format!("/k/{i}"), vec![]).unwrap();
+        }
+        let mut w = s.watch(&["/k/".into()], 3).unwrap();
+        s.compact(4);
+        let err = w.next(Duration::ZERO).unwrap_err();
+        assert!(matches!(err, Error::Compacted { requested: 3, compact_revision: 4 }), "{err:?}");
+        assert!(matches!(s.watch(&["/k/".into()], 2), Err(Error::Compacted { .. })));
+        let (listed, revision) = s.list_at("/k/").unwrap();
+        assert_eq!(listed.len(), 5);
+        let mut w = s.watch(&["/k/".into()], revision + 1).unwrap();
+        s.create("/k/5", vec![]).unwrap();
+        assert_eq!(summary(&w.next(Duration::ZERO).unwrap().unwrap()), [("/k/5".into(), Some(String::new()), 6)]);
     }
 }

@@ -28,6 +28,20 @@
 //! back through a new ADD (a lost allocation is then free again; a lost release is a leak
 //! that IPAM garbage collection reclaims).
 //!
+//! # Watching
+//! Every txn also appends one row per key it writes to a change log (`changes`: revision,
+//! key, deleted), in the same transaction. A watch has its own connection and polls the
+//! store revision every [`POLL_INTERVAL`] (an idle watch measured 4-8 ms of CPU a second in
+//! a debug build here, most of it the thread's wake-ups); when it moved, it reads the log
+//! from where it was, and the values from `kv`, in one read transaction. Changes of one key between two polls are coalesced into the last.
+//! The log keeps the last [`CHANGE_LOG_REVISIONS`] revisions (commits whose revision is a
+//! multiple of 1000 trim it; [`EmbeddedStore::compact`] trims it on demand), and `meta`
+//! records the oldest revision it holds: a watch that needs older ones gets
+//! [`Error::Compacted`]. The log costs one more statement per written key and about one more
+//! WAL page per commit: measured with `embedded_bench` (two runs each, interleaved, noisy
+//! machine), a commit went from 58-64 µs to 66-81 µs median, a plugin's store work from
+//! 0.81-0.91 ms to 0.89-1.02 ms.
+//!
 //! # Checkpoints, and the cost of a short-lived process
 //! A process that opens the store while no other has it open rebuilds the WAL index by
 //! reading the whole WAL. So the WAL is kept short: after a commit that leaves it at 64
@@ -50,6 +64,9 @@
 mod file;
 mod ops;
 mod schema;
+mod watch;
+
+pub use watch::POLL_INTERVAL;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -96,6 +113,14 @@ const CHECKPOINT_WAL_PAGES: u64 = 64;
 const CHECKPOINT_WAL_BYTES: u64 = 32 + CHECKPOINT_WAL_PAGES * (24 + 4096);
 /// How long a checkpoint waits for readers of the WAL to finish before giving up.
 const CHECKPOINT_WAIT: Duration = Duration::from_millis(100);
+
+/// How many revisions of changes the change log keeps for watchers; a watch that falls
+/// further behind gets [`Error::Compacted`]. At about 3 keys per revision and 60 bytes per
+/// row, that is about 2 MB of the file.
+pub const CHANGE_LOG_REVISIONS: i64 = 10_000;
+/// The change log is trimmed by the commits whose revision is a multiple of this: one commit
+/// in a thousand deletes a thousand revisions of rows.
+const TRIM_EVERY: i64 = 1_000;
 
 /// Tuning of [`EmbeddedStore::open_with`]; [`EmbeddedStore::open`] uses the defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -182,7 +182,7 @@ async fn connect_one(endpoint: &Endpoint) -> Result<KvClient, EtcdError> {
     Ok(client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES))
 }
 
-fn etcd_error(url: &str, source: EtcdError) -> Error {
+pub(super) fn etcd_error(url: &str, source: EtcdError) -> Error {
     Error::Etcd {
         endpoints: url.to_owned(),
         detail: convert::detail(&source),

@@ -6,8 +6,17 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::EmbeddedStore;
-use crate::{Compare, Datastore, Error, KeyValue, Op, Read, TxnOutcome};
+use super::{EmbeddedStore, CHANGE_LOG_REVISIONS, TRIM_EVERY};
+use crate::{Compare, Datastore, Error, KeyValue, Op, Read, TxnOutcome, Watch};
+
+impl EmbeddedStore {
+    /// Forget the change log before `revision` (at most the current revision), as etcd's
+    /// compact does. The store also does this by itself, keeping the last
+    /// [`CHANGE_LOG_REVISIONS`] revisions.
+    pub fn compact(&self, revision: i64) -> Result<(), Error> {
+        compact(&self.lock(), revision).map_err(|e| self.err(e))
+    }
+}
 
 const GET: &str = "SELECT key, value, mod_revision FROM kv WHERE key = ?1";
 const LIST_RANGE: &str = "SELECT key, value, mod_revision FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key";
@@ -16,12 +25,18 @@ const BUMP_REVISION: &str = "UPDATE meta SET revision = revision + 1 RETURNING r
 const PUT: &str = "INSERT INTO kv (key, value, mod_revision) VALUES (?1, ?2, ?3) \
      ON CONFLICT (key) DO UPDATE SET value = excluded.value, mod_revision = excluded.mod_revision";
 const DELETE: &str = "DELETE FROM kv WHERE key = ?1";
+/// One row of the change log per key a txn writes (the last op wins if a txn writes a key
+/// twice).
+const LOG_CHANGE: &str = "INSERT OR REPLACE INTO changes (revision, key, deleted) VALUES (?1, ?2, ?3)";
+const REVISION: &str = "SELECT revision FROM meta";
+const TRIM_CHANGES: &str = "DELETE FROM changes WHERE revision < ?1";
+const SET_COMPACT_REVISION: &str = "UPDATE meta SET compact_revision = ?1 WHERE compact_revision < ?1";
 
 fn key_value(row: &rusqlite::Row<'_>) -> rusqlite::Result<KeyValue> {
     Ok(KeyValue { key: row.get(0)?, value: row.get(1)?, mod_revision: row.get(2)? })
 }
 
-fn get(conn: &Connection, key: &str) -> rusqlite::Result<Option<KeyValue>> {
+pub(super) fn get(conn: &Connection, key: &str) -> rusqlite::Result<Option<KeyValue>> {
     conn.prepare_cached(GET)?.query_row([key], key_value).optional()
 }
 
@@ -85,15 +100,42 @@ fn list(conn: &Connection, prefix: &str) -> rusqlite::Result<Vec<KeyValue>> {
 
 fn read_many(conn: &Connection, reads: &[Read]) -> rusqlite::Result<Vec<Vec<KeyValue>>> {
     let txn = Txn::read(conn)?;
-    let found = reads
+    let found = read_all(conn, reads)?;
+    txn.commit()?;
+    Ok(found)
+}
+
+fn read_all(conn: &Connection, reads: &[Read]) -> rusqlite::Result<Vec<Vec<KeyValue>>> {
+    reads
         .iter()
         .map(|read| match read {
             Read::Key(key) => get(conn, key).map(|kv| kv.into_iter().collect()),
             Read::Prefix(prefix) => list(conn, prefix),
         })
-        .collect::<rusqlite::Result<_>>()?;
+        .collect()
+}
+
+/// The reads and the store revision, in one read transaction.
+fn read_many_at(conn: &Connection, reads: &[Read]) -> rusqlite::Result<(Vec<Vec<KeyValue>>, i64)> {
+    let txn = Txn::read(conn)?;
+    let revision = conn.prepare_cached(REVISION)?.query_row([], |row| row.get(0))?;
+    let found = read_all(conn, reads)?;
     txn.commit()?;
-    Ok(found)
+    Ok((found, revision))
+}
+
+/// Drop the change log before `revision`; watches that still need it get `Compacted`.
+fn trim_changes(conn: &Connection, revision: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(TRIM_CHANGES)?.execute([revision])?;
+    conn.prepare_cached(SET_COMPACT_REVISION)?.execute([revision])?;
+    Ok(())
+}
+
+fn compact(conn: &Connection, revision: i64) -> rusqlite::Result<()> {
+    let txn = Txn::write(conn)?;
+    let current: i64 = conn.prepare_cached(REVISION)?.query_row([], |row| row.get(0))?;
+    trim_changes(conn, revision.min(current))?;
+    txn.commit()
 }
 
 fn holds(conn: &Connection, compare: &Compare) -> rusqlite::Result<bool> {
@@ -112,10 +154,22 @@ fn txn(conn: &Connection, compares: &[Compare], ops: &[Op]) -> rusqlite::Result<
     }
     let revision: i64 = conn.prepare_cached(BUMP_REVISION)?.query_row([], |row| row.get(0))?;
     for op in ops {
-        match op {
-            Op::Put { key, value } => conn.prepare_cached(PUT)?.execute(params![key, value, revision])?,
-            Op::Delete { key } => conn.prepare_cached(DELETE)?.execute([key])?,
+        let (key, deleted) = match op {
+            Op::Put { key, value } => {
+                conn.prepare_cached(PUT)?.execute(params![key, value, revision])?;
+                (key, false)
+            }
+            Op::Delete { key } => {
+                if conn.prepare_cached(DELETE)?.execute([key])? == 0 {
+                    continue; // as in etcd: deleting nothing is no change
+                }
+                (key, true)
+            }
         };
+        conn.prepare_cached(LOG_CHANGE)?.execute(params![revision, key, deleted])?;
+    }
+    if revision % TRIM_EVERY == 0 && revision > CHANGE_LOG_REVISIONS {
+        trim_changes(conn, revision - CHANGE_LOG_REVISIONS + 1)?;
     }
     txn.commit()?;
     Ok(TxnOutcome::Committed { revision })
@@ -133,6 +187,14 @@ impl Datastore for EmbeddedStore {
     /// All reads in one read transaction: one snapshot, as etcd's read-only Txn gives.
     fn read_many(&self, reads: &[Read]) -> Result<Vec<Vec<KeyValue>>, Error> {
         read_many(&self.lock(), reads).map_err(|e| self.err(e))
+    }
+
+    fn read_many_at(&self, reads: &[Read]) -> Result<(Vec<Vec<KeyValue>>, i64), Error> {
+        read_many_at(&self.lock(), reads).map_err(|e| self.err(e))
+    }
+
+    fn watch(&self, prefixes: &[String], from_revision: i64) -> Result<Box<dyn Watch>, Error> {
+        Ok(Box::new(self.open_watch(prefixes, from_revision)?))
     }
 
     fn txn(&self, compares: &[Compare], ops: &[Op]) -> Result<TxnOutcome, Error> {

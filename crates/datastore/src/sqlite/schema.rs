@@ -7,10 +7,15 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
 /// The schema this code reads and writes; stored in `PRAGMA user_version`.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// Keys ordered by their UTF-8 bytes (SQLite's BINARY collation), as in etcd and in Rust's
-/// `str` ordering. `meta` holds the single store-wide revision.
+/// `str` ordering. `meta` holds the single store-wide revision, and the oldest revision the
+/// change log still holds (`compact_revision`).
+///
+/// `changes` is the change log that watchers read (version 3): one row per key written, in
+/// the transaction that writes it. Rows are small (no value: a watcher reads the key's value
+/// from `kv`), and appended in revision order, so an insert lands on the last leaf page.
 ///
 /// `kv` is a rowid table with a unique index on `key`: a lookup descends the index, whose
 /// cells hold only keys, then fetches one row. Version 1 made `key` the primary key of a
@@ -27,9 +32,16 @@ CREATE TABLE kv (
 );
 CREATE TABLE meta (
     id INTEGER PRIMARY KEY CHECK (id = 0),
-    revision INTEGER NOT NULL
+    revision INTEGER NOT NULL,
+    compact_revision INTEGER NOT NULL DEFAULT 0
 );
-INSERT INTO meta (id, revision) VALUES (0, 0);
+INSERT INTO meta (id, revision, compact_revision) VALUES (0, 0, 1);
+CREATE TABLE changes (
+    revision INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    deleted INTEGER NOT NULL,
+    PRIMARY KEY (revision, key)
+) WITHOUT ROWID;
 ";
 
 /// From version 1 (see [`DDL`]): the same rows, keys, values and revisions, in the new table.
@@ -43,6 +55,19 @@ CREATE TABLE kv (
 );
 INSERT INTO kv (key, value, mod_revision) SELECT key, value, mod_revision FROM kv_v1 ORDER BY key;
 DROP TABLE kv_v1;
+";
+
+/// From version 2: an empty change log. The changes up to now were never logged, so the log
+/// starts after the current revision: a watch from an older revision gets `Compacted`.
+const MIGRATE_FROM_V2: &str = "
+ALTER TABLE meta ADD COLUMN compact_revision INTEGER NOT NULL DEFAULT 0;
+UPDATE meta SET compact_revision = revision + 1;
+CREATE TABLE changes (
+    revision INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    deleted INTEGER NOT NULL,
+    PRIMARY KEY (revision, key)
+) WITHOUT ROWID;
 ";
 
 /// Why the schema could not be settled.
@@ -65,12 +90,12 @@ fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
 }
 
 /// Check the schema version, create the schema when the file is new, and migrate a store of
-/// version 1. Safe when many processes open a fresh file at once: the check is repeated
+/// version 1 or 2. Safe when many processes open a fresh file at once: the check is repeated
 /// under `BEGIN IMMEDIATE`, so exactly one of them runs the DDL.
 pub(super) fn ensure(conn: &mut Connection, busy_timeout: Duration) -> Result<(), SchemaError> {
     match user_version(conn)? {
         SCHEMA_VERSION => return Ok(()),
-        0 | 1 => {}
+        0..=2 => {}
         newer => return Err(SchemaError::TooNew(newer)),
     }
     // Persistent: only the openers of a fresh file pay for it.
@@ -81,7 +106,11 @@ pub(super) fn ensure(conn: &mut Connection, busy_timeout: Duration) -> Result<()
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     match user_version(&tx)? {
         0 => tx.execute_batch(DDL)?,
-        1 => tx.execute_batch(MIGRATE_FROM_V1)?,
+        1 => {
+            tx.execute_batch(MIGRATE_FROM_V1)?;
+            tx.execute_batch(MIGRATE_FROM_V2)?;
+        }
+        2 => tx.execute_batch(MIGRATE_FROM_V2)?,
         SCHEMA_VERSION => return Ok(tx.commit()?),
         newer => return Err(SchemaError::TooNew(newer)),
     }
