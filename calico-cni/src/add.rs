@@ -25,9 +25,14 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
     }
     let container_mac = container_mac(&ctx)?;
     let netns_path = req.env.netns.as_deref().unwrap_or(Path::new(""));
-    let container = Namespace::open(netns_path)
-        .map_err(|source| Error::Netns { path: netns_path.display().to_string(), source })?;
-    let host = Namespace::current().map_err(|source| Error::Dataplane { step: "opening the host netns", source })?;
+    let container = Namespace::open(netns_path).map_err(|source| Error::Netns {
+        path: netns_path.display().to_string(),
+        source,
+    })?;
+    let host = Namespace::current().map_err(|source| Error::Dataplane {
+        step: "opening the host netns",
+        source,
+    })?;
 
     let host_veth = ctx.host_veth(req);
     let mut undo = Rollback::new();
@@ -35,26 +40,43 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
     undo.push("releasing the IPAM allocation", || ctx.ipam_del(req));
     let addresses: Vec<IpAddr> = ipam_result.ips.iter().map(|c| c.address.ip()).collect();
     if addresses.is_empty() {
-        return Err(Error::NoAddress { plugin: ctx.ipam_type.clone() });
+        return Err(Error::NoAddress {
+            plugin: ctx.ipam_type.clone(),
+        });
     }
 
     let dp = |step: &'static str| move |source| Error::Dataplane { step, source };
     let mtu = ctx.conf.mtu.unwrap_or(1500);
     let host_end = VethEnd::host(&host_veth, Some(mtu));
-    let peer = VethEnd { name: req.env.ifname.clone(), mac: container_mac, mtu: Some(mtu) };
-    let create = || host.netlink().create_veth(&host_end, &peer, container.netns());
+    let peer = VethEnd {
+        name: req.env.ifname.clone(),
+        mac: container_mac,
+        mtu: Some(mtu),
+    };
+    let create = || {
+        host.netlink()
+            .create_veth(&host_end, &peer, container.netns())
+    };
     match create() {
         // A host end left by an ADD that died half-way, or by an earlier sandbox of this pod
         // (same workload, same name): remove it and try once more. Checked only on EEXIST,
         // so the usual ADD pays no extra netlink request.
-        Err(e) if e.is_exists() && host.netlink().delete_link(&host_veth).map_err(dp("removing a stale host veth"))? => {
+        Err(e)
+            if e.is_exists()
+                && host
+                    .netlink()
+                    .delete_link(&host_veth)
+                    .map_err(dp("removing a stale host veth"))? =>
+        {
             tracing::warn!(%host_veth, "removed a stale host veth");
             create()
         }
         other => other,
     }
     .map_err(dp("creating the veth pair"))?;
-    undo.push("deleting the veth pair", || host.netlink().delete_link(&host_veth).map(|_| ()));
+    undo.push("deleting the veth pair", || {
+        host.netlink().delete_link(&host_veth).map(|_| ())
+    });
 
     let info = dataplane::setup_container(
         &container,
@@ -65,11 +87,16 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
         },
     )
     .map_err(dp("configuring the container interface"))?;
-    dataplane::setup_host(&host, &host_veth, &addresses).map_err(dp("configuring the host side"))?;
+    dataplane::setup_host(&host, &host_veth, &addresses)
+        .map_err(dp("configuring the host side"))?;
 
     let result = CniResult {
         interfaces: vec![
-            Interface { name: host_veth.clone(), mac: Some(dataplane::naming::format_mac(dataplane::HOST_VETH_MAC)), ..Default::default() },
+            Interface {
+                name: host_veth.clone(),
+                mac: Some(dataplane::naming::format_mac(dataplane::HOST_VETH_MAC)),
+                ..Default::default()
+            },
             Interface {
                 name: req.env.ifname.clone(),
                 mac: Some(dataplane::naming::format_mac(info.mac)),
@@ -80,7 +107,11 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
         ips: ipam_result
             .ips
             .iter()
-            .map(|ip| cni::IpConfig { address: ipnetwork::IpNetwork::from(ip.address.ip()), gateway: None, interface: Some(1) })
+            .map(|ip| cni::IpConfig {
+                address: ipnetwork::IpNetwork::from(ip.address.ip()),
+                gateway: None,
+                interface: Some(1),
+            })
             .collect(),
         dns: ipam_result.dns.clone(),
         ..Default::default()
@@ -115,7 +146,10 @@ fn container_mac(ctx: &Context) -> Result<Option<[u8; 6]>, Error> {
         (None, Some(m)) => ("CNI_ARGS MAC", m),
         (None, None) => return Ok(None),
     };
-    parse_mac(value).map(Some).ok_or_else(|| Error::InvalidMac { field, value: value.clone() })
+    parse_mac(value).map(Some).ok_or_else(|| Error::InvalidMac {
+        field,
+        value: value.clone(),
+    })
 }
 
 fn parse_mac(s: &str) -> Option<[u8; 6]> {
@@ -136,7 +170,10 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 mod tests {
     #[test]
     fn macs() {
-        assert_eq!(super::parse_mac("0a:58:0a:f4:00:05"), Some([0x0a, 0x58, 0x0a, 0xf4, 0, 5]));
+        assert_eq!(
+            super::parse_mac("0a:58:0a:f4:00:05"),
+            Some([0x0a, 0x58, 0x0a, 0xf4, 0, 5])
+        );
         assert_eq!(super::parse_mac("0a:58:0a:f4:00"), None);
         assert_eq!(super::parse_mac("0a:58:0a:f4:00:05:06"), None);
         assert_eq!(super::parse_mac("01:00:5e:00:00:01"), None, "multicast");

@@ -26,7 +26,10 @@ pub fn check(req: &Request) -> Result<(), Error> {
     let ep = endpoint::get(&*ctx.store, &key)?
         .filter(|ep| ep.container_id == req.env.container_id)
         .ok_or_else(|| Error::Check(format!("no workload endpoint record {key}")))?;
-    let container_index = prev.interfaces.iter().position(|i| i.name == req.env.ifname);
+    let container_index = prev
+        .interfaces
+        .iter()
+        .position(|i| i.name == req.env.ifname);
     let addresses: Vec<IpAddr> = prev
         .ips
         .iter()
@@ -34,14 +37,36 @@ pub fn check(req: &Request) -> Result<(), Error> {
         .map(|ip| ip.address.ip())
         .collect();
     for ip in &addresses {
-        if !ep.ips.iter().any(|e| e.split('/').next() == Some(&ip.to_string())) {
-            return Err(Error::Check(format!("address {ip} of prevResult is not in the endpoint record {key}")));
+        if !ep
+            .ips
+            .iter()
+            .any(|e| e.split('/').next() == Some(&ip.to_string()))
+        {
+            return Err(Error::Check(format!(
+                "address {ip} of prevResult is not in the endpoint record {key}"
+            )));
         }
     }
     let netns = req.env.netns.as_deref().unwrap_or(std::path::Path::new(""));
-    let container =
-        Namespace::open(netns).map_err(|source| Error::Netns { path: netns.display().to_string(), source })?;
-    let host = Namespace::current().map_err(|source| Error::Dataplane { step: "opening the host netns", source })?;
-    dataplane::check(&host, &container, &CheckSpec { host_veth: &ep.host_veth, ifname: &req.env.ifname, addresses: &addresses })
-        .map_err(|source| Error::Dataplane { step: "checking the dataplane", source })
+    let container = Namespace::open(netns).map_err(|source| Error::Netns {
+        path: netns.display().to_string(),
+        source,
+    })?;
+    let host = Namespace::current().map_err(|source| Error::Dataplane {
+        step: "opening the host netns",
+        source,
+    })?;
+    dataplane::check(
+        &host,
+        &container,
+        &CheckSpec {
+            host_veth: &ep.host_veth,
+            ifname: &req.env.ifname,
+            addresses: &addresses,
+        },
+    )
+    .map_err(|source| Error::Dataplane {
+        step: "checking the dataplane",
+        source,
+    })
 }

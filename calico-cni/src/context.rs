@@ -34,7 +34,13 @@ impl Context {
         }
         let node = conf.nodename()?;
         let store = datastore::config::open(&conf.store_config())?;
-        Ok(Context { ipam_type: conf.ipam.plugin_type.clone(), conf, args, node, store })
+        Ok(Context {
+            ipam_type: conf.ipam.plugin_type.clone(),
+            conf,
+            args,
+            node,
+            store,
+        })
     }
 
     /// The IPAM verbs to run in this process: `Some` when `ipam.type` is `calico-ipam`, whose
@@ -53,7 +59,11 @@ impl Context {
     pub fn ipam_add(&self, req: &Request) -> Result<CniResult, Error> {
         match self.in_process_ipam() {
             Some(verbs) => Ok(verbs.add(&req.env)?),
-            None => Ok(cni::delegate::delegate_add(&self.ipam_type, &req.env, &req.stdin)?),
+            None => Ok(cni::delegate::delegate_add(
+                &self.ipam_type,
+                &req.env,
+                &req.stdin,
+            )?),
         }
     }
 
@@ -61,7 +71,11 @@ impl Context {
     pub fn ipam_del(&self, req: &Request) -> Result<(), Error> {
         match self.in_process_ipam() {
             Some(verbs) => Ok(verbs.del(&req.env)?),
-            None => Ok(cni::delegate::delegate_del(&self.ipam_type, &req.env, &req.stdin)?),
+            None => Ok(cni::delegate::delegate_del(
+                &self.ipam_type,
+                &req.env,
+                &req.stdin,
+            )?),
         }
     }
 
@@ -69,7 +83,11 @@ impl Context {
     pub fn ipam_check(&self, req: &Request) -> Result<(), Error> {
         match self.in_process_ipam() {
             Some(verbs) => Ok(verbs.check(&req.env)?),
-            None => Ok(cni::delegate::delegate_check(&self.ipam_type, &req.env, &req.stdin)?),
+            None => Ok(cni::delegate::delegate_check(
+                &self.ipam_type,
+                &req.env,
+                &req.stdin,
+            )?),
         }
     }
 
@@ -77,7 +95,11 @@ impl Context {
     pub fn ipam_gc(&self, req: &Request) -> Result<(), Error> {
         match self.in_process_ipam() {
             Some(verbs) => Ok(verbs.gc()?),
-            None => Ok(cni::delegate::delegate_gc(&self.ipam_type, &req.env, &req.stdin)?),
+            None => Ok(cni::delegate::delegate_gc(
+                &self.ipam_type,
+                &req.env,
+                &req.stdin,
+            )?),
         }
     }
 
@@ -85,7 +107,11 @@ impl Context {
     pub fn ipam_status(&self, req: &Request) -> Result<(), Error> {
         match self.in_process_ipam() {
             Some(verbs) => Ok(verbs.status()?),
-            None => Ok(cni::delegate::delegate_status(&self.ipam_type, &req.env, &req.stdin)?),
+            None => Ok(cni::delegate::delegate_status(
+                &self.ipam_type,
+                &req.env,
+                &req.stdin,
+            )?),
         }
     }
 
@@ -99,7 +125,10 @@ impl Context {
     }
 
     fn k8s_pod(&self) -> Option<(&str, &str)> {
-        Some((self.args.k8s_pod_namespace.as_deref()?, self.args.k8s_pod_name.as_deref()?))
+        Some((
+            self.args.k8s_pod_namespace.as_deref()?,
+            self.args.k8s_pod_name.as_deref()?,
+        ))
     }
 
     /// `<namespace>.<pod>` for Kubernetes, else the container id.
@@ -111,7 +140,12 @@ impl Context {
     }
 
     pub fn endpoint_key(&self, req: &Request) -> String {
-        endpoint::key(&self.node, self.orchestrator(), &self.workload_id(req), &req.env.ifname)
+        endpoint::key(
+            &self.node,
+            self.orchestrator(),
+            &self.workload_id(req),
+            &req.env.ifname,
+        )
     }
 
     /// `cali` + 11 hex characters of the workload identity (plus the interface when it is

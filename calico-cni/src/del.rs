@@ -26,17 +26,22 @@ pub fn del(req: &Request) -> Result<(), Error> {
             tracing::info!(%key, owner = %ep.container_id, "endpoint belongs to a newer sandbox; leaving it");
             if let Some(path) = netns.filter(|p| !p.as_os_str().is_empty()) {
                 if let Ok(container) = Namespace::open(path) {
-                    container.netlink().delete_link(&req.env.ifname).map_err(dp("removing the container interface"))?;
+                    container
+                        .netlink()
+                        .delete_link(&req.env.ifname)
+                        .map_err(dp("removing the container interface"))?;
                 }
             }
         }
         Some(ep) => {
             endpoint::delete(&*ctx.store, &key)?;
-            dataplane::teardown(&host, &ep.host_veth, netns, &req.env.ifname).map_err(dp("removing the veth"))?;
+            dataplane::teardown(&host, &ep.host_veth, netns, &req.env.ifname)
+                .map_err(dp("removing the veth"))?;
         }
         None => {
             let host_veth = ctx.host_veth(req);
-            dataplane::teardown(&host, &host_veth, netns, &req.env.ifname).map_err(dp("removing the veth"))?;
+            dataplane::teardown(&host, &host_veth, netns, &req.env.ifname)
+                .map_err(dp("removing the veth"))?;
         }
     }
     tracing::info!(container = %req.env.container_id, "workload detached");

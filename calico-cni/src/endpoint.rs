@@ -32,12 +32,20 @@ pub fn node_prefix(node: &str) -> String {
 }
 
 pub fn key(node: &str, orchestrator: &str, workload_id: &str, ifname: &str) -> String {
-    format!("{}{orchestrator}/{workload_id}/endpoint/{ifname}", node_prefix(node))
+    format!(
+        "{}{orchestrator}/{workload_id}/endpoint/{ifname}",
+        node_prefix(node)
+    )
 }
 
 impl Endpoint {
     pub fn key(&self) -> String {
-        key(&self.node, &self.orchestrator, &self.workload_id, &self.ifname)
+        key(
+            &self.node,
+            &self.orchestrator,
+            &self.workload_id,
+            &self.ifname,
+        )
     }
 }
 
@@ -46,18 +54,35 @@ pub fn get(store: &dyn Datastore, key: &str) -> Result<Option<Endpoint>, Error> 
 }
 
 fn decode(kv: &datastore::KeyValue) -> Result<Endpoint, Error> {
-    serde_json::from_slice(&kv.value).map_err(|source| Error::CorruptEndpoint { key: kv.key.clone(), source })
+    serde_json::from_slice(&kv.value).map_err(|source| Error::CorruptEndpoint {
+        key: kv.key.clone(),
+        source,
+    })
 }
 
 /// Write (or overwrite a stale) record.
 pub fn put(store: &dyn Datastore, ep: &Endpoint) -> Result<(), Error> {
-    let value = serde_json::to_vec(ep).map_err(|source| Error::CorruptEndpoint { key: ep.key(), source })?;
-    store.txn(&[], &[Op::Put { key: ep.key(), value }])?;
+    let value = serde_json::to_vec(ep).map_err(|source| Error::CorruptEndpoint {
+        key: ep.key(),
+        source,
+    })?;
+    store.txn(
+        &[],
+        &[Op::Put {
+            key: ep.key(),
+            value,
+        }],
+    )?;
     Ok(())
 }
 
 pub fn delete(store: &dyn Datastore, key: &str) -> Result<(), Error> {
-    store.txn(&[], &[Op::Delete { key: key.to_owned() }])?;
+    store.txn(
+        &[],
+        &[Op::Delete {
+            key: key.to_owned(),
+        }],
+    )?;
     Ok(())
 }
 

@@ -62,8 +62,15 @@ impl CniCode for Error {
             Error::Store(e) if e.is_unavailable() => code::TRY_AGAIN_LATER,
             Error::Store(_) | Error::CorruptEndpoint { .. } => code::IO,
             Error::Netns { .. } => code::INVALID_ENV,
-            Error::Dataplane { source: dataplane::Error::RouteConflict { .. }, .. } => CODE_ROUTE_CONFLICT,
-            Error::Dataplane { source: dataplane::Error::Check(_), .. } | Error::Check(_) => CODE_CHECK_FAILED,
+            Error::Dataplane {
+                source: dataplane::Error::RouteConflict { .. },
+                ..
+            } => CODE_ROUTE_CONFLICT,
+            Error::Dataplane {
+                source: dataplane::Error::Check(_),
+                ..
+            }
+            | Error::Check(_) => CODE_CHECK_FAILED,
             Error::Dataplane { .. } => CODE_DATAPLANE,
             Error::NoAddress { .. } => code::IO,
             Error::InvalidMac { .. } => code::INVALID_CONFIG,

@@ -26,14 +26,23 @@ pub fn gc(req: &Request) -> Result<(), Error> {
         .collect();
     ctx.ipam_gc(req)?;
 
-    let host = Namespace::current().map_err(|source| Error::Dataplane { step: "opening the host netns", source })?;
+    let host = Namespace::current().map_err(|source| Error::Dataplane {
+        step: "opening the host netns",
+        source,
+    })?;
     for ep in endpoint::list(&*ctx.store, &ctx.node)? {
-        if ep.network != ctx.conf.common.name || valid.contains(&(ep.container_id.clone(), ep.ifname.clone())) {
+        if ep.network != ctx.conf.common.name
+            || valid.contains(&(ep.container_id.clone(), ep.ifname.clone()))
+        {
             continue;
         }
         let netns = std::path::Path::new(&ep.netns);
-        dataplane::teardown(&host, &ep.host_veth, Some(netns), &ep.ifname)
-            .map_err(|source| Error::Dataplane { step: "removing a stale veth", source })?;
+        dataplane::teardown(&host, &ep.host_veth, Some(netns), &ep.ifname).map_err(|source| {
+            Error::Dataplane {
+                step: "removing a stale veth",
+                source,
+            }
+        })?;
         endpoint::delete(&*ctx.store, &ep.key())?;
         tracing::info!(container = %ep.container_id, ifname = %ep.ifname, host_veth = %ep.host_veth, "garbage collected");
     }

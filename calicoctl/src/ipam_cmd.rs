@@ -38,11 +38,25 @@ pub fn run(store: &dyn Datastore, cmd: IpamCommand) -> anyhow::Result<ExitCode> 
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&usage)?),
                 Output::Table => {
-                    println!("{:<42} {:>12} {:>8} {:>8}", "POOL / BLOCK", "ADDRESSES", "IN USE", "HOST");
+                    println!(
+                        "{:<42} {:>12} {:>8} {:>8}",
+                        "POOL / BLOCK", "ADDRESSES", "IN USE", "HOST"
+                    );
                     for u in usage {
-                        println!("{:<42} {:>12} {:>8}", u.pool.cidr.to_string(), u.capacity, u.used);
+                        println!(
+                            "{:<42} {:>12} {:>8}",
+                            u.pool.cidr.to_string(),
+                            u.capacity,
+                            u.used
+                        );
                         for b in u.blocks {
-                            println!("  {:<40} {:>12} {:>8} {:>8}", b.cidr.to_string(), b.size, b.used, b.host.unwrap_or_default());
+                            println!(
+                                "  {:<40} {:>12} {:>8} {:>8}",
+                                b.cidr.to_string(),
+                                b.size,
+                                b.used,
+                                b.host.unwrap_or_default()
+                            );
                         }
                     }
                 }
@@ -54,7 +68,10 @@ pub fn run(store: &dyn Datastore, cmd: IpamCommand) -> anyhow::Result<ExitCode> 
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&r)?),
                 Output::Table => {
-                    println!("Checked {} block(s), {} handle(s), {} allocation(s).", r.blocks, r.handles, r.allocations);
+                    println!(
+                        "Checked {} block(s), {} handle(s), {} allocation(s).",
+                        r.blocks, r.handles, r.allocations
+                    );
                     for p in &r.problems {
                         println!("problem: {p}");
                     }
@@ -63,13 +80,22 @@ pub fn run(store: &dyn Datastore, cmd: IpamCommand) -> anyhow::Result<ExitCode> 
                     }
                 }
             }
-            Ok(if r.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if r.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         IpamCommand::Release { ip } => {
-            let ip: IpAddr = ip.parse().with_context(|| format!("{ip:?} is not an IP address"))?;
+            let ip: IpAddr = ip
+                .parse()
+                .with_context(|| format!("{ip:?} is not an IP address"))?;
             let released = ipam::Ipam::new(store, String::new()).release_ips(&[ip])?;
             for (ip, handle) in released {
-                println!("Released {ip} (handle {})", handle.unwrap_or_else(|| "none".into()));
+                println!(
+                    "Released {ip} (handle {})",
+                    handle.unwrap_or_else(|| "none".into())
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -12,7 +12,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "calicoctl", version, about = "Manage Calico IP pools and IP address management")]
+#[command(
+    name = "calicoctl",
+    version,
+    about = "Manage Calico IP pools and IP address management"
+)]
 struct Cli {
     /// etcd endpoints, comma-separated (selects the etcd datastore)
     #[arg(long, env = "ETCD_ENDPOINTS", global = true)]
@@ -71,10 +75,12 @@ fn main() -> ExitCode {
         etcd_ca_cert_file: cli.etcd_ca_cert_file,
         datastore_path: cli.datastore_path,
     };
-    let result = datastore::config::open(&cfg).map_err(anyhow::Error::from).and_then(|store| match cli.command {
-        Command::Pool { command } => pool_cmd::run(&*store, command),
-        Command::Ipam { command } => ipam_cmd::run(&*store, command),
-    });
+    let result = datastore::config::open(&cfg)
+        .map_err(anyhow::Error::from)
+        .and_then(|store| match cli.command {
+            Command::Pool { command } => pool_cmd::run(&*store, command),
+            Command::Ipam { command } => ipam_cmd::run(&*store, command),
+        });
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -61,12 +61,20 @@ impl From<Mode> for EncapMode {
 }
 
 pub fn parse_cidr(s: &str) -> anyhow::Result<IpNetwork> {
-    s.parse::<IpNetwork>().with_context(|| format!("{s:?} is not a valid CIDR"))
+    s.parse::<IpNetwork>()
+        .with_context(|| format!("{s:?} is not a valid CIDR"))
 }
 
 pub fn run(store: &dyn Datastore, cmd: PoolCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        PoolCommand::Add { cidr, ipip, vxlan, nat_outgoing, disabled, block_size } => {
+        PoolCommand::Add {
+            cidr,
+            ipip,
+            vxlan,
+            nat_outgoing,
+            disabled,
+            block_size,
+        } => {
             let mut p = Pool::new(parse_cidr(&cidr)?);
             p.ipip = ipip.map(Into::into).unwrap_or_default();
             p.vxlan = vxlan.map(Into::into).unwrap_or_default();
@@ -92,7 +100,10 @@ pub fn run(store: &dyn Datastore, cmd: PoolCommand) -> anyhow::Result<ExitCode> 
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&pools)?),
                 Output::Table => {
-                    println!("{:<42} {:>6} {:<13} {:<13} {:<5} {:<8}", "CIDR", "BLOCK", "IPIP", "VXLAN", "NAT", "DISABLED");
+                    println!(
+                        "{:<42} {:>6} {:<13} {:<13} {:<5} {:<8}",
+                        "CIDR", "BLOCK", "IPIP", "VXLAN", "NAT", "DISABLED"
+                    );
                     for p in pools {
                         println!(
                             "{:<42} {:>6} {:<13} {:<13} {:<5} {:<8}",

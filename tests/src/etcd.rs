@@ -21,7 +21,10 @@ const READY_WITHIN: Duration = Duration::from_secs(30);
 pub fn free_port() -> u16 {
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     loop {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
         let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
         if given.get_or_insert_with(HashSet::new).insert(port) {
             return port;
@@ -31,7 +34,11 @@ pub fn free_port() -> u16 {
 
 pub fn etcd_binary() -> PathBuf {
     let path = PathBuf::from(std::env::var("ETCD_BIN").unwrap_or_else(|_| "/usr/bin/etcd".into()));
-    assert!(path.exists(), "{} is missing: install etcd-server (the test command does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: install etcd-server (the test command does)",
+        path.display()
+    );
     path
 }
 
@@ -43,14 +50,21 @@ pub struct Certs {
 
 impl Certs {
     pub fn generate() -> Certs {
-        let dir = tempfile::Builder::new().prefix("calico-certs-").tempdir().expect("tempdir for certificates");
+        let dir = tempfile::Builder::new()
+            .prefix("calico-certs-")
+            .tempdir()
+            .expect("tempdir for certificates");
         let run = |args: String| {
             let out = Command::new("openssl")
                 .args(args.split_whitespace())
                 .current_dir(dir.path())
                 .output()
                 .expect("run openssl (apt-get install openssl)");
-            assert!(out.status.success(), "openssl {args}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "openssl {args}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         };
         let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
         run(format!(
@@ -58,11 +72,16 @@ impl Certs {
              -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
         ));
         for (name, ext) in [
-            ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+            (
+                "server",
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            ),
             ("client", "extendedKeyUsage=clientAuth\n"),
         ] {
             std::fs::write(dir.path().join(format!("{name}.ext")), ext).expect("write extensions");
-            run(format!("req {ec} -keyout {name}.key -out {name}.csr -subj /CN={name}"));
+            run(format!(
+                "req {ec} -keyout {name}.key -out {name}.csr -subj /CN={name}"
+            ));
             run(format!(
                 "x509 -req -in {name}.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out {name}.crt -days 2 \
                  -extfile {name}.ext"
@@ -107,8 +126,16 @@ pub struct Member {
 
 impl Member {
     fn spawn(&mut self) {
-        assert!(self.child.is_none(), "etcd member {} is already running", self.name);
-        let log = File::options().create(true).append(true).open(self.dir.path().join("etcd.log")).expect("etcd log");
+        assert!(
+            self.child.is_none(),
+            "etcd member {} is already running",
+            self.name
+        );
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("etcd.log"))
+            .expect("etcd log");
         let child = Command::new(etcd_binary())
             .args(&self.args)
             .stdin(Stdio::null())
@@ -172,7 +199,10 @@ impl EtcdCluster {
             .iter()
             .enumerate()
             .map(|(i, (client, peer))| {
-                let dir = tempfile::Builder::new().prefix("calico-etcd-").tempdir().expect("tempdir for etcd");
+                let dir = tempfile::Builder::new()
+                    .prefix("calico-etcd-")
+                    .tempdir()
+                    .expect("tempdir for etcd");
                 let name = format!("m{i}");
                 let client_url = format!("{scheme}://127.0.0.1:{client}");
                 let peer_url = format!("http://127.0.0.1:{peer}");
@@ -193,16 +223,28 @@ impl EtcdCluster {
                 .collect();
                 if let Some(c) = certs {
                     args.push("--client-cert-auth".into());
-                    for (flag, file) in
-                        [("--trusted-ca-file", "ca.crt"), ("--cert-file", "server.crt"), ("--key-file", "server.key")]
-                    {
+                    for (flag, file) in [
+                        ("--trusted-ca-file", "ca.crt"),
+                        ("--cert-file", "server.crt"),
+                        ("--key-file", "server.key"),
+                    ] {
                         args.extend([flag.to_string(), c.path(file).display().to_string()]);
                     }
                 }
-                Member { name, client_url, args, child: None, dir }
+                Member {
+                    name,
+                    client_url,
+                    args,
+                    child: None,
+                    dir,
+                }
             })
             .collect();
-        let tls = certs.map(|c| ClientTls { ca: c.ca(), cert: c.client_cert(), key: c.client_key() });
+        let tls = certs.map(|c| ClientTls {
+            ca: c.ca(),
+            cert: c.client_cert(),
+            key: c.client_key(),
+        });
         let mut cluster = EtcdCluster { members, tls };
         for m in &mut cluster.members {
             m.spawn();
@@ -213,7 +255,11 @@ impl EtcdCluster {
 
     /// Every member's client URL, comma-separated, as Calico's `etcd_endpoints`.
     pub fn endpoints(&self) -> String {
-        self.members.iter().map(|m| m.client_url.as_str()).collect::<Vec<_>>().join(",")
+        self.members
+            .iter()
+            .map(|m| m.client_url.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Kill member `i` (its data stays).
@@ -240,7 +286,8 @@ impl EtcdCluster {
         let deadline = Instant::now() + READY_WITHIN;
         loop {
             let out = self.etcdctl(&["endpoint", "status", "-w", "json"]);
-            let statuses: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let statuses: serde_json::Value =
+                serde_json::from_slice(&out.stdout).unwrap_or_default();
             for st in statuses.as_array().into_iter().flatten() {
                 let id = &st["Status"]["header"]["member_id"];
                 if id.is_u64() && *id == st["Status"]["leader"] {
@@ -250,24 +297,42 @@ impl EtcdCluster {
                     }
                 }
             }
-            assert!(Instant::now() < deadline, "no running etcd member reports itself as leader: {statuses}");
+            assert!(
+                Instant::now() < deadline,
+                "no running etcd member reports itself as leader: {statuses}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     /// Run etcdctl (API v3) against the running members.
     pub fn etcdctl(&self, args: &[&str]) -> Output {
-        let urls: Vec<&str> = self.members.iter().filter(|m| m.running()).map(|m| m.client_url.as_str()).collect();
-        self.etcdctl_on(&urls.join(",")).args(args).output().expect("run etcdctl (apt-get install etcd-client)")
+        let urls: Vec<&str> = self
+            .members
+            .iter()
+            .filter(|m| m.running())
+            .map(|m| m.client_url.as_str())
+            .collect();
+        self.etcdctl_on(&urls.join(","))
+            .args(args)
+            .output()
+            .expect("run etcdctl (apt-get install etcd-client)")
     }
 
     /// etcdctl on `endpoints`, with the client certificate when the cluster uses TLS.
     fn etcdctl_on(&self, endpoints: &str) -> Command {
         let mut cmd = Command::new("etcdctl");
-        cmd.env("ETCDCTL_API", "3").arg(format!("--endpoints={endpoints}"));
-        cmd.args(["--dial-timeout=1s", "--command-timeout=3s"]).stdin(Stdio::null());
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={endpoints}"));
+        cmd.args(["--dial-timeout=1s", "--command-timeout=3s"])
+            .stdin(Stdio::null());
         if let Some(tls) = &self.tls {
-            cmd.arg("--cacert").arg(&tls.ca).arg("--cert").arg(&tls.cert).arg("--key").arg(&tls.key);
+            cmd.arg("--cacert")
+                .arg(&tls.ca)
+                .arg("--cert")
+                .arg(&tls.cert)
+                .arg("--key")
+                .arg(&tls.key);
         }
         cmd
     }
@@ -275,8 +340,16 @@ impl EtcdCluster {
     /// `etcdctl get --prefix --keys-only`: the keys under `prefix`.
     pub fn keys(&self, prefix: &str) -> Vec<String> {
         let out = self.etcdctl(&["get", "--prefix", "--keys-only", prefix]);
-        assert!(out.status.success(), "etcdctl get {prefix}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(str::to_owned).collect()
+        assert!(
+            out.status.success(),
+            "etcdctl get {prefix}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Wait until every running member is healthy (it has a leader and serves a quorum read).
@@ -325,7 +398,10 @@ impl Etcd {
 
     fn from_cluster(cluster: EtcdCluster) -> Etcd {
         let client_url = cluster.members[0].client_url.clone();
-        Etcd { cluster, client_url }
+        Etcd {
+            cluster,
+            client_url,
+        }
     }
 
     /// `etcdctl get --prefix` of `prefix`: the keys present.

@@ -12,7 +12,9 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 /// Every CNI spec version the plugins support.
-pub const VERSIONS: [&str; 7] = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+pub const VERSIONS: [&str; 7] = [
+    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+];
 
 /// Where the workspace's binaries are: `CALICO_BIN_DIR`, else the target directory of the
 /// profile these tests were built with (build them first: `cargo build --workspace --bins`).
@@ -22,12 +24,19 @@ pub fn bin_dir() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
 }
 
 pub fn bin(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
     path
 }
 
@@ -46,7 +55,8 @@ impl Outcome {
 
     /// stdout as JSON (panics with the whole outcome when it is not).
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
     }
 
     /// Assert success (for commands whose stdout is not JSON).
@@ -67,10 +77,16 @@ impl Outcome {
 
     /// Assert a CNI error with `code` and return its JSON.
     pub fn expect_err(&self, code: u64) -> Value {
-        assert!(!self.ok(), "expected CNI error {code}, got success: {self:#?}");
+        assert!(
+            !self.ok(),
+            "expected CNI error {code}, got success: {self:#?}"
+        );
         let v = self.json();
         assert_eq!(v["code"].as_u64(), Some(code), "wrong CNI code: {self:#?}");
-        assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()), "error without msg: {self:#?}");
+        assert!(
+            v["msg"].as_str().is_some_and(|m| !m.is_empty()),
+            "error without msg: {self:#?}"
+        );
         v
     }
 }
@@ -146,7 +162,9 @@ impl Invocation {
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         cmd
     }
 
@@ -158,7 +176,9 @@ impl Invocation {
 
 /// Spawn `cmd`, feed stdin, collect the outcome.
 pub fn run_command(mut cmd: Command, stdin: &[u8]) -> Outcome {
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
     let input = child.stdin.take();
     let data = stdin.to_vec();
     // Write from a thread: a plugin that stops reading early must not deadlock the test.
@@ -183,7 +203,12 @@ pub struct StoreDir {
 
 impl StoreDir {
     pub fn new() -> StoreDir {
-        StoreDir { dir: tempfile::Builder::new().prefix("calico-test-").tempdir().expect("tempdir") }
+        StoreDir {
+            dir: tempfile::Builder::new()
+                .prefix("calico-test-")
+                .tempdir()
+                .expect("tempdir"),
+        }
     }
 
     pub fn db(&self) -> String {
@@ -200,8 +225,12 @@ impl Default for StoreDir {
 /// Run `calicoctl` with `args` against the given datastore environment.
 pub fn calicoctl(store_env: &[(String, String)], args: &[&str]) -> Outcome {
     let mut cmd = Command::new(bin("calicoctl"));
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.env_remove("ETCD_ENDPOINTS").env_remove("CALICO_DATASTORE_PATH");
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.env_remove("ETCD_ENDPOINTS")
+        .env_remove("CALICO_DATASTORE_PATH");
     for (k, v) in store_env {
         cmd.env(k, v);
     }
@@ -212,7 +241,11 @@ pub fn calicoctl(store_env: &[(String, String)], args: &[&str]) -> Outcome {
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}{}x{}", std::process::id() % 100_000, N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}{}x{}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A datastore for one test: the embedded store in a temp dir, or a real etcd.
@@ -290,13 +323,19 @@ impl Backend {
     pub fn used(&self) -> u64 {
         let out = self.ctl(&["ipam", "show", "-o", "json"]);
         let v = out.expect_ok();
-        v.as_array().map(|pools| pools.iter().filter_map(|p| p["used"].as_u64()).sum()).unwrap_or(0)
+        v.as_array()
+            .map(|pools| pools.iter().filter_map(|p| p["used"].as_u64()).sum())
+            .unwrap_or(0)
     }
 
     /// Assert `calicoctl ipam check` finds nothing wrong.
     pub fn assert_clean(&self) {
         let out = self.ctl(&["ipam", "check"]);
-        assert!(out.ok(), "[{}] ipam check is not clean: {out:#?}", self.name());
+        assert!(
+            out.ok(),
+            "[{}] ipam check is not clean: {out:#?}",
+            self.name()
+        );
     }
 }
 
@@ -304,7 +343,15 @@ impl Backend {
 pub fn result_ips(result: &Value) -> Vec<String> {
     let strip = |s: &str| s.split('/').next().unwrap_or(s).to_owned();
     if let Some(ips) = result["ips"].as_array() {
-        return ips.iter().filter_map(|i| i["address"].as_str()).map(strip).collect();
+        return ips
+            .iter()
+            .filter_map(|i| i["address"].as_str())
+            .map(strip)
+            .collect();
     }
-    ["ip4", "ip6"].iter().filter_map(|f| result[f]["ip"].as_str()).map(strip).collect()
+    ["ip4", "ip6"]
+        .iter()
+        .filter_map(|f| result[f]["ip"].as_str())
+        .map(strip)
+        .collect()
 }

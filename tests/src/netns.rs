@@ -9,7 +9,12 @@ use crate::{unique, Invocation, Outcome};
 /// `ip ARGS...`, panicking with its stderr on failure.
 pub fn ip(args: &[&str]) -> String {
     let out = Command::new("ip").args(args).output().expect("running ip");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -49,7 +54,9 @@ impl Netns {
 
     /// Ping `target` from inside this namespace (3 tries, short timeouts).
     pub fn ping(&self, target: &str) -> bool {
-        self.exec(&["ping", "-c", "1", "-W", "2", "-w", "4", target]).status.success()
+        self.exec(&["ping", "-c", "1", "-W", "2", "-w", "4", target])
+            .status
+            .success()
     }
 
     pub fn sysctl(&self, key: &str) -> String {
@@ -68,18 +75,28 @@ impl Netns {
 
     /// Links whose name starts with `cali`.
     pub fn cali_links(&self) -> Vec<String> {
-        self.links().into_iter().filter(|l| l.starts_with("cali")).collect()
+        self.links()
+            .into_iter()
+            .filter(|l| l.starts_with("cali"))
+            .collect()
     }
 
     /// Routes of both families, one per line.
     pub fn routes(&self) -> String {
-        format!("{}{}", self.ip(&["-4", "route", "show"]), self.ip(&["-6", "route", "show"]))
+        format!(
+            "{}{}",
+            self.ip(&["-4", "route", "show"]),
+            self.ip(&["-6", "route", "show"])
+        )
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -118,7 +135,10 @@ pub struct CniBinDir {
 
 impl CniBinDir {
     pub fn new() -> CniBinDir {
-        let dir = tempfile::Builder::new().prefix("calico-cnibin-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("calico-cnibin-")
+            .tempdir()
+            .expect("tempdir");
         let link = |name: &str, target: std::path::PathBuf| {
             std::os::unix::fs::symlink(target, dir.path().join(name)).expect("symlink");
         };

@@ -20,7 +20,10 @@ use calico_tests::{result_ips, Backend, Invocation, Outcome};
 use serde_json::{json, Value};
 
 /// The example the podman e2e test uses too.
-const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../netconf-examples/cnitool-podman.conflist");
+const EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../netconf-examples/cnitool-podman.conflist"
+);
 const POOL: &str = "10.124.0.0/24";
 const HOST_PORT: u16 = 8080;
 
@@ -66,7 +69,12 @@ impl Chain<'_> {
 
     fn exec(&self, i: usize, inv: &Invocation, stdin: &[u8]) -> Outcome {
         let out = self.try_exec(i, inv, stdin);
-        assert!(out.ok(), "{} {} (plugin {i} of the chain) failed: {out:#?}", inv.command, self.plugins()[i]["type"]);
+        assert!(
+            out.ok(),
+            "{} {} (plugin {i} of the chain) failed: {out:#?}",
+            inv.command,
+            self.plugins()[i]["type"]
+        );
         out
     }
 
@@ -80,27 +88,50 @@ impl Chain<'_> {
     }
 
     /// CHECK every plugin in order; `accept` may excuse a failure (plugin type, outcome).
-    fn check(&self, inv: &Invocation, runtime: &Value, result: &Value, accept: impl Fn(&str, &Outcome) -> bool) {
+    fn check(
+        &self,
+        inv: &Invocation,
+        runtime: &Value,
+        result: &Value,
+        accept: impl Fn(&str, &Outcome) -> bool,
+    ) {
         for i in 0..self.plugins().len() {
-            let out = self.try_exec(i, &inv.with_command("CHECK"), &self.plugin_conf(i, runtime, Some(result)));
+            let out = self.try_exec(
+                i,
+                &inv.with_command("CHECK"),
+                &self.plugin_conf(i, runtime, Some(result)),
+            );
             let plugin = self.plugins()[i]["type"].as_str().unwrap_or_default();
-            assert!(out.ok() || accept(plugin, &out), "CHECK {plugin} (plugin {i} of the chain) failed: {out:#?}");
+            assert!(
+                out.ok() || accept(plugin, &out),
+                "CHECK {plugin} (plugin {i} of the chain) failed: {out:#?}"
+            );
         }
     }
 
     fn del(&self, inv: &Invocation, runtime: &Value, result: &Value) {
         for i in (0..self.plugins().len()).rev() {
-            self.exec(i, &inv.with_command("DEL"), &self.plugin_conf(i, runtime, Some(result)));
+            self.exec(
+                i,
+                &inv.with_command("DEL"),
+                &self.plugin_conf(i, runtime, Some(result)),
+            );
         }
     }
 }
 
 /// The example with this test's store and pool, and bandwidth + tuning appended.
 fn conflist(version: &str, store: &Backend, tuning_dir: &Path) -> Value {
-    let mut list: Value =
-        serde_json::from_str(&std::fs::read_to_string(EXAMPLE).expect(EXAMPLE)).expect("example JSON");
-    assert_eq!(list["plugins"][0]["type"], "calico", "{EXAMPLE}: calico must come first");
-    assert_eq!(list["plugins"][1]["type"], "portmap", "{EXAMPLE}: portmap must follow calico");
+    let mut list: Value = serde_json::from_str(&std::fs::read_to_string(EXAMPLE).expect(EXAMPLE))
+        .expect("example JSON");
+    assert_eq!(
+        list["plugins"][0]["type"], "calico",
+        "{EXAMPLE}: calico must come first"
+    );
+    assert_eq!(
+        list["plugins"][1]["type"], "portmap",
+        "{EXAMPLE}: portmap must follow calico"
+    );
     store.apply(&mut list["plugins"][0]);
     list["plugins"][0]["ipam"]["ipv4_pools"] = json!([POOL]);
     list["cniVersion"] = json!(version);
@@ -119,7 +150,8 @@ fn runtime(mac: &str, port: bool) -> Value {
         "mac": mac,
     });
     if port {
-        rt["portMappings"] = json!([{"hostPort": HOST_PORT, "containerPort": 80, "protocol": "tcp"}]);
+        rt["portMappings"] =
+            json!([{"hostPort": HOST_PORT, "containerPort": 80, "protocol": "tcp"}]);
     }
     rt
 }
@@ -138,8 +170,16 @@ impl Listener {
             .spawn()
             .expect("busybox nc (Debian package busybox-static)");
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !ns.exec(&["ss", "-Hltn", "sport", "= :80"]).stdout.starts_with(b"LISTEN") {
-            assert!(Instant::now() < deadline, "nc -l -p 80 never listened in {}", ns.name);
+        while !ns
+            .exec(&["ss", "-Hltn", "sport", "= :80"])
+            .stdout
+            .starts_with(b"LISTEN")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "nc -l -p 80 never listened in {}",
+                ns.name
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Listener(child)
@@ -170,13 +210,21 @@ impl Drop for Listener {
 fn send(ns: &Netns, addr: &str, port: u16, msg: &str) {
     let script = format!("echo {msg} | busybox nc -w 3 {addr} {port}");
     let out = ns.exec(&["sh", "-c", &script]);
-    assert!(out.status.success(), "nc to {addr}:{port} from {}: {}", ns.name, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "nc to {addr}:{port} from {}: {}",
+        ns.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Debian's portmap 1.1.1 CHECK of an IPv4 container (containernetworking/plugins#819):
 /// "could not check ipv6 dnat: chain CNI-DN-… not found in iptables table nat".
 fn portmap_check_bug(plugin: &str, out: &Outcome) -> bool {
-    plugin == "portmap" && out.stdout.contains("could not check ipv6 dnat: chain CNI-DN-")
+    plugin == "portmap"
+        && out
+            .stdout
+            .contains("could not check ipv6 dnat: chain CNI-DN-")
 }
 
 /// The nat tables of both families in `host`.
@@ -184,17 +232,27 @@ fn nat_rules(host: &Netns) -> String {
     let mut rules = String::new();
     for tool in ["iptables", "ip6tables"] {
         let out = host.exec(&[tool, "-w", "-t", "nat", "-S"]);
-        assert!(out.status.success(), "{tool} (Debian package iptables): {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{tool} (Debian package iptables): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         rules.push_str(&String::from_utf8_lossy(&out.stdout));
     }
     rules
 }
 
 fn tools_present() {
-    for (tool, package) in
-        [("busybox", "busybox-static"), ("iptables", "iptables"), ("tc", "iproute2"), ("ss", "iproute2")]
-    {
-        let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).stdout(Stdio::null()).status();
+    for (tool, package) in [
+        ("busybox", "busybox-static"),
+        ("iptables", "iptables"),
+        ("tc", "iproute2"),
+        ("ss", "iproute2"),
+    ] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status();
         assert!(
             found.is_ok_and(|s| s.success()),
             "{tool} is missing: install the Debian package {package} (scripts/deps.sh)"
@@ -214,34 +272,74 @@ fn calico_portmap_bandwidth_tuning_add_check_traffic_del() {
     let store = Backend::embedded();
     store.ctl(&["pool", "add", POOL]).success();
     let (h, bins) = (host(), CniBinDir::new());
-    let tuning_dir = tempfile::Builder::new().prefix("calico-tuning-").tempdir().unwrap();
+    let tuning_dir = tempfile::Builder::new()
+        .prefix("calico-tuning-")
+        .tempdir()
+        .unwrap();
     for version in ["1.0.0", "0.4.0"] {
-        let chain = Chain { list: conflist(version, &store, tuning_dir.path()), host: &h, bins: &bins };
+        let chain = Chain {
+            list: conflist(version, &store, tuning_dir.path()),
+            host: &h,
+            bins: &bins,
+        };
         let (server, client) = (Netns::new("cs"), Netns::new("cs"));
-        let (srv_id, cli_id) = (format!("srv-{}", server.name), format!("cli-{}", client.name));
-        let srv = Invocation::new("ADD", &srv_id).netns(&server.path()).path(&bins.path());
-        let cli = Invocation::new("ADD", &cli_id).netns(&client.path()).path(&bins.path());
-        let (srv_rt, cli_rt) = (runtime("0e:00:00:00:12:01", true), runtime("0e:00:00:00:12:02", false));
+        let (srv_id, cli_id) = (
+            format!("srv-{}", server.name),
+            format!("cli-{}", client.name),
+        );
+        let srv = Invocation::new("ADD", &srv_id)
+            .netns(&server.path())
+            .path(&bins.path());
+        let cli = Invocation::new("ADD", &cli_id)
+            .netns(&client.path())
+            .path(&bins.path());
+        let (srv_rt, cli_rt) = (
+            runtime("0e:00:00:00:12:01", true),
+            runtime("0e:00:00:00:12:02", false),
+        );
 
         let result = chain.add(&srv, &srv_rt);
         let cli_result = chain.add(&cli, &cli_rt);
         assert_eq!(result["cniVersion"], version, "{result}");
         let ip = result_ips(&result)[0].clone();
-        assert!(ip.starts_with("10.124.0."), "{version}: {ip} is not from {POOL}");
-        let veth = result["interfaces"][0]["name"].as_str().expect("host interface").to_owned();
+        assert!(
+            ip.starts_with("10.124.0."),
+            "{version}: {ip} is not from {POOL}"
+        );
+        let veth = result["interfaces"][0]["name"]
+            .as_str()
+            .expect("host interface")
+            .to_owned();
         assert!(veth.starts_with("cali"), "{result}");
         // tuning: its MAC is in the final result and on the interface, its sysctl applied.
-        assert_eq!(result["interfaces"][1]["mac"], "0e:00:00:00:12:01", "{version}: {result}");
-        assert!(server.ip(&["link", "show", "eth0"]).contains("0e:00:00:00:12:01"));
+        assert_eq!(
+            result["interfaces"][1]["mac"], "0e:00:00:00:12:01",
+            "{version}: {result}"
+        );
+        assert!(server
+            .ip(&["link", "show", "eth0"])
+            .contains("0e:00:00:00:12:01"));
         assert_eq!(server.sysctl("net.core.somaxconn"), "777", "{version}");
         // bandwidth: tbf on the host veth, and an ifb for egress.
         let qdisc = h.exec(&["tc", "qdisc", "show", "dev", &veth]);
-        assert!(String::from_utf8_lossy(&qdisc.stdout).contains("tbf"), "{version}: no tbf on {veth}: {qdisc:?}");
-        assert!(h.links().iter().any(|l| l.starts_with("bwp")), "{version}: no ifb: {:?}", h.links());
+        assert!(
+            String::from_utf8_lossy(&qdisc.stdout).contains("tbf"),
+            "{version}: no tbf on {veth}: {qdisc:?}"
+        );
+        assert!(
+            h.links().iter().any(|l| l.starts_with("bwp")),
+            "{version}: no ifb: {:?}",
+            h.links()
+        );
         // portmap: this container's DNAT rule (checked here, since portmap's CHECK is broken).
         let nat = nat_rules(&h);
         assert!(nat.contains(&srv_id), "{version}: no portmap rule:\n{nat}");
-        assert!(nat.contains(&format!("--dport {HOST_PORT} -j DNAT --to-destination {ip}:80")), "{version}:\n{nat}");
+        assert!(
+            nat.contains(&format!(
+                "--dport {HOST_PORT} -j DNAT --to-destination {ip}:80"
+            )),
+            "{version}:\n{nat}"
+        );
         chain.check(&srv, &srv_rt, &result, portmap_check_bug);
         chain.check(&cli, &cli_rt, &cli_result, portmap_check_bug);
 
@@ -263,15 +361,36 @@ fn calico_portmap_bandwidth_tuning_add_check_traffic_del() {
             chain.del(inv, rt, res); // DEL is idempotent through the whole chain
         }
         let nat = nat_rules(&h);
-        assert!(!nat.contains(&srv_id) && !nat.contains("CNI-DN-"), "{version}: portmap rules left:\n{nat}");
-        assert_eq!(h.cali_links(), Vec::<String>::new(), "{version}: cali links left");
-        assert!(!h.links().iter().any(|l| l.starts_with("bwp")), "{version}: ifb left: {:?}", h.links());
-        assert!(!h.routes().contains("10.124.0."), "{version}: routes left:\n{}", h.routes());
+        assert!(
+            !nat.contains(&srv_id) && !nat.contains("CNI-DN-"),
+            "{version}: portmap rules left:\n{nat}"
+        );
+        assert_eq!(
+            h.cali_links(),
+            Vec::<String>::new(),
+            "{version}: cali links left"
+        );
+        assert!(
+            !h.links().iter().any(|l| l.starts_with("bwp")),
+            "{version}: ifb left: {:?}",
+            h.links()
+        );
+        assert!(
+            !h.routes().contains("10.124.0."),
+            "{version}: routes left:\n{}",
+            h.routes()
+        );
         assert_eq!(store.used(), 0, "{version}: addresses left allocated");
         store.assert_clean();
-        let tuning_left: Vec<_> =
-            std::fs::read_dir(tuning_dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
-        assert!(tuning_left.is_empty(), "{version}: tuning state left: {tuning_left:?}");
+        let tuning_left: Vec<_> = std::fs::read_dir(tuning_dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(
+            tuning_left.is_empty(),
+            "{version}: tuning state left: {tuning_left:?}"
+        );
     }
 }
 
@@ -282,24 +401,56 @@ fn a_failing_plugin_later_in_the_chain_leaves_nothing_after_del() {
     let store = Backend::embedded();
     store.ctl(&["pool", "add", POOL]).success();
     let (h, bins) = (host(), CniBinDir::new());
-    let tuning_dir = tempfile::Builder::new().prefix("calico-tuning-").tempdir().unwrap();
+    let tuning_dir = tempfile::Builder::new()
+        .prefix("calico-tuning-")
+        .tempdir()
+        .unwrap();
     let mut list = conflist("1.0.0", &store, tuning_dir.path());
     list["plugins"][3]["sysctl"] = json!({"net.no.such.key": "1"});
-    let chain = Chain { list, host: &h, bins: &bins };
+    let chain = Chain {
+        list,
+        host: &h,
+        bins: &bins,
+    };
     let c = Netns::new("cs");
-    let inv = Invocation::new("ADD", "failing").netns(&c.path()).path(&bins.path());
+    let inv = Invocation::new("ADD", "failing")
+        .netns(&c.path())
+        .path(&bins.path());
     let rt = runtime("0e:00:00:00:12:03", true);
     let mut prev: Option<Value> = None;
     for i in 0..3 {
-        prev = Some(chain.exec(i, &inv, &chain.plugin_conf(i, &rt, prev.as_ref())).json());
+        prev = Some(
+            chain
+                .exec(i, &inv, &chain.plugin_conf(i, &rt, prev.as_ref()))
+                .json(),
+        );
     }
-    let out = inv.run_in(&h, &bins.plugin("tuning"), &chain.plugin_conf(3, &rt, prev.as_ref()));
-    assert!(!out.ok(), "tuning accepted a sysctl that does not exist: {out:#?}");
+    let out = inv.run_in(
+        &h,
+        &bins.plugin("tuning"),
+        &chain.plugin_conf(3, &rt, prev.as_ref()),
+    );
+    assert!(
+        !out.ok(),
+        "tuning accepted a sysctl that does not exist: {out:#?}"
+    );
     for i in (0..4).rev() {
-        chain.exec(i, &inv.with_command("DEL"), &chain.plugin_conf(i, &rt, None));
+        chain.exec(
+            i,
+            &inv.with_command("DEL"),
+            &chain.plugin_conf(i, &rt, None),
+        );
     }
-    assert!(!nat_rules(&h).contains("failing"), "portmap rules left:\n{}", nat_rules(&h));
+    assert!(
+        !nat_rules(&h).contains("failing"),
+        "portmap rules left:\n{}",
+        nat_rules(&h)
+    );
     assert_eq!(h.cali_links(), Vec::<String>::new());
-    assert!(!h.links().iter().any(|l| l.starts_with("bwp")), "ifb left: {:?}", h.links());
+    assert!(
+        !h.links().iter().any(|l| l.starts_with("bwp")),
+        "ifb left: {:?}",
+        h.links()
+    );
     assert_eq!(store.used(), 0);
 }

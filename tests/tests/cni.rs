@@ -17,7 +17,11 @@ impl Env {
         let store = Backend::embedded();
         store.ctl(&["pool", "add", "10.123.0.0/16"]).success();
         store.ctl(&["pool", "add", "fd00:123::/112"]).success();
-        Env { host: host(), bins: CniBinDir::new(), store }
+        Env {
+            host: host(),
+            bins: CniBinDir::new(),
+            store,
+        }
     }
 
     fn conf(&self, version: &str, ipam: Value) -> Vec<u8> {
@@ -31,7 +35,9 @@ impl Env {
     }
 
     fn inv(&self, command: &str, id: &str, netns: &Netns) -> Invocation {
-        Invocation::new(command, id).netns(&netns.path()).path(&self.bins.path())
+        Invocation::new(command, id)
+            .netns(&netns.path())
+            .path(&self.bins.path())
     }
 
     fn run(&self, inv: &Invocation, stdin: &[u8]) -> Outcome {
@@ -40,9 +46,16 @@ impl Env {
 
     /// Nothing of ours left on the host: no cali link, no route to a pool, no allocation.
     fn assert_nothing_left(&self, what: &str) {
-        assert_eq!(self.host.cali_links(), Vec::<String>::new(), "{what}: cali links left");
+        assert_eq!(
+            self.host.cali_links(),
+            Vec::<String>::new(),
+            "{what}: cali links left"
+        );
         let routes = self.host.routes();
-        assert!(!routes.contains("10.123.") && !routes.contains("fd00:123:"), "{what}: routes left:\n{routes}");
+        assert!(
+            !routes.contains("10.123.") && !routes.contains("fd00:123:"),
+            "{what}: routes left:\n{routes}"
+        );
         assert_eq!(self.store.used(), 0, "{what}: addresses left allocated");
         self.store.assert_clean();
     }
@@ -57,7 +70,9 @@ fn with_prev(conf: &[u8], result: &Value) -> Vec<u8> {
 #[test]
 fn every_version_add_ping_check_del() {
     let env = Env::new();
-    let root_links_before = calico_tests::netns::ip(&["-o", "link", "show"]).lines().count();
+    let root_links_before = calico_tests::netns::ip(&["-o", "link", "show"])
+        .lines()
+        .count();
     for v in VERSIONS {
         let (c1, c2) = (Netns::new("cc"), Netns::new("cc"));
         let conf = env.conf(v, json!({}));
@@ -68,7 +83,13 @@ fn every_version_add_ping_check_del() {
         assert_eq!(r1["cniVersion"], v, "{r1}");
         let (ip1, ip2) = (result_ips(&r1)[0].clone(), result_ips(&r2)[0].clone());
         if !v.starts_with("0.1") && !v.starts_with("0.2") {
-            assert!(r1["interfaces"][0]["name"].as_str().unwrap().starts_with("cali"), "{r1}");
+            assert!(
+                r1["interfaces"][0]["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("cali"),
+                "{r1}"
+            );
             assert_eq!(r1["interfaces"][1]["sandbox"], c1.path().as_str(), "{r1}");
             assert_eq!(r1["ips"][0]["interface"], 1, "{r1}");
         }
@@ -77,19 +98,46 @@ fn every_version_add_ping_check_del() {
         assert!(addr.contains(&format!("{ip1}/32")), "{addr}");
         assert!(addr.contains("mtu 1400"), "{addr}");
         let routes = c1.ip(&["-4", "route", "show"]);
-        assert!(routes.contains("default via 169.254.1.1 dev eth0"), "{routes}");
-        assert!(routes.lines().any(|r| r.starts_with("169.254.1.1 dev eth0") && r.contains("scope link")), "{routes}");
+        assert!(
+            routes.contains("default via 169.254.1.1 dev eth0"),
+            "{routes}"
+        );
+        assert!(
+            routes
+                .lines()
+                .any(|r| r.starts_with("169.254.1.1 dev eth0") && r.contains("scope link")),
+            "{routes}"
+        );
         // The host side.
-        let veth = env.host.cali_links().into_iter().find(|l| r1.to_string().contains(l.as_str()) || v < "0.3.0").unwrap();
+        let veth = env
+            .host
+            .cali_links()
+            .into_iter()
+            .find(|l| r1.to_string().contains(l.as_str()) || v < "0.3.0")
+            .unwrap();
         let host_link = env.host.ip(&["link", "show", &veth]);
-        assert!(host_link.contains("ee:ee:ee:ee:ee:ee") && host_link.contains("mtu 1400"), "{host_link}");
-        assert_eq!(env.host.sysctl(&format!("net.ipv4.conf.{veth}.proxy_arp")), "1");
-        assert!(env.host.routes().contains(&format!("{ip1} dev")), "{}", env.host.routes());
+        assert!(
+            host_link.contains("ee:ee:ee:ee:ee:ee") && host_link.contains("mtu 1400"),
+            "{host_link}"
+        );
+        assert_eq!(
+            env.host.sysctl(&format!("net.ipv4.conf.{veth}.proxy_arp")),
+            "1"
+        );
+        assert!(
+            env.host.routes().contains(&format!("{ip1} dev")),
+            "{}",
+            env.host.routes()
+        );
         // Traffic: container -> host, container <-> container.
         assert!(c1.ping(HOST_V4), "{v}: container cannot reach the host");
-        assert!(c1.ping(&ip2) && c2.ping(&ip1), "{v}: containers cannot reach each other");
+        assert!(
+            c1.ping(&ip2) && c2.ping(&ip1),
+            "{v}: containers cannot reach each other"
+        );
         if v >= "0.4.0" {
-            env.run(&add1.with_command("CHECK"), &with_prev(&conf, &r1)).expect_ok();
+            env.run(&add1.with_command("CHECK"), &with_prev(&conf, &r1))
+                .expect_ok();
         }
         for inv in [&add1, &add2] {
             env.run(&inv.with_command("DEL"), &conf).expect_ok();
@@ -97,15 +145,23 @@ fn every_version_add_ping_check_del() {
         }
         env.assert_nothing_left(v);
     }
-    let root_links_after = calico_tests::netns::ip(&["-o", "link", "show"]).lines().count();
-    assert_eq!(root_links_before, root_links_after, "the plugin touched the machine's own netns");
+    let root_links_after = calico_tests::netns::ip(&["-o", "link", "show"])
+        .lines()
+        .count();
+    assert_eq!(
+        root_links_before, root_links_after,
+        "the plugin touched the machine's own netns"
+    );
 }
 
 #[test]
 fn dual_stack_pings_over_both_families() {
     let env = Env::new();
     let (c1, c2) = (Netns::new("cd"), Netns::new("cd"));
-    let conf = env.conf("1.0.0", json!({"assign_ipv4": "true", "assign_ipv6": "true"}));
+    let conf = env.conf(
+        "1.0.0",
+        json!({"assign_ipv4": "true", "assign_ipv6": "true"}),
+    );
     let r1 = env.run(&env.inv("ADD", "d1", &c1), &conf).expect_ok();
     let r2 = env.run(&env.inv("ADD", "d2", &c2), &conf).expect_ok();
     let (ips1, ips2) = (result_ips(&r1), result_ips(&r2));
@@ -113,7 +169,8 @@ fn dual_stack_pings_over_both_families() {
     assert!(c1.ping(&ips2[0]) && c2.ping(&ips1[0]), "IPv4");
     assert!(c1.ping(&ips2[1]) && c2.ping(&ips1[1]), "IPv6");
     assert!(c1.ping(HOST_V6), "IPv6 to the host");
-    env.run(&env.inv("CHECK", "d1", &c1), &with_prev(&conf, &r1)).expect_ok();
+    env.run(&env.inv("CHECK", "d1", &c1), &with_prev(&conf, &r1))
+        .expect_ok();
     env.run(&env.inv("DEL", "d1", &c1), &conf).expect_ok();
     env.run(&env.inv("DEL", "d2", &c2), &conf).expect_ok();
     env.assert_nothing_left("dual-stack");
@@ -144,12 +201,14 @@ fn del_without_netns_and_after_the_netns_is_gone() {
     env.run(&add, &conf).expect_ok();
     drop(c); // the runtime removed the sandbox first
     env.run(&add.with_command("DEL"), &conf).expect_ok();
-    env.run(&add.with_command("DEL").netns(""), &conf).expect_ok();
+    env.run(&add.with_command("DEL").netns(""), &conf)
+        .expect_ok();
     env.assert_nothing_left("netns gone");
     let c = Netns::new("cg");
     let add = env.inv("ADD", "empty", &c);
     env.run(&add, &conf).expect_ok();
-    env.run(&add.with_command("DEL").netns(""), &conf).expect_ok();
+    env.run(&add.with_command("DEL").netns(""), &conf)
+        .expect_ok();
     assert!(c.links().iter().all(|l| l != "eth0") || env.host.cali_links().is_empty());
     env.assert_nothing_left("empty CNI_NETNS");
 }
@@ -162,7 +221,9 @@ fn failures_roll_back_every_step() {
 
     // 1. The container interface name is taken inside the netns.
     let c = Netns::new("cf");
-    c.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "other0"]);
+    c.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "other0",
+    ]);
     let out = env.run(&env.inv("ADD", "taken", &c), &conf);
     out.expect_err(calico_cni::CODE_DATAPLANE as u64);
     assert_eq!(env.host.links(), before);
@@ -170,16 +231,23 @@ fn failures_roll_back_every_step() {
 
     // 2. The host route is already on another interface.
     let c = Netns::new("cf");
-    env.host.ip(&["route", "add", "10.123.9.9/32", "dev", "up1"]);
+    env.host
+        .ip(&["route", "add", "10.123.9.9/32", "dev", "up1"]);
     let out = env.run(&env.inv("ADD", "conflict", &c).args("IP=10.123.9.9"), &conf);
     let err = out.expect_err(calico_cni::CODE_ROUTE_CONFLICT as u64);
     assert!(err.to_string().contains("up1"), "{err}");
-    env.host.ip(&["route", "del", "10.123.9.9/32", "dev", "up1"]);
+    env.host
+        .ip(&["route", "del", "10.123.9.9/32", "dev", "up1"]);
     assert_eq!(env.host.links(), before);
     env.assert_nothing_left("route conflict");
 
     // 3. CNI_NETNS is not a network namespace.
-    let out = env.run(&Invocation::new("ADD", "notns").netns("/etc/hostname").path(&env.bins.path()), &conf);
+    let out = env.run(
+        &Invocation::new("ADD", "notns")
+            .netns("/etc/hostname")
+            .path(&env.bins.path()),
+        &conf,
+    );
     out.expect_err(4);
     env.assert_nothing_left("not a netns");
 
@@ -207,17 +275,28 @@ fn gc_removes_what_the_runtime_no_longer_knows() {
     assert_eq!(env.host.cali_links().len(), 2);
     let mut gc: Value = serde_json::from_slice(&conf).unwrap();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
-    let inv = Invocation { container_id: String::new(), ifname: String::new(), netns: String::new(), ..env.inv("GC", "", &c1) };
+    let inv = Invocation {
+        container_id: String::new(),
+        ifname: String::new(),
+        netns: String::new(),
+        ..env.inv("GC", "", &c1)
+    };
     env.run(&inv, &serde_json::to_vec(&gc).unwrap()).expect_ok();
     assert_eq!(env.host.cali_links().len(), 1);
     assert_eq!(env.store.used(), 1);
-    let status = Invocation { container_id: String::new(), ifname: String::new(), netns: String::new(), ..env.inv("STATUS", "", &c1) };
+    let status = Invocation {
+        container_id: String::new(),
+        ifname: String::new(),
+        netns: String::new(),
+        ..env.inv("STATUS", "", &c1)
+    };
     env.run(&status, &conf).expect_ok();
     // A store that cannot be opened: not available, as calico-ipam says it.
     let mut broken: Value = serde_json::from_slice(&conf).unwrap();
     broken["datastore_path"] = json!("/proc/no-such-dir/store.db");
     broken.as_object_mut().unwrap().remove("etcd_endpoints");
-    env.run(&status, &serde_json::to_vec(&broken).unwrap()).expect_err(50);
+    env.run(&status, &serde_json::to_vec(&broken).unwrap())
+        .expect_err(50);
     env.run(&env.inv("DEL", "keep", &c1), &conf).expect_ok();
     env.assert_nothing_left("gc");
 }
@@ -234,7 +313,8 @@ fn sixty_four_containers_at_once() {
             .map(|(i, c)| {
                 let inv = env.inv(command, &format!("m{i}"), c);
                 let mut cmd = inv.command(std::path::Path::new("ip"));
-                cmd.args(["netns", "exec", &env.host.name]).arg(env.bins.plugin("calico"));
+                cmd.args(["netns", "exec", &env.host.name])
+                    .arg(env.bins.plugin("calico"));
                 let mut child = cmd.spawn().unwrap();
                 use std::io::Write;
                 child.stdin.take().unwrap().write_all(&conf).unwrap();
@@ -245,17 +325,28 @@ fn sixty_four_containers_at_once() {
     let mut ips = std::collections::HashSet::new();
     for child in spawn("ADD") {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "ADD: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "ADD: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert!(ips.insert(result_ips(&v)[0].clone()));
     }
     assert_eq!(ips.len(), 64);
     assert_eq!(env.host.cali_links().len(), 64);
     let some_ip = ips.iter().next().cloned().unwrap_or_default();
-    assert!(containers[0].ping(&some_ip) || containers[1].ping(&some_ip), "containers cannot reach {some_ip}");
+    assert!(
+        containers[0].ping(&some_ip) || containers[1].ping(&some_ip),
+        "containers cannot reach {some_ip}"
+    );
     for child in spawn("DEL") {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "DEL: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "DEL: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     env.assert_nothing_left("64 at once");
 }
@@ -281,7 +372,8 @@ fn a_replaced_pod_sandbox_takes_over_and_the_old_del_leaves_it_alone() {
     // The old sandbox's DEL releases its own address only and leaves the new one working.
     env.run(&add_old.with_command("DEL"), &conf).expect_ok();
     assert!(peer.ping(&ip), "the old sandbox's DEL broke the new one");
-    env.run(&add_new.with_command("CHECK"), &with_prev(&conf, &r)).expect_ok();
+    env.run(&add_new.with_command("CHECK"), &with_prev(&conf, &r))
+        .expect_ok();
     assert_eq!(env.store.used(), 2);
     env.run(&add_new.with_command("DEL"), &conf).expect_ok();
     env.run(&env.inv("DEL", "peer", &peer), &conf).expect_ok();

@@ -35,8 +35,15 @@ struct Site {
 
 impl Site {
     fn new(endpoints: &str) -> Site {
-        let dir = tempfile::Builder::new().prefix("calico-site-").tempdir().expect("tempdir");
-        Site { endpoints: endpoints.into(), tls: None, dir }
+        let dir = tempfile::Builder::new()
+            .prefix("calico-site-")
+            .tempdir()
+            .expect("tempdir");
+        Site {
+            endpoints: endpoints.into(),
+            tls: None,
+            dir,
+        }
     }
 
     fn with_tls(endpoints: &str, certs: &Certs) -> Site {
@@ -71,7 +78,9 @@ impl Site {
 
     fn used(&self) -> u64 {
         let v = self.ctl(&["ipam", "show", "-o", "json"]).expect_ok();
-        v.as_array().map(|pools| pools.iter().filter_map(|p| p["used"].as_u64()).sum()).unwrap_or(0)
+        v.as_array()
+            .map(|pools| pools.iter().filter_map(|p| p["used"].as_u64()).sum())
+            .unwrap_or(0)
     }
 
     fn assert_clean(&self) {
@@ -85,7 +94,10 @@ fn ipam(inv: &Invocation, stdin: &[u8]) -> Outcome {
 }
 
 fn spawn(inv: &Invocation, stdin: &[u8]) -> Child {
-    let mut child = inv.command(&bin("calico-ipam")).spawn().expect("spawn calico-ipam");
+    let mut child = inv
+        .command(&bin("calico-ipam"))
+        .spawn()
+        .expect("spawn calico-ipam");
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     child
 }
@@ -93,7 +105,10 @@ fn spawn(inv: &Invocation, stdin: &[u8]) -> Child {
 /// `"10.100.0.16-28"` (the last segment of a block or affinity key) as (network, prefix).
 fn block_cidr(segment: &str) -> (Ipv4Addr, u32) {
     let (ip, prefix) = segment.rsplit_once('-').expect("block segment");
-    (ip.parse().expect("block address"), prefix.parse().expect("block prefix"))
+    (
+        ip.parse().expect("block address"),
+        prefix.parse().expect("block prefix"),
+    )
 }
 
 fn contains((net, prefix): (Ipv4Addr, u32), ip: Ipv4Addr) -> bool {
@@ -110,20 +125,29 @@ fn affinities(keys: &[String]) -> BTreeMap<String, Vec<String>> {
         let rest = key.strip_prefix(AFFINITIES).expect("affinity key");
         let parts: Vec<&str> = rest.split('/').collect();
         assert_eq!(parts.len(), 4, "unexpected affinity key {key}");
-        out.entry(parts[3].to_owned()).or_default().push(parts[0].to_owned());
+        out.entry(parts[3].to_owned())
+            .or_default()
+            .push(parts[0].to_owned());
     }
     out
 }
 
 /// Start `per_host` ADDs on every host all at once (interleaved), then collect them:
 /// host → its addresses. Every ADD must succeed.
-fn add_all_at_once(site: &Site, hosts: &[String], per_host: usize) -> BTreeMap<String, Vec<Ipv4Addr>> {
+fn add_all_at_once(
+    site: &Site,
+    hosts: &[String],
+    per_host: usize,
+) -> BTreeMap<String, Vec<Ipv4Addr>> {
     let confs: Vec<Vec<u8>> = hosts.iter().map(|h| site.conf(h, "info")).collect();
     let start = Instant::now();
     let mut children = Vec::new();
     for i in 0..per_host {
         for (h, host) in hosts.iter().enumerate() {
-            children.push((host.clone(), spawn(&Invocation::new("ADD", &format!("{host}-c{i}")), &confs[h])));
+            children.push((
+                host.clone(),
+                spawn(&Invocation::new("ADD", &format!("{host}-c{i}")), &confs[h]),
+            ));
         }
     }
     let mut ips: BTreeMap<String, Vec<Ipv4Addr>> = BTreeMap::new();
@@ -140,7 +164,12 @@ fn add_all_at_once(site: &Site, hosts: &[String], per_host: usize) -> BTreeMap<S
         assert_eq!(got.len(), 1, "{v}");
         ips.entry(host).or_default().push(got[0].parse().unwrap());
     }
-    eprintln!("{} concurrent ADDs on {} hosts took {:?}", per_host * hosts.len(), hosts.len(), start.elapsed());
+    eprintln!(
+        "{} concurrent ADDs on {} hosts took {:?}",
+        per_host * hosts.len(),
+        hosts.len(),
+        start.elapsed()
+    );
     ips
 }
 
@@ -150,7 +179,10 @@ fn del_all_at_once(site: &Site, hosts: &[String], per_host: usize) {
     for host in hosts {
         let conf = site.conf(host, "info");
         for i in 0..per_host {
-            children.push(spawn(&Invocation::new("DEL", &format!("{host}-c{i}")), &conf));
+            children.push(spawn(
+                &Invocation::new("DEL", &format!("{host}-c{i}")),
+                &conf,
+            ));
         }
     }
     for child in children {
@@ -174,7 +206,11 @@ fn assert_distinct(ips: &BTreeMap<String, Vec<Ipv4Addr>>, expected: usize) {
 
 /// After DEL of everything: no handle, no allocation, nothing inconsistent.
 fn assert_all_released(site: &Site, etcd: &Etcd) {
-    assert_eq!(etcd.keys(HANDLES), Vec::<String>::new(), "handles left behind");
+    assert_eq!(
+        etcd.keys(HANDLES),
+        Vec::<String>::new(),
+        "handles left behind"
+    );
     assert_eq!(site.used(), 0);
     site.assert_clean();
 }
@@ -184,7 +220,8 @@ fn four_hosts_of_64_concurrent_adds_get_distinct_addresses_from_their_own_blocks
     let _serial = one_at_a_time();
     let etcd = Etcd::start();
     let site = Site::new(&etcd.client_url);
-    site.ctl(&["pool", "add", "10.100.0.0/16", "--block-size", "28"]).success();
+    site.ctl(&["pool", "add", "10.100.0.0/16", "--block-size", "28"])
+        .success();
     let hosts: Vec<String> = (0..4).map(|h| format!("host{h}")).collect();
 
     let ips = add_all_at_once(&site, &hosts, 64);
@@ -200,10 +237,16 @@ fn four_hosts_of_64_concurrent_adds_get_distinct_addresses_from_their_own_blocks
         assert_eq!(n, 4, "{host} holds {n} blocks: {affine:?}");
     }
     for (host, addrs) in &ips {
-        let own: Vec<(Ipv4Addr, u32)> =
-            affine.iter().filter(|(_, o)| o[0] == *host).map(|(b, _)| block_cidr(b)).collect();
+        let own: Vec<(Ipv4Addr, u32)> = affine
+            .iter()
+            .filter(|(_, o)| o[0] == *host)
+            .map(|(b, _)| block_cidr(b))
+            .collect();
         for ip in addrs {
-            assert!(own.iter().any(|b| contains(*b, *ip)), "{host} got {ip}, outside its blocks {own:?}");
+            assert!(
+                own.iter().any(|b| contains(*b, *ip)),
+                "{host} got {ip}, outside its blocks {own:?}"
+            );
         }
     }
     // calicoctl agrees: every block in use names one host.
@@ -223,23 +266,36 @@ fn hosts_borrow_when_the_pool_has_fewer_blocks_than_hosts() {
     let etcd = Etcd::start();
     let site = Site::new(&etcd.client_url);
     // Two blocks of 16 for four hosts of 7 containers each: two hosts get no block at all.
-    site.ctl(&["pool", "add", "10.101.0.0/27", "--block-size", "28"]).success();
+    site.ctl(&["pool", "add", "10.101.0.0/27", "--block-size", "28"])
+        .success();
     let hosts: Vec<String> = (0..4).map(|h| format!("host{h}")).collect();
 
     let ips = add_all_at_once(&site, &hosts, 7);
     assert_distinct(&ips, 28);
     assert_eq!(etcd.keys(BLOCKS).len(), 2);
     let affine = affinities(&etcd.keys(AFFINITIES));
-    assert!(affine.values().all(|owners| owners.len() == 1), "{affine:?}");
+    assert!(
+        affine.values().all(|owners| owners.len() == 1),
+        "{affine:?}"
+    );
     let borrowed: usize = ips
         .iter()
         .map(|(host, addrs)| {
-            let own: Vec<(Ipv4Addr, u32)> =
-                affine.iter().filter(|(_, o)| o[0] == *host).map(|(b, _)| block_cidr(b)).collect();
-            addrs.iter().filter(|ip| !own.iter().any(|b| contains(*b, **ip))).count()
+            let own: Vec<(Ipv4Addr, u32)> = affine
+                .iter()
+                .filter(|(_, o)| o[0] == *host)
+                .map(|(b, _)| block_cidr(b))
+                .collect();
+            addrs
+                .iter()
+                .filter(|ip| !own.iter().any(|b| contains(*b, **ip)))
+                .count()
         })
         .sum();
-    assert!(borrowed >= 14, "at least two hosts' addresses are borrowed, got {borrowed}");
+    assert!(
+        borrowed >= 14,
+        "at least two hosts' addresses are borrowed, got {borrowed}"
+    );
     site.assert_clean();
 
     del_all_at_once(&site, &hosts, 7);
@@ -253,8 +309,14 @@ fn three_member_cluster_loses_a_member_then_all_of_them() {
     // The leader first: every process tries it first, so stopping it exercises both the
     // failover to the next endpoint and the election of a new leader.
     let leader = cluster.leader();
-    let order: Vec<usize> = std::iter::once(leader).chain((0..3).filter(|&i| i != leader)).collect();
-    let endpoints = order.iter().map(|&i| cluster.members[i].client_url.clone()).collect::<Vec<_>>().join(",");
+    let order: Vec<usize> = std::iter::once(leader)
+        .chain((0..3).filter(|&i| i != leader))
+        .collect();
+    let endpoints = order
+        .iter()
+        .map(|&i| cluster.members[i].client_url.clone())
+        .collect::<Vec<_>>()
+        .join(",");
     let site = Site::new(&endpoints);
     site.ctl(&["pool", "add", "10.102.0.0/24"]).success();
     let conf = site.conf("node1", "info");
@@ -266,9 +328,16 @@ fn three_member_cluster_loses_a_member_then_all_of_them() {
         }
         let start = Instant::now();
         let out = ipam(&Invocation::new("ADD", &format!("c{i}")), &conf);
-        assert!(out.ok(), "ADD {i} failed with {} of 3 members up: {out:#?}", cluster.running());
+        assert!(
+            out.ok(),
+            "ADD {i} failed with {} of 3 members up: {out:#?}",
+            cluster.running()
+        );
         if i == 10 {
-            eprintln!("first ADD after the leader was stopped took {:?}", start.elapsed());
+            eprintln!(
+                "first ADD after the leader was stopped took {:?}",
+                start.elapsed()
+            );
         }
         assert!(held.insert(result_ips(&out.json())[0].clone()));
     }
@@ -279,14 +348,28 @@ fn three_member_cluster_loses_a_member_then_all_of_them() {
     let start = Instant::now();
     let err = ipam(&Invocation::new("ADD", "down"), &conf).expect_err(11);
     let took = start.elapsed();
-    eprintln!("ADD with every member down: code 11 after {took:?}: {}", err["msg"]);
-    assert!(took < Duration::from_secs(5), "ADD took {took:?} to give up");
-    let status = Invocation { container_id: String::new(), ifname: String::new(), ..Invocation::new("STATUS", "") };
+    eprintln!(
+        "ADD with every member down: code 11 after {took:?}: {}",
+        err["msg"]
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "ADD took {took:?} to give up"
+    );
+    let status = Invocation {
+        container_id: String::new(),
+        ifname: String::new(),
+        ..Invocation::new("STATUS", "")
+    };
     ipam(&status, &conf).expect_err(50);
     // DEL cannot release anything now: the runtime has to retry it later.
     let start = Instant::now();
     ipam(&Invocation::new("DEL", "c0"), &conf).expect_err(11);
-    assert!(start.elapsed() < Duration::from_secs(5), "DEL took {:?} to give up", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "DEL took {:?} to give up",
+        start.elapsed()
+    );
 
     for i in 0..3 {
         cluster.start_member(i);
@@ -294,7 +377,10 @@ fn three_member_cluster_loses_a_member_then_all_of_them() {
     // Nothing of the failed ADD, everything of the successful ones.
     let handles = cluster.keys(HANDLES);
     assert_eq!(handles.len(), 30, "{handles:?}");
-    assert!(!handles.iter().any(|k| k.ends_with("etcdnet.down")), "{handles:?}");
+    assert!(
+        !handles.iter().any(|k| k.ends_with("etcdnet.down")),
+        "{handles:?}"
+    );
     assert_eq!(site.used(), 30);
     site.assert_clean();
     ipam(&status, &conf).expect_ok();
@@ -331,11 +417,26 @@ fn tls_with_client_certificates() {
     let obj = no_client.as_object_mut().unwrap();
     obj.remove("etcd_cert_file");
     obj.remove("etcd_key_file");
-    let out = ipam(&Invocation::new("ADD", "tls2"), &serde_json::to_vec(&no_client).unwrap());
-    assert!(!out.ok(), "ADD without a client certificate succeeded: {out:#?}");
-    let msg = out.json()["msg"].as_str().unwrap_or_default().to_ascii_lowercase();
-    assert!(msg.contains("certificate") || msg.contains("tls"), "unclear error: {out:#?}");
-    eprintln!("without a client certificate: code {}: {msg}", out.json()["code"]);
+    let out = ipam(
+        &Invocation::new("ADD", "tls2"),
+        &serde_json::to_vec(&no_client).unwrap(),
+    );
+    assert!(
+        !out.ok(),
+        "ADD without a client certificate succeeded: {out:#?}"
+    );
+    let msg = out.json()["msg"]
+        .as_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(
+        msg.contains("certificate") || msg.contains("tls"),
+        "unclear error: {out:#?}"
+    );
+    eprintln!(
+        "without a client certificate: code {}: {msg}",
+        out.json()["code"]
+    );
 
     assert_all_released(&site, &etcd);
 }
@@ -347,8 +448,12 @@ fn round_trips(out: &Outcome, verb: &str) -> u64 {
         .lines()
         .find(|l| l.contains("datastore round trips") && l.contains(&format!("verb=\"{verb}\"")))
         .unwrap_or_else(|| panic!("no round-trip count in the {verb} log: {out:#?}"));
-    let n = line.split("round_trips=").nth(1).and_then(|r| r.split_whitespace().next());
-    n.and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("unreadable round-trip count: {line}"))
+    let n = line
+        .split("round_trips=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next());
+    n.and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unreadable round-trip count: {line}"))
 }
 
 #[test]
@@ -360,18 +465,36 @@ fn add_and_del_round_trips_are_counted_and_bounded() {
     let conf = site.conf("node1", "debug");
 
     let first = round_trips(ipam(&Invocation::new("ADD", "rt0"), &conf).success(), "ADD");
-    let steady: Vec<u64> =
-        (1..5).map(|i| round_trips(ipam(&Invocation::new("ADD", &format!("rt{i}")), &conf).success(), "ADD")).collect();
+    let steady: Vec<u64> = (1..5)
+        .map(|i| {
+            round_trips(
+                ipam(&Invocation::new("ADD", &format!("rt{i}")), &conf).success(),
+                "ADD",
+            )
+        })
+        .collect();
     let repeat = round_trips(ipam(&Invocation::new("ADD", "rt1"), &conf).success(), "ADD");
-    let del: Vec<u64> =
-        (0..5).map(|i| round_trips(ipam(&Invocation::new("DEL", &format!("rt{i}")), &conf).success(), "DEL")).collect();
+    let del: Vec<u64> = (0..5)
+        .map(|i| {
+            round_trips(
+                ipam(&Invocation::new("DEL", &format!("rt{i}")), &conf).success(),
+                "DEL",
+            )
+        })
+        .collect();
     let del_unknown = round_trips(ipam(&Invocation::new("DEL", "rt0"), &conf).success(), "DEL");
     eprintln!("round trips: first ADD {first}, steady ADD {steady:?}, repeated ADD {repeat}, DEL {del:?}, DEL of nothing {del_unknown}");
     // The first ADD claims a block (no note of the host's blocks yet); after it, the block is
     // read ahead in the first round trip (ipam::hint) and each call takes two.
     assert!(first <= 3, "first ADD (claims a block): {first}");
-    assert!(steady.iter().all(|&n| n <= 2), "steady-state ADD: {steady:?}");
+    assert!(
+        steady.iter().all(|&n| n <= 2),
+        "steady-state ADD: {steady:?}"
+    );
     assert!(del.iter().all(|&n| n <= 2), "DEL: {del:?}");
-    assert!(repeat <= 2 && del_unknown <= 2, "repeated ADD {repeat}, DEL of nothing {del_unknown}");
+    assert!(
+        repeat <= 2 && del_unknown <= 2,
+        "repeated ADD {repeat}, DEL of nothing {del_unknown}"
+    );
     assert_all_released(&site, &etcd);
 }

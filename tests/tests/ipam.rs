@@ -29,14 +29,25 @@ fn add_check_del_del_for_every_version() {
             let conf = netconf(&backend, v, json!({}));
             let add = Invocation::new("ADD", &format!("c{i}"));
             let result = ipam(&add, &conf).expect_ok();
-            assert_eq!(result["cniVersion"], *v, "[{}] answers in the version asked", backend.name());
+            assert_eq!(
+                result["cniVersion"],
+                *v,
+                "[{}] answers in the version asked",
+                backend.name()
+            );
             let ips = result_ips(&result);
             assert_eq!(ips.len(), 1, "{result}");
             assert!(ips[0].starts_with("10.20."), "{result}");
             if v.starts_with("0.1") || v.starts_with("0.2") {
-                assert!(result["ip4"]["ip"].as_str().unwrap().ends_with("/32"), "{result}");
+                assert!(
+                    result["ip4"]["ip"].as_str().unwrap().ends_with("/32"),
+                    "{result}"
+                );
             } else {
-                assert!(result.get("interfaces").is_none(), "IPAM results carry no interfaces: {result}");
+                assert!(
+                    result.get("interfaces").is_none(),
+                    "IPAM results carry no interfaces: {result}"
+                );
                 let has_version = result["ips"][0].get("version").is_some();
                 assert_eq!(has_version, v.starts_with("0."), "{v}: {result}");
             }
@@ -66,7 +77,12 @@ fn specific_ip_from_every_source() {
         for v in VERSIONS {
             let conf = netconf(&backend, v, json!({}));
             let add = Invocation::new("ADD", "fixed").args("IgnoreUnknown=1;IP=10.30.0.42");
-            assert_eq!(result_ips(&ipam(&add, &conf).expect_ok()), ["10.30.0.42"], "[{}] {v}", backend.name());
+            assert_eq!(
+                result_ips(&ipam(&add, &conf).expect_ok()),
+                ["10.30.0.42"],
+                "[{}] {v}",
+                backend.name()
+            );
             // Taken: a clear error, and nothing else allocated.
             let other = Invocation::new("ADD", "other").args("IP=10.30.0.42");
             let err = ipam(&other, &conf).expect_err(111);
@@ -77,7 +93,8 @@ fn specific_ip_from_every_source() {
             assert!(err["msg"].as_str().unwrap().contains("not in any"), "{err}");
             ipam(&add.with_command("DEL"), &conf).expect_ok();
         }
-        let mut conf: Value = serde_json::from_slice(&netconf(&backend, "1.0.0", json!({}))).unwrap();
+        let mut conf: Value =
+            serde_json::from_slice(&netconf(&backend, "1.0.0", json!({}))).unwrap();
         conf["runtimeConfig"] = json!({"ips": ["10.30.0.7/24"]});
         let add = Invocation::new("ADD", "rt");
         let stdin = serde_json::to_vec(&conf).unwrap();
@@ -98,12 +115,18 @@ fn pool_selection_and_disabled_pools() {
     for backend in Backend::all() {
         backend.ctl(&["pool", "add", "10.40.0.0/24"]).success();
         backend.ctl(&["pool", "add", "10.41.0.0/24"]).success();
-        backend.ctl(&["pool", "add", "10.42.0.0/24", "--disabled"]).success();
+        backend
+            .ctl(&["pool", "add", "10.42.0.0/24", "--disabled"])
+            .success();
         for v in VERSIONS {
             let conf = netconf(&backend, v, json!({"ipv4_pools": ["10.41.0.0/24"]}));
             let add = Invocation::new("ADD", "sel");
             let ips = result_ips(&ipam(&add, &conf).expect_ok());
-            assert!(ips[0].starts_with("10.41.0."), "[{}] {v}: {ips:?}", backend.name());
+            assert!(
+                ips[0].starts_with("10.41.0."),
+                "[{}] {v}: {ips:?}",
+                backend.name()
+            );
             ipam(&add.with_command("DEL"), &conf).expect_ok();
 
             let conf = netconf(&backend, v, json!({"ipv4_pools": ["10.42.0.0/24"]}));
@@ -111,12 +134,16 @@ fn pool_selection_and_disabled_pools() {
             assert!(err["msg"].as_str().unwrap().contains("disabled"), "{err}");
             let conf = netconf(&backend, v, json!({"ipv4_pools": ["10.99.0.0/24"]}));
             let err = ipam(&Invocation::new("ADD", "missing"), &conf).expect_err(7);
-            assert!(err["msg"].as_str().unwrap().contains("10.99.0.0/24"), "{err}");
+            assert!(
+                err["msg"].as_str().unwrap().contains("10.99.0.0/24"),
+                "{err}"
+            );
         }
         // Automatic choice never lands in the disabled pool.
         let conf = netconf(&backend, "1.0.0", json!({}));
         for i in 0..20 {
-            let ips = result_ips(&ipam(&Invocation::new("ADD", &format!("auto{i}")), &conf).expect_ok());
+            let ips =
+                result_ips(&ipam(&Invocation::new("ADD", &format!("auto{i}")), &conf).expect_ok());
             assert!(!ips[0].starts_with("10.42."), "{ips:?}");
         }
         for i in 0..20 {
@@ -133,16 +160,27 @@ fn dual_stack_for_every_version() {
         backend.ctl(&["pool", "add", "10.50.0.0/24"]).success();
         backend.ctl(&["pool", "add", "fd00:50::/120"]).success();
         for v in VERSIONS {
-            let conf = netconf(&backend, v, json!({"assign_ipv4": "true", "assign_ipv6": "true"}));
+            let conf = netconf(
+                &backend,
+                v,
+                json!({"assign_ipv4": "true", "assign_ipv6": "true"}),
+            );
             let add = Invocation::new("ADD", "dual");
             let result = ipam(&add, &conf).expect_ok();
             let ips = result_ips(&result);
             assert_eq!(ips.len(), 2, "[{}] {v}: {result}", backend.name());
-            assert!(ips[0].starts_with("10.50.0.") && ips[1].starts_with("fd00:50::"), "{ips:?}");
+            assert!(
+                ips[0].starts_with("10.50.0.") && ips[1].starts_with("fd00:50::"),
+                "{ips:?}"
+            );
             ipam(&add.with_command("DEL"), &conf).expect_ok();
         }
         // IPv6 exhausted: the dual-stack ADD fails whole, no IPv4 address stays behind.
-        let six_only = netconf(&backend, "1.0.0", json!({"assign_ipv4": false, "assign_ipv6": true}));
+        let six_only = netconf(
+            &backend,
+            "1.0.0",
+            json!({"assign_ipv4": false, "assign_ipv6": true}),
+        );
         for i in 0..256 {
             ipam(&Invocation::new("ADD", &format!("six{i}")), &six_only).expect_ok();
         }
@@ -160,14 +198,20 @@ fn dual_stack_for_every_version() {
 #[test]
 fn exhaustion_of_a_small_pool() {
     for backend in Backend::all() {
-        backend.ctl(&["pool", "add", "10.60.0.0/29", "--block-size", "29"]).success();
+        backend
+            .ctl(&["pool", "add", "10.60.0.0/29", "--block-size", "29"])
+            .success();
         for v in VERSIONS {
             let conf = netconf(&backend, v, json!({"ipv4_pools": ["10.60.0.0/29"]}));
             for i in 0..8 {
                 ipam(&Invocation::new("ADD", &format!("x{i}")), &conf).expect_ok();
             }
             let err = ipam(&Invocation::new("ADD", "x8"), &conf).expect_err(110);
-            assert!(err["msg"].as_str().unwrap().contains("10.60.0.0/29"), "[{}] {v}: {err}", backend.name());
+            assert!(
+                err["msg"].as_str().unwrap().contains("10.60.0.0/29"),
+                "[{}] {v}: {err}",
+                backend.name()
+            );
             assert_eq!(backend.used(), 8);
             for i in 0..8 {
                 ipam(&Invocation::new("DEL", &format!("x{i}")), &conf).expect_ok();
@@ -189,7 +233,11 @@ fn gc_keeps_only_valid_attachments() {
         ipam(&Invocation::new("ADD", "keep").ifname("net1"), &conf).expect_ok();
         let mut gc: Value = serde_json::from_slice(&conf).unwrap();
         gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}, {"containerID": "keep", "ifname": "net1"}]);
-        let gc_inv = Invocation { container_id: String::new(), ifname: String::new(), ..Invocation::new("GC", "") };
+        let gc_inv = Invocation {
+            container_id: String::new(),
+            ifname: String::new(),
+            ..Invocation::new("GC", "")
+        };
         ipam(&gc_inv, &serde_json::to_vec(&gc).unwrap()).expect_ok();
         assert_eq!(backend.used(), 2, "[{}]", backend.name());
         let check = Invocation::new("CHECK", "keep");
@@ -209,9 +257,15 @@ fn gc_keeps_only_valid_attachments() {
 #[test]
 fn status_reports_50_when_nothing_can_be_allocated() {
     for backend in Backend::all() {
-        backend.ctl(&["pool", "add", "10.80.0.0/30", "--block-size", "30"]).success();
+        backend
+            .ctl(&["pool", "add", "10.80.0.0/30", "--block-size", "30"])
+            .success();
         let conf = netconf(&backend, "1.1.0", json!({}));
-        let status = Invocation { container_id: String::new(), ifname: String::new(), ..Invocation::new("STATUS", "") };
+        let status = Invocation {
+            container_id: String::new(),
+            ifname: String::new(),
+            ..Invocation::new("STATUS", "")
+        };
         ipam(&status, &conf).expect_ok();
         for i in 0..4 {
             ipam(&Invocation::new("ADD", &format!("s{i}")), &conf).expect_ok();
@@ -225,7 +279,11 @@ fn status_reports_50_when_nothing_can_be_allocated() {
     // An unusable store.
     let conf = json!({"cniVersion": "1.1.0", "name": "n", "datastore_path": "/proc/no/such/store.db",
                       "ipam": {"type": "calico-ipam"}});
-    let status = Invocation { container_id: String::new(), ifname: String::new(), ..Invocation::new("STATUS", "") };
+    let status = Invocation {
+        container_id: String::new(),
+        ifname: String::new(),
+        ..Invocation::new("STATUS", "")
+    };
     ipam(&status, &serde_json::to_vec(&conf).unwrap()).expect_err(50);
 }
 
@@ -260,10 +318,19 @@ fn checkpoints_keep_the_wal_short_and_the_store_sound() {
     }
     // 64 pages of 4 KiB, plus frame headers, plus what one commit may add past them.
     let threshold = 64 * (4096 + 24) + 32;
-    assert!(max_wal < 2 * threshold, "the WAL grew to {max_wal} bytes: no checkpoint ran");
+    assert!(
+        max_wal < 2 * threshold,
+        "the WAL grew to {max_wal} bytes: no checkpoint ran"
+    );
     let now = std::fs::metadata(&wal).map_or(0, |m| m.len());
-    assert!(now < threshold, "the WAL is {now} bytes after the last commit");
-    datastore::EmbeddedStore::open(&db).unwrap().integrity_check().unwrap();
+    assert!(
+        now < threshold,
+        "the WAL is {now} bytes after the last commit"
+    );
+    datastore::EmbeddedStore::open(&db)
+        .unwrap()
+        .integrity_check()
+        .unwrap();
     assert_eq!(backend.used(), 40);
     backend.assert_clean();
 }

@@ -27,7 +27,10 @@ use calico_tests::{unique, Backend};
 use serde_json::{json, Value};
 
 /// The example the chaining test uses too.
-const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../netconf-examples/cnitool-podman.conflist");
+const EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../netconf-examples/cnitool-podman.conflist"
+);
 
 /// One podman test at a time, across threads and processes: they share the machine's netns.
 /// An flock on this source file, which always exists, so the lock leaves nothing behind.
@@ -35,7 +38,8 @@ struct Serial(#[allow(dead_code)] std::fs::File);
 
 impl Serial {
     fn lock() -> Serial {
-        let f = std::fs::File::open(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/podman.rs")).expect("podman.rs");
+        let f = std::fs::File::open(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/podman.rs"))
+            .expect("podman.rs");
         use std::os::fd::AsRawFd;
         // SAFETY: flock on a descriptor we own; released when the file is closed.
         let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
@@ -45,7 +49,11 @@ impl Serial {
 }
 
 fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// What of the machine's state a podman run may change, to compare and restore.
@@ -63,19 +71,30 @@ struct Machine {
 fn nat_chains(tool: &str) -> BTreeSet<String> {
     let out = Command::new(tool).args(["-w", "-t", "nat", "-S"]).output();
     let out = out.unwrap_or_else(|e| panic!("{tool} (Debian package iptables): {e}"));
-    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.strip_prefix("-N ")).map(str::to_owned).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("-N "))
+        .map(str::to_owned)
+        .collect()
 }
 
 fn nft_tables() -> BTreeSet<String> {
     let out = Command::new("nft").args(["list", "tables"]).output();
     let out = out.unwrap_or_else(|e| panic!("nft (Debian package nftables, scripts/deps.sh): {e}"));
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 impl Machine {
     fn now() -> Machine {
         let netns = std::fs::read_dir("/run/netns")
-            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         Machine {
             cni_cache: Path::new("/var/lib/cni").exists(),
@@ -98,8 +117,20 @@ struct HostAddr {
 impl HostAddr {
     fn new(addr: &str) -> HostAddr {
         let link = unique("cph");
-        ip(&["link", "add", &link, "type", "veth", "peer", "name", &format!("{link}p")]);
-        let h = HostAddr { link, addr: addr.to_owned() };
+        ip(&[
+            "link",
+            "add",
+            &link,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{link}p"),
+        ]);
+        let h = HostAddr {
+            link,
+            addr: addr.to_owned(),
+        };
         ip(&["addr", "add", &format!("{addr}/32"), "dev", &h.link]);
         ip(&["link", "set", &h.link, "up"]);
         ip(&["link", "set", &format!("{}p", h.link), "up"]);
@@ -109,16 +140,25 @@ impl HostAddr {
 
 impl Drop for HostAddr {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.link]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.link])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
 /// The example with this test's store and pool.
 fn conflist(store: &Backend, pool: &str) -> Value {
-    let mut list: Value =
-        serde_json::from_str(&std::fs::read_to_string(EXAMPLE).expect(EXAMPLE)).expect("example JSON");
-    assert_eq!(list["plugins"][0]["type"], "calico", "{EXAMPLE}: calico must come first");
-    assert_eq!(list["plugins"][1]["type"], "portmap", "{EXAMPLE}: portmap must follow calico");
+    let mut list: Value = serde_json::from_str(&std::fs::read_to_string(EXAMPLE).expect(EXAMPLE))
+        .expect("example JSON");
+    assert_eq!(
+        list["plugins"][0]["type"], "calico",
+        "{EXAMPLE}: calico must come first"
+    );
+    assert_eq!(
+        list["plugins"][1]["type"], "portmap",
+        "{EXAMPLE}: portmap must follow calico"
+    );
     store.apply(&mut list["plugins"][0]);
     list["plugins"][0]["ipam"]["ipv4_pools"] = json!([pool]);
     list
@@ -148,7 +188,10 @@ impl Podman {
             ("nft", "nftables"),
         ];
         for (tool, package) in tools {
-            let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).stdout(Stdio::null()).status();
+            let found = Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .stdout(Stdio::null())
+                .status();
             assert!(
                 found.is_ok_and(|s| s.success()),
                 "{tool} is missing: install the Debian package {package} (scripts/deps.sh)"
@@ -156,13 +199,19 @@ impl Podman {
         }
         let pool = format!("10.199.{k}.0/26");
         let routes = ip(&["-4", "route", "show", "root", &pool]);
-        assert!(routes.trim().is_empty(), "the machine already routes into {pool}, pick another pool:\n{routes}");
+        assert!(
+            routes.trim().is_empty(),
+            "the machine already routes into {pool}, pick another pool:\n{routes}"
+        );
 
         let store = Backend::embedded();
         store.ctl(&["pool", "add", &pool]).success();
         let list = conflist(&store, &pool);
         let p = Podman {
-            dir: tempfile::Builder::new().prefix("calico-podman-").tempdir().expect("tempdir"),
+            dir: tempfile::Builder::new()
+                .prefix("calico-podman-")
+                .tempdir()
+                .expect("tempdir"),
             bins: CniBinDir::new(),
             store,
             pool,
@@ -174,8 +223,11 @@ impl Podman {
         for sub in ["root", "runroot", "tmp", "runc", "net", "rootfs/bin"] {
             std::fs::create_dir_all(p.path(sub)).unwrap();
         }
-        std::fs::copy("/bin/busybox", p.path("rootfs/bin/busybox")).expect("copying /bin/busybox (busybox-static)");
-        for cmd in ["sh", "ip", "ping", "nc", "wget", "sleep", "cat", "echo", "ls"] {
+        std::fs::copy("/bin/busybox", p.path("rootfs/bin/busybox"))
+            .expect("copying /bin/busybox (busybox-static)");
+        for cmd in [
+            "sh", "ip", "ping", "nc", "wget", "sleep", "cat", "echo", "ls",
+        ] {
             std::os::unix::fs::symlink("busybox", p.path("rootfs/bin").join(cmd)).unwrap();
         }
         let conf = format!(
@@ -185,7 +237,11 @@ impl Podman {
         );
         std::fs::write(p.path("containers.conf"), conf).unwrap();
 
-        std::fs::write(p.path("net/calico.conflist"), serde_json::to_vec_pretty(&list).unwrap()).unwrap();
+        std::fs::write(
+            p.path("net/calico.conflist"),
+            serde_json::to_vec_pretty(&list).unwrap(),
+        )
+        .unwrap();
         p
     }
 
@@ -198,9 +254,21 @@ impl Podman {
         let p = |s: &str| self.path(s).display().to_string();
         let mut cmd = Command::new("podman");
         cmd.env("CONTAINERS_CONF", p("containers.conf"))
-            .args(["--root", &p("root"), "--runroot", &p("runroot"), "--tmpdir", &p("tmp")])
+            .args([
+                "--root",
+                &p("root"),
+                "--runroot",
+                &p("runroot"),
+                "--tmpdir",
+                &p("tmp"),
+            ])
             .args(["--storage-driver", "vfs", "--network-config-dir", &p("net")])
-            .args(["--runtime", "runc", "--runtime-flag", &format!("root={}", p("runc"))])
+            .args([
+                "--runtime",
+                "runc",
+                "--runtime-flag",
+                &format!("root={}", p("runc")),
+            ])
             .args(["--cgroup-manager", "cgroupfs"])
             .args(args)
             .stdin(Stdio::null());
@@ -216,7 +284,16 @@ impl Podman {
         let name = unique("calico-pod-");
         let rootfs = self.path("rootfs").display().to_string();
         let cgroup = format!("/{}", self.cgroup);
-        let mut args = vec!["run", "--rm", "--name", &name, "--network", &self.net, "--cgroup-parent", &cgroup];
+        let mut args = vec![
+            "run",
+            "--rm",
+            "--name",
+            &name,
+            "--network",
+            &self.net,
+            "--cgroup-parent",
+            &cgroup,
+        ];
         args.extend_from_slice(extra);
         args.extend_from_slice(&["--rootfs", &rootfs]);
         args.extend_from_slice(argv);
@@ -228,7 +305,16 @@ impl Podman {
         let name = unique("calico-pod-");
         let rootfs = self.path("rootfs").display().to_string();
         let cgroup = format!("/{}", self.cgroup);
-        let mut args = vec!["run", "-d", "--name", &name, "--network", &self.net, "--cgroup-parent", &cgroup];
+        let mut args = vec![
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            &self.net,
+            "--cgroup-parent",
+            &cgroup,
+        ];
         args.extend_from_slice(extra);
         args.extend_from_slice(&["--rootfs", &rootfs]);
         args.extend_from_slice(argv);
@@ -242,10 +328,15 @@ impl Podman {
         let out = self.podman(&["exec", name, "ip", "-4", "-o", "addr", "show", "eth0"]);
         assert!(out.status.success(), "{}", text(&out));
         let s = String::from_utf8_lossy(&out.stdout);
-        let cidr =
-            s.split_whitespace().skip_while(|w| *w != "inet").nth(1).unwrap_or_else(|| panic!("no IPv4 on eth0: {s}"));
+        let cidr = s
+            .split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no IPv4 on eth0: {s}"));
         assert!(cidr.ends_with("/32"), "Calico gives a /32: {s}");
-        cidr.trim_end_matches("/32").parse().expect("an IPv4 address")
+        cidr.trim_end_matches("/32")
+            .parse()
+            .expect("an IPv4 address")
     }
 
     fn in_pool(&self, a: Ipv4Addr) -> bool {
@@ -263,17 +354,38 @@ impl Podman {
     /// allocation, no portmap rule, no netns, no cache entry.
     fn assert_nothing_left(&self, what: &str) {
         let ps = self.podman(&["ps", "-a", "-q"]);
-        assert!(ps.status.success() && ps.stdout.is_empty(), "{what}: containers left: {}", text(&ps));
+        assert!(
+            ps.status.success() && ps.stdout.is_empty(),
+            "{what}: containers left: {}",
+            text(&ps)
+        );
         let routes = ip(&["-4", "route", "show", "root", &self.pool]);
-        assert!(routes.trim().is_empty(), "{what}: routes into {} left:\n{routes}", self.pool);
+        assert!(
+            routes.trim().is_empty(),
+            "{what}: routes into {} left:\n{routes}",
+            self.pool
+        );
         assert_eq!(self.store.used(), 0, "{what}: addresses left allocated");
         self.store.assert_clean();
-        let nat = Command::new("iptables").args(["-w", "-t", "nat", "-S"]).output().unwrap();
+        let nat = Command::new("iptables")
+            .args(["-w", "-t", "nat", "-S"])
+            .output()
+            .unwrap();
         let nat = String::from_utf8_lossy(&nat.stdout);
-        assert!(!nat.contains("CNI-DN-") && !nat.contains(&self.net), "{what}: portmap rules left:\n{nat}");
+        assert!(
+            !nat.contains("CNI-DN-") && !nat.contains(&self.net),
+            "{what}: portmap rules left:\n{nat}"
+        );
         let now = Machine::now();
-        let new_netns: Vec<_> = now.netns.difference(&self.before.netns).filter(|n| n.starts_with("netns-")).collect();
-        assert!(new_netns.is_empty(), "{what}: podman netns left: {new_netns:?}");
+        let new_netns: Vec<_> = now
+            .netns
+            .difference(&self.before.netns)
+            .filter(|n| n.starts_with("netns-"))
+            .collect();
+        assert!(
+            new_netns.is_empty(),
+            "{what}: podman netns left: {new_netns:?}"
+        );
         let cached: Vec<_> = std::fs::read_dir("/var/lib/cni/results")
             .map(|d| {
                 d.flatten()
@@ -282,37 +394,66 @@ impl Podman {
                     .collect()
             })
             .unwrap_or_default();
-        assert!(cached.is_empty(), "{what}: libcni cache entries left: {cached:?}");
+        assert!(
+            cached.is_empty(),
+            "{what}: libcni cache entries left: {cached:?}"
+        );
     }
 
     /// Undo whatever a run left on the machine (idempotent; also runs on drop).
     fn cleanup(&self) {
         let _ = self.podman(&["rm", "-a", "-f", "-t", "0"]);
         // Links and routes into the pool: only if a plugin DEL failed.
-        if let Ok(routes) = Command::new("ip").args(["-4", "route", "show", "root", &self.pool]).output() {
+        if let Ok(routes) = Command::new("ip")
+            .args(["-4", "route", "show", "root", &self.pool])
+            .output()
+        {
             for line in String::from_utf8_lossy(&routes.stdout).lines() {
                 let words: Vec<&str> = line.split_whitespace().collect();
-                if let Some(dev) = words.iter().position(|w| *w == "dev").and_then(|i| words.get(i + 1)) {
+                if let Some(dev) = words
+                    .iter()
+                    .position(|w| *w == "dev")
+                    .and_then(|i| words.get(i + 1))
+                {
                     if dev.starts_with("cali") {
                         let _ = Command::new("ip").args(["link", "del", dev]).status();
                     }
                 }
-                let _ = Command::new("ip").args(["route", "del", words[0]]).stderr(Stdio::null()).status();
+                let _ = Command::new("ip")
+                    .args(["route", "del", words[0]])
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
         remove_cgroups(&self.cgroup);
         let now = Machine::now();
-        for n in now.netns.difference(&self.before.netns).filter(|n| n.starts_with("netns-")) {
+        for n in now
+            .netns
+            .difference(&self.before.netns)
+            .filter(|n| n.starts_with("netns-"))
+        {
             let _ = Command::new("ip").args(["netns", "del", n]).status();
         }
         remove_new_chains("iptables", &self.before.nat4);
         remove_new_chains("ip6tables", &self.before.nat6);
-        for (table, save) in [("table ip nat", "iptables-save"), ("table ip6 nat", "ip6tables-save")] {
-            let rules = Command::new(save).args(["-t", "nat"]).output().map(|o| text(&o)).unwrap_or_default();
-            let empty = !rules.lines().any(|l| l.starts_with("-A ") || (l.starts_with(':') && !builtin(l)));
-            if empty && !self.before.tables.contains(table) && Machine::now().tables.contains(table) {
+        for (table, save) in [
+            ("table ip nat", "iptables-save"),
+            ("table ip6 nat", "ip6tables-save"),
+        ] {
+            let rules = Command::new(save)
+                .args(["-t", "nat"])
+                .output()
+                .map(|o| text(&o))
+                .unwrap_or_default();
+            let empty = !rules
+                .lines()
+                .any(|l| l.starts_with("-A ") || (l.starts_with(':') && !builtin(l)));
+            if empty && !self.before.tables.contains(table) && Machine::now().tables.contains(table)
+            {
                 let words: Vec<&str> = table.split_whitespace().collect();
-                let _ = Command::new("nft").args(["delete", words[0], words[1], words[2]]).status();
+                let _ = Command::new("nft")
+                    .args(["delete", words[0], words[1], words[2]])
+                    .status();
             }
         }
         if !self.before.cni_cache {
@@ -333,12 +474,16 @@ impl Drop for Podman {
 }
 
 fn builtin(chain_line: &str) -> bool {
-    ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"].iter().any(|c| chain_line.starts_with(&format!(":{c} ")))
+    ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"]
+        .iter()
+        .any(|c| chain_line.starts_with(&format!(":{c} ")))
 }
 
 /// rmdir the cgroup `name` (and its children) in every hierarchy, retrying while it empties.
 fn remove_cgroups(name: &str) {
-    let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup") else { return };
+    let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
     let mut dirs: Vec<PathBuf> = Vec::new();
     for root in roots.flatten() {
         let top = root.path().join(name);
@@ -363,15 +508,26 @@ fn remove_cgroups(name: &str) {
 
 /// Remove nat chains named CNI-* that were not there `before`, and the rules jumping to them.
 fn remove_new_chains(tool: &str, before: &BTreeSet<String>) {
-    let new: Vec<String> = nat_chains(tool).difference(before).filter(|c| c.starts_with("CNI-")).cloned().collect();
+    let new: Vec<String> = nat_chains(tool)
+        .difference(before)
+        .filter(|c| c.starts_with("CNI-"))
+        .cloned()
+        .collect();
     if new.is_empty() {
         return;
     }
-    let rules = Command::new(tool).args(["-w", "-t", "nat", "-S"]).output().unwrap();
+    let rules = Command::new(tool)
+        .args(["-w", "-t", "nat", "-S"])
+        .output()
+        .unwrap();
     for rule in String::from_utf8_lossy(&rules.stdout).lines() {
-        let Some(spec) = rule.strip_prefix("-A ") else { continue };
+        let Some(spec) = rule.strip_prefix("-A ") else {
+            continue;
+        };
         let words: Vec<&str> = spec.split_whitespace().collect();
-        let jumps_to_new = words.windows(2).any(|w| w[0] == "-j" && new.iter().any(|c| c == w[1]));
+        let jumps_to_new = words
+            .windows(2)
+            .any(|w| w[0] == "-j" && new.iter().any(|c| c == w[1]));
         if jumps_to_new && !new.iter().any(|c| c == words[0]) {
             // Re-split with the quoting iptables -S uses (comments are quoted).
             let mut cmd = Command::new("sh");
@@ -380,10 +536,14 @@ fn remove_new_chains(tool: &str, before: &BTreeSet<String>) {
         }
     }
     for c in &new {
-        let _ = Command::new(tool).args(["-w", "-t", "nat", "-F", c]).status();
+        let _ = Command::new(tool)
+            .args(["-w", "-t", "nat", "-F", c])
+            .status();
     }
     for c in &new {
-        let _ = Command::new(tool).args(["-w", "-t", "nat", "-X", c]).status();
+        let _ = Command::new(tool)
+            .args(["-w", "-t", "nat", "-X", c])
+            .status();
     }
 }
 
@@ -391,7 +551,11 @@ fn remove_new_chains(tool: &str, before: &BTreeSet<String>) {
 /// machine's own netns, so after the first container it must be on there.
 fn assert_forwarding() {
     let fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
-    assert_eq!(fwd.trim(), "1", "calico-cni's ADD should have turned net.ipv4.ip_forward on");
+    assert_eq!(
+        fwd.trim(),
+        "1",
+        "calico-cni's ADD should have turned net.ipv4.ip_forward on"
+    );
 }
 
 #[test]
@@ -402,8 +566,10 @@ fn containers_get_pool_addresses_and_reach_the_host_and_each_other() {
     assert_forwarding();
     let a_ip = p.addr(&a);
     assert!(p.in_pool(a_ip), "{a_ip} is not in {}", p.pool);
-    let script =
-        format!("ip -4 -o addr show eth0 && ip -4 route && ping -c 1 -W 2 {} && ping -c 1 -W 2 {a_ip}", host.addr);
+    let script = format!(
+        "ip -4 -o addr show eth0 && ip -4 route && ping -c 1 -W 2 {} && ping -c 1 -W 2 {a_ip}",
+        host.addr
+    );
     let out = p.run(&[], &["sh", "-c", &script]);
     let got = text(&out);
     assert!(out.status.success(), "second container: {got}");
@@ -415,7 +581,11 @@ fn containers_get_pool_addresses_and_reach_the_host_and_each_other() {
         .and_then(|c| c.trim_end_matches("/32").parse().ok())
         .unwrap_or_else(|| panic!("no address in {got}"));
     assert!(p.in_pool(b_ip) && b_ip != a_ip, "{b_ip} (A is {a_ip})");
-    assert_eq!(got.matches("1 packets received").count(), 2, "pings to the host and to A: {got}");
+    assert_eq!(
+        got.matches("1 packets received").count(),
+        2,
+        "pings to the host and to A: {got}"
+    );
     p.remove(&a);
     p.assert_nothing_left("after podman rm");
     drop(host);
@@ -435,8 +605,10 @@ fn host_port_reaches_the_container_through_chained_portmap() {
     let publish = format!("{port}:80");
     // One line per connection, appended to a file we can read from outside. `-i` keeps nc's
     // stdin open: at EOF it would close the connection it just accepted.
-    let server =
-        p.start(&["-i", "-p", &publish, "-v", &volume], &["sh", "-c", "while true; do nc -l -p 80 >> /out/got; done"]);
+    let server = p.start(
+        &["-i", "-p", &publish, "-v", &volume],
+        &["sh", "-c", "while true; do nc -l -p 80 >> /out/got; done"],
+    );
     let server_ip = p.addr(&server);
     let received = || std::fs::read_to_string(out_dir.join("got")).unwrap_or_default();
     let wait_for = |msg: &str| {
@@ -464,23 +636,43 @@ fn host_port_reaches_the_container_through_chained_portmap() {
 
     // From the machine itself, to the same address (OUTPUT DNAT) and to 127.0.0.1 (portmap's
     // route_localnet + masquerade path).
-    for (addr, msg) in [(host.addr.as_str(), "from-host"), ("127.0.0.1", "from-localhost")] {
+    for (addr, msg) in [
+        (host.addr.as_str(), "from-host"),
+        ("127.0.0.1", "from-localhost"),
+    ] {
         let script = format!("echo {msg} | busybox nc -w 3 {addr} {port}");
-        let out = Command::new("sh").args(["-c", &script]).output().expect("sh");
+        let out = Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .expect("sh");
         assert!(out.status.success(), "nc {addr} {port}: {}", text(&out));
-        assert!(wait_for(msg), "{addr}:{port} did not reach {server_ip}:80: {:?}", received());
+        assert!(
+            wait_for(msg),
+            "{addr}:{port} did not reach {server_ip}:80: {:?}",
+            received()
+        );
     }
 
-    let nat = Command::new("iptables").args(["-w", "-t", "nat", "-S"]).output().unwrap();
+    let nat = Command::new("iptables")
+        .args(["-w", "-t", "nat", "-S"])
+        .output()
+        .unwrap();
     let nat = String::from_utf8_lossy(&nat.stdout);
-    assert!(nat.contains(&format!("--to-destination {server_ip}:80")), "no DNAT to the container:\n{nat}");
+    assert!(
+        nat.contains(&format!("--to-destination {server_ip}:80")),
+        "no DNAT to the container:\n{nat}"
+    );
     p.remove(&server);
     p.assert_nothing_left("after podman rm");
     p.cleanup();
     let after = Machine::now();
     assert_eq!(
         (after.nat4, after.nat6, after.tables),
-        (p.before.nat4.clone(), p.before.nat6.clone(), p.before.tables.clone()),
+        (
+            p.before.nat4.clone(),
+            p.before.nat6.clone(),
+            p.before.tables.clone()
+        ),
         "nat chains and tables not restored"
     );
     drop(host);
@@ -491,6 +683,10 @@ fn a_failed_run_leaves_nothing() {
     // The container's command does not exist: podman sets the network up, then tears it down.
     let p = Podman::new(3);
     let out = p.run(&[], &["/bin/no-such-command"]);
-    assert!(!out.status.success(), "podman ran a command that does not exist: {}", text(&out));
+    assert!(
+        !out.status.success(),
+        "podman ran a command that does not exist: {}",
+        text(&out)
+    );
     p.assert_nothing_left("after a failed run");
 }

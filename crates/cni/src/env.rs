@@ -29,13 +29,17 @@ impl Command {
     }
 
     /// Every verb of the spec.
-    pub const ALL: [Command; 6] =
-        [Command::Add, Command::Del, Command::Check, Command::Gc, Command::Status, Command::Version];
+    pub const ALL: [Command; 6] = [
+        Command::Add,
+        Command::Del,
+        Command::Check,
+        Command::Gc,
+        Command::Status,
+        Command::Version,
+    ];
 
     fn parse(s: &str) -> Option<Command> {
-        Command::ALL
-        .into_iter()
-        .find(|c| c.as_str() == s)
+        Command::ALL.into_iter().find(|c| c.as_str() == s)
     }
 }
 

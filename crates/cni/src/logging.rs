@@ -35,7 +35,9 @@ pub fn init(level: Option<&str>, file: Option<&Path>) {
     let quiet = Level::WARN.min(max_level);
     let filter = tracing_subscriber::filter::Targets::new()
         .with_default(max_level)
-        .with_targets(["h2", "hyper", "hyper_util", "tower", "tonic", "rustls"].map(|t| (t, quiet)));
+        .with_targets(
+            ["h2", "hyper", "hyper_util", "tower", "tonic", "rustls"].map(|t| (t, quiet)),
+        );
     let installed = tracing_subscriber::registry()
         .with(tracing_subscriber::fmt::layer().with_writer(writer))
         .with(filter)

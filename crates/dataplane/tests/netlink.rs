@@ -90,7 +90,10 @@ fn detached_link_deletion_is_complete_when_it_returns() {
                 container.netns(),
             )
             .unwrap_or_else(|e| panic!("create veth, round {round}: {e}"));
-            let link = nl.link_by_name("calidetach0").expect("get").expect("exists");
+            let link = nl
+                .link_by_name("calidetach0")
+                .expect("get")
+                .expect("exists");
             nl.set_up(link.index).expect("up");
             let route = RouteSpec {
                 dst: "10.66.2.7/32".parse().expect("net"),
@@ -100,12 +103,30 @@ fn detached_link_deletion_is_complete_when_it_returns() {
             };
             nl.add_route(&route).expect("add route");
 
-            assert!(host.delete_link_detached("calidetach0").expect("delete"), "round {round}");
-            assert!(nl.link_by_name("calidetach0").expect("get").is_none(), "host end gone, round {round}");
-            assert!(container.netlink().link_by_name("eth0").expect("get").is_none(), "peer gone, round {round}");
+            assert!(
+                host.delete_link_detached("calidetach0").expect("delete"),
+                "round {round}"
+            );
+            assert!(
+                nl.link_by_name("calidetach0").expect("get").is_none(),
+                "host end gone, round {round}"
+            );
+            assert!(
+                container
+                    .netlink()
+                    .link_by_name("eth0")
+                    .expect("get")
+                    .is_none(),
+                "peer gone, round {round}"
+            );
             let routes = nl.routes(IpFamily::V4).expect("routes");
-            assert!(!routes.iter().any(|r| r.dst == route.dst), "route flushed, round {round}: {routes:?}");
+            assert!(
+                !routes.iter().any(|r| r.dst == route.dst),
+                "route flushed, round {round}: {routes:?}"
+            );
         }
-        assert!(!host.delete_link_detached("calidetach0").expect("delete absent"));
+        assert!(!host
+            .delete_link_detached("calidetach0")
+            .expect("delete absent"));
     });
 }

@@ -208,7 +208,16 @@ fn calling_thread_stays_in_its_netns() {
 fn teardown_without_a_host_end_removes_the_container_interface() {
     let lab = Lab::new(1);
     let c0 = &lab.containers[0];
-    c0.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "leftover0"]);
+    c0.ip(&[
+        "link",
+        "add",
+        "eth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "leftover0",
+    ]);
     let path = c0.path.clone();
     lab.in_host(|| {
         let host = Namespace::current().expect("host namespace");
@@ -217,5 +226,8 @@ fn teardown_without_a_host_end_removes_the_container_interface() {
         teardown(&host, &veth, Some(&path), "eth0").expect("teardown again");
     });
     let links = c0.ip(&["link"]);
-    assert!(!links.contains("eth0") && !links.contains("leftover0"), "{links}");
+    assert!(
+        !links.contains("eth0") && !links.contains("leftover0"),
+        "{links}"
+    );
 }

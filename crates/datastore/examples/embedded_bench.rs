@@ -41,23 +41,35 @@ fn main() -> Result<()> {
         Ok(())
     })?;
     report("open + first get, in a warm process", &warm_open);
-    report("get", &sample(20_000, |_| store.get(BLOCK).map(drop).map_err(Into::into))?);
+    report(
+        "get",
+        &sample(20_000, |_| store.get(BLOCK).map(drop).map_err(Into::into))?,
+    );
     report(
         "list of 100 keys",
         &sample(5_000, |_| store.list(HANDLES).map(drop).map_err(Into::into))?,
     );
     for (synchronous, count) in [(Synchronous::Normal, 3_000), (Synchronous::Full, 300)] {
-        let options = EmbeddedOptions { synchronous, ..Default::default() };
+        let options = EmbeddedOptions {
+            synchronous,
+            ..Default::default()
+        };
         let s = EmbeddedStore::open_with(&db, options)?;
         let commits = sample(count, |i| {
             let key = format!("/bench/{synchronous:?}/{i}");
-            let ops = [Op::Put { key: key.clone(), value: vec![1; 200] }];
+            let ops = [Op::Put {
+                key: key.clone(),
+                value: vec![1; 200],
+            }];
             match s.txn(&[Compare::Absent(key)], &ops)? {
                 TxnOutcome::Committed { .. } => Ok(()),
                 TxnOutcome::Conflict => Err("unexpected conflict".into()),
             }
         })?;
-        report(&format!("txn commit, synchronous={synchronous:?}"), &commits);
+        report(
+            &format!("txn commit, synchronous={synchronous:?}"),
+            &commits,
+        );
     }
     drop(store);
 
@@ -82,7 +94,9 @@ fn main() -> Result<()> {
 /// What calico-ipam does per call: open, one batch of reads, then one or two txns. Prints the
 /// time from before open to after close, in nanoseconds.
 fn child(role: &str) -> Result<()> {
-    let Some((verb, db)) = role.split_once(':') else { return Ok(()) };
+    let Some((verb, db)) = role.split_once(':') else {
+        return Ok(());
+    };
     let start = Instant::now();
     let s = EmbeddedStore::open(Path::new(db))?;
     let handle = format!("{HANDLES}bench-{}", std::process::id());
@@ -93,9 +107,15 @@ fn child(role: &str) -> Result<()> {
     ];
     s.read_many(&reads)?;
     let block = s.get(BLOCK)?.ok_or("no block")?;
-    let mut ops = vec![Op::Put { key: BLOCK.into(), value: vec![6; 1500] }];
+    let mut ops = vec![Op::Put {
+        key: BLOCK.into(),
+        value: vec![6; 1500],
+    }];
     ops.push(match verb {
-        "add" => Op::Put { key: handle, value: vec![3; 200] },
+        "add" => Op::Put {
+            key: handle,
+            value: vec![3; 200],
+        },
         _ => Op::Delete { key: handle },
     });
     s.txn(&[Compare::Revision(BLOCK.into(), block.mod_revision)], &ops)?;
@@ -105,7 +125,10 @@ fn child(role: &str) -> Result<()> {
 }
 
 fn run_child(exe: &Path, role: &str) -> Result<Duration> {
-    let out = Command::new(exe).env(CHILD, role).stderr(Stdio::inherit()).output()?;
+    let out = Command::new(exe)
+        .env(CHILD, role)
+        .stderr(Stdio::inherit())
+        .output()?;
     if !out.status.success() {
         return Err("child failed".into());
     }
@@ -126,7 +149,11 @@ fn sample(n: usize, mut f: impl FnMut(usize) -> Result<()>) -> Result<Vec<Durati
 fn report(what: &str, samples: &[Duration]) {
     let mut sorted = samples.to_vec();
     sorted.sort_unstable();
-    let at = |q: f64| sorted.get((q * (sorted.len() - 1) as f64) as usize).copied();
+    let at = |q: f64| {
+        sorted
+            .get((q * (sorted.len() - 1) as f64) as usize)
+            .copied()
+    };
     let us = |d: Option<Duration>| d.unwrap_or_default().as_secs_f64() * 1e6;
     println!(
         "{what:<44} median {:>7.1} us  p90 {:>7.1} us  ({} runs)",

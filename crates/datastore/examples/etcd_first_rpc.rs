@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use datastore::{Compare, Config, Datastore, EtcdStore, Op};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let endpoints = std::env::args().nth(1).unwrap_or_else(|| "http://127.0.0.1:2379".into());
+    let endpoints = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "http://127.0.0.1:2379".into());
     let file = |var: &str| std::env::var_os(var).map(Into::into);
     let cfg = Config {
         etcd_endpoints: Config::parse_endpoints(&endpoints),
@@ -36,7 +38,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (answer, txn) = timed(|| {
         store.txn(
             &[Compare::Absent(key.into())],
-            &[Op::Put { key: key.into(), value: b"1".to_vec() }],
+            &[Op::Put {
+                key: key.into(),
+                value: b"1".to_vec(),
+            }],
         )
     });
     answer?;
@@ -45,7 +50,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("endpoints      {endpoints}");
     println!("connect        {}", ms(connect));
-    println!("first get      {}  (TCP + HTTP/2 set-up + request)", ms(first));
+    println!(
+        "first get      {}  (TCP + HTTP/2 set-up + request)",
+        ms(first)
+    );
     println!("second get     {}", ms(second));
     println!("txn (put)      {}", ms(txn));
     println!("txn (delete)   {}", ms(delete));

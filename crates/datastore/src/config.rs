@@ -27,12 +27,18 @@ impl Config {
     /// `"http://a:2379, http://b:2379"` -> `["http://a:2379", "http://b:2379"]`: split on
     /// commas, trim, skip empty entries.
     pub fn parse_endpoints(s: &str) -> Vec<String> {
-        s.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_owned).collect()
+        s.split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The embedded store's file: `datastore_path`, or the default.
     pub fn embedded_path(&self) -> &Path {
-        self.datastore_path.as_deref().unwrap_or(Path::new(DEFAULT_DATASTORE_PATH))
+        self.datastore_path
+            .as_deref()
+            .unwrap_or(Path::new(DEFAULT_DATASTORE_PATH))
     }
 }
 
@@ -50,7 +56,9 @@ fn open_etcd(cfg: &Config) -> Result<Box<dyn Datastore>, Error> {
     #[cfg(feature = "etcd")]
     return Ok(Box::new(crate::etcd::EtcdStore::connect(cfg)?));
     #[cfg(not(feature = "etcd"))]
-    Err(Error::EtcdNotBuiltIn { endpoints: cfg.etcd_endpoints.clone() })
+    Err(Error::EtcdNotBuiltIn {
+        endpoints: cfg.etcd_endpoints.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -69,14 +77,20 @@ mod tests {
 
     #[test]
     fn default_path_applies_when_none_is_configured() {
-        assert_eq!(Config::default().embedded_path(), Path::new(DEFAULT_DATASTORE_PATH));
+        assert_eq!(
+            Config::default().embedded_path(),
+            Path::new(DEFAULT_DATASTORE_PATH)
+        );
     }
 
     #[test]
     fn empty_endpoints_open_the_embedded_store() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sub/store.db");
-        let cfg = Config { datastore_path: Some(path.clone()), ..Config::default() };
+        let cfg = Config {
+            datastore_path: Some(path.clone()),
+            ..Config::default()
+        };
         let store = open(&cfg).expect("open embedded store");
         assert_eq!(store.create("/k", b"v".to_vec()).expect("create"), 1);
         assert!(path.is_file());
@@ -91,6 +105,9 @@ mod tests {
         };
         let err = open(&cfg).err().expect("etcd is not built in");
         assert!(matches!(err, Error::EtcdNotBuiltIn { .. }));
-        assert!(err.to_string().contains("etcd support is not built in"), "{err}");
+        assert!(
+            err.to_string().contains("etcd support is not built in"),
+            "{err}"
+        );
     }
 }

@@ -87,7 +87,12 @@ impl EtcdStore {
                 reason: "cannot start the etcd client's runtime".into(),
                 source: Some(Box::new(e)),
             })?;
-        Ok(EtcdStore { runtime, targets, state: Mutex::default(), round_trips: AtomicU64::new(0) })
+        Ok(EtcdStore {
+            runtime,
+            targets,
+            state: Mutex::default(),
+            round_trips: AtomicU64::new(0),
+        })
     }
 
     /// How many requests this store has sent to etcd (failed attempts included): the round
@@ -125,7 +130,9 @@ impl Datastore for EtcdStore {
             return Ok(TxnOutcome::Conflict);
         }
         let header = resp.header().ok_or_else(|| no_header("txn"))?;
-        Ok(TxnOutcome::Committed { revision: header.revision() })
+        Ok(TxnOutcome::Committed {
+            revision: header.revision(),
+        })
     }
 
     fn round_trips(&self) -> Option<u64> {
@@ -154,7 +161,9 @@ impl Datastore for EtcdStore {
             .into_iter()
             .map(|answer| match answer {
                 TxnOpResponse::Get(range) => convert::key_values(range),
-                other => Err(Error::Protocol(format!("etcd answered a read with {other:?}"))),
+                other => Err(Error::Protocol(format!(
+                    "etcd answered a read with {other:?}"
+                ))),
             })
             .collect()
     }

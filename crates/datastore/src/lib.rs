@@ -14,15 +14,15 @@ use std::fmt;
 
 pub mod config;
 mod error;
-pub mod memory;
-pub mod sqlite;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod memory;
+pub mod sqlite;
 
 pub use config::{open, Config, DEFAULT_DATASTORE_PATH};
+pub use error::Error;
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdStore;
-pub use error::Error;
 pub use sqlite::EmbeddedStore;
 
 /// A stored key with the revision of its last write.
@@ -46,9 +46,14 @@ pub enum Compare {
 /// A write of a transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    Put { key: String, value: Vec<u8> },
+    Put {
+        key: String,
+        value: Vec<u8>,
+    },
     /// Deleting a key that does not exist is not an error (as in etcd).
-    Delete { key: String },
+    Delete {
+        key: String,
+    },
 }
 
 /// What a transaction did.
@@ -113,7 +118,10 @@ pub trait Datastore: Send + Sync {
     fn create(&self, key: &str, value: Vec<u8>) -> Result<i64, Error> {
         let outcome = self.txn(
             &[Compare::Absent(key.to_owned())],
-            &[Op::Put { key: key.to_owned(), value }],
+            &[Op::Put {
+                key: key.to_owned(),
+                value,
+            }],
         )?;
         revision_or_conflict(outcome, key)
     }
@@ -122,7 +130,10 @@ pub trait Datastore: Send + Sync {
     fn update(&self, key: &str, value: Vec<u8>, revision: i64) -> Result<i64, Error> {
         let outcome = self.txn(
             &[Compare::Revision(key.to_owned(), revision)],
-            &[Op::Put { key: key.to_owned(), value }],
+            &[Op::Put {
+                key: key.to_owned(),
+                value,
+            }],
         )?;
         revision_or_conflict(outcome, key)
     }
@@ -131,7 +142,9 @@ pub trait Datastore: Send + Sync {
     fn delete(&self, key: &str, revision: i64) -> Result<(), Error> {
         let outcome = self.txn(
             &[Compare::Revision(key.to_owned(), revision)],
-            &[Op::Delete { key: key.to_owned() }],
+            &[Op::Delete {
+                key: key.to_owned(),
+            }],
         )?;
         revision_or_conflict(outcome, key).map(|_| ())
     }
@@ -140,7 +153,9 @@ pub trait Datastore: Send + Sync {
 fn revision_or_conflict(outcome: TxnOutcome, key: &str) -> Result<i64, Error> {
     match outcome {
         TxnOutcome::Committed { revision } => Ok(revision),
-        TxnOutcome::Conflict => Err(Error::Conflict { key: key.to_owned() }),
+        TxnOutcome::Conflict => Err(Error::Conflict {
+            key: key.to_owned(),
+        }),
     }
 }
 

@@ -41,20 +41,32 @@ impl MemoryStore {
     /// A copy of every key and value, for assertions.
     pub fn dump(&self) -> BTreeMap<String, Vec<u8>> {
         let inner = self.inner.lock().unwrap();
-        inner.data.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect()
+        inner
+            .data
+            .iter()
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect()
     }
 }
 
 impl Inner {
     fn get(&self, key: &str) -> Option<KeyValue> {
-        self.data.get(key).map(|(value, rev)| KeyValue { key: key.to_owned(), value: value.clone(), mod_revision: *rev })
+        self.data.get(key).map(|(value, rev)| KeyValue {
+            key: key.to_owned(),
+            value: value.clone(),
+            mod_revision: *rev,
+        })
     }
 
     fn list(&self, prefix: &str) -> Vec<KeyValue> {
         self.data
             .range(prefix.to_owned()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, (v, rev))| KeyValue { key: k.clone(), value: v.clone(), mod_revision: *rev })
+            .map(|(k, (v, rev))| KeyValue {
+                key: k.clone(),
+                value: v.clone(),
+                mod_revision: *rev,
+            })
             .collect()
     }
 }
@@ -92,7 +104,10 @@ impl Datastore for MemoryStore {
     fn txn(&self, compares: &[Compare], ops: &[Op]) -> Result<TxnOutcome, Error> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         if take_one(&self.fail_txns) {
-            return Err(Error::Unavailable { reason: "injected failure".into(), source: None });
+            return Err(Error::Unavailable {
+                reason: "injected failure".into(),
+                source: None,
+            });
         }
         if take_one(&self.conflict_txns) {
             return Ok(TxnOutcome::Conflict);
@@ -133,10 +148,16 @@ mod tests {
     fn create_update_delete_follow_revisions() {
         let s = MemoryStore::new();
         let r1 = s.create("/a", b"1".to_vec()).unwrap();
-        assert!(matches!(s.create("/a", b"2".to_vec()), Err(Error::Conflict { .. })));
+        assert!(matches!(
+            s.create("/a", b"2".to_vec()),
+            Err(Error::Conflict { .. })
+        ));
         let r2 = s.update("/a", b"2".to_vec(), r1).unwrap();
         assert!(r2 > r1);
-        assert!(matches!(s.update("/a", b"3".to_vec(), r1), Err(Error::Conflict { .. })));
+        assert!(matches!(
+            s.update("/a", b"3".to_vec(), r1),
+            Err(Error::Conflict { .. })
+        ));
         s.delete("/a", r2).unwrap();
         assert_eq!(s.get("/a").unwrap(), None);
     }
@@ -157,7 +178,12 @@ mod tests {
         for k in ["/b/2", "/a", "/b/1", "/c"] {
             s.create(k, vec![]).unwrap();
         }
-        let keys: Vec<_> = s.list("/b/").unwrap().into_iter().map(|kv| kv.key).collect();
+        let keys: Vec<_> = s
+            .list("/b/")
+            .unwrap()
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect();
         assert_eq!(keys, ["/b/1", "/b/2"]);
     }
 }

@@ -108,7 +108,10 @@ pub struct EmbeddedOptions {
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        EmbeddedOptions { busy_timeout: DEFAULT_BUSY_TIMEOUT, synchronous: Synchronous::default() }
+        EmbeddedOptions {
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            synchronous: Synchronous::default(),
+        }
     }
 }
 
@@ -134,8 +137,10 @@ impl EmbeddedStore {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conn = Connection::open_with_flags(path, flags).map_err(sql_err)?;
         conn.busy_timeout(options.busy_timeout).map_err(sql_err)?;
-        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true).map_err(sql_err)?;
-        conn.execute_batch(options.synchronous.pragma()).map_err(sql_err)?;
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .map_err(sql_err)?;
+        conn.execute_batch(options.synchronous.pragma())
+            .map_err(sql_err)?;
         schema::ensure(&mut conn, options.busy_timeout).map_err(|e| match e {
             SchemaError::Sqlite(e) => sql_err(e),
             SchemaError::TooNew(v) => Error::Protocol(format!(
@@ -166,7 +171,9 @@ impl EmbeddedStore {
     /// `PRAGMA integrity_check`: `Ok(())` when SQLite reports "ok", else its findings.
     pub fn integrity_check(&self) -> Result<(), Error> {
         let conn = self.lock();
-        let mut stmt = conn.prepare("PRAGMA integrity_check").map_err(|e| self.err(e))?;
+        let mut stmt = conn
+            .prepare("PRAGMA integrity_check")
+            .map_err(|e| self.err(e))?;
         let findings = stmt
             .query_map([], |row| row.get::<_, String>(0))
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
@@ -225,6 +232,9 @@ fn sqlite_error(path: &Path, busy_timeout: Duration, source: rusqlite::Error) ->
             ),
             source: Some(Box::new(source)),
         },
-        _ => Error::Sqlite { path: path.to_owned(), source },
+        _ => Error::Sqlite {
+            path: path.to_owned(),
+            source,
+        },
     }
 }

@@ -16,7 +16,10 @@ fn temp_store() -> (tempfile::TempDir, EmbeddedStore) {
 }
 
 fn put(key: &str, value: &[u8]) -> Op {
-    Op::Put { key: key.to_owned(), value: value.to_vec() }
+    Op::Put {
+        key: key.to_owned(),
+        value: value.to_vec(),
+    }
 }
 
 fn mode(path: &Path) -> u32 {
@@ -28,16 +31,25 @@ fn create_update_delete_follow_revisions() {
     let (_dir, s) = temp_store();
     let r1 = s.create("/a", b"1".to_vec()).unwrap();
     assert_eq!(r1, 1);
-    assert!(matches!(s.create("/a", b"2".to_vec()), Err(Error::Conflict { .. })));
+    assert!(matches!(
+        s.create("/a", b"2".to_vec()),
+        Err(Error::Conflict { .. })
+    ));
     let r2 = s.update("/a", b"2".to_vec(), r1).unwrap();
     assert!(r2 > r1);
-    assert!(matches!(s.update("/a", b"3".to_vec(), r1), Err(Error::Conflict { .. })));
+    assert!(matches!(
+        s.update("/a", b"3".to_vec(), r1),
+        Err(Error::Conflict { .. })
+    ));
     let kv = s.get("/a").unwrap().expect("present");
     assert_eq!((kv.value.as_slice(), kv.mod_revision), (&b"2"[..], r2));
     assert!(matches!(s.delete("/a", r1), Err(Error::Conflict { .. })));
     s.delete("/a", r2).unwrap();
     assert_eq!(s.get("/a").unwrap(), None);
-    assert!(matches!(s.update("/a", vec![], r2), Err(Error::Conflict { .. })));
+    assert!(matches!(
+        s.update("/a", vec![], r2),
+        Err(Error::Conflict { .. })
+    ));
 }
 
 #[test]
@@ -55,7 +67,12 @@ fn list_is_prefix_bounded_and_ordered() {
     for k in ["/b/2", "/a", "/b/1", "/c"] {
         s.create(k, vec![]).unwrap();
     }
-    let keys: Vec<_> = s.list("/b/").unwrap().into_iter().map(|kv| kv.key).collect();
+    let keys: Vec<_> = s
+        .list("/b/")
+        .unwrap()
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
     assert_eq!(keys, ["/b/1", "/b/2"]);
 }
 
@@ -103,8 +120,17 @@ fn list_boundaries_match_starts_with() {
         "\u{10FFFF}",
     ];
     for prefix in prefixes {
-        let got: Vec<String> = s.list(prefix).unwrap().into_iter().map(|kv| kv.key).collect();
-        let want: Vec<&str> = sorted.iter().copied().filter(|k| k.starts_with(prefix)).collect();
+        let got: Vec<String> = s
+            .list(prefix)
+            .unwrap()
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect();
+        let want: Vec<&str> = sorted
+            .iter()
+            .copied()
+            .filter(|k| k.starts_with(prefix))
+            .collect();
         assert_eq!(got, want, "prefix {prefix:?}");
     }
 }
@@ -122,8 +148,12 @@ fn read_many_answers_like_get_and_list() {
         Read::Prefix("/z/".into()),
     ];
     let got = s.read_many(&reads).unwrap();
-    let want =
-        vec![s.get("/b").unwrap().into_iter().collect(), vec![], s.list("/a/").unwrap(), vec![]];
+    let want = vec![
+        s.get("/b").unwrap().into_iter().collect(),
+        vec![],
+        s.list("/a/").unwrap(),
+        vec![],
+    ];
     assert_eq!(got, want);
     assert_eq!(s.read_many(&[]).unwrap(), Vec::<Vec<_>>::new());
     // The read transaction is closed: writes still work.
@@ -137,14 +167,27 @@ fn multi_key_txn_is_all_or_nothing() {
     let stale = ry - 1;
     let ops = [put("/x", b"x"), put("/y", b"y2"), put("/z", b"z")];
 
-    let failing = [Compare::Absent("/x".into()), Compare::Revision("/y".into(), stale)];
+    let failing = [
+        Compare::Absent("/x".into()),
+        Compare::Revision("/y".into(), stale),
+    ];
     assert_eq!(s.txn(&failing, &ops).unwrap(), TxnOutcome::Conflict);
     assert_eq!(s.get("/x").unwrap(), None);
     assert_eq!(s.get("/y").unwrap().unwrap().value, b"y");
-    assert_eq!(s.txn(&[Compare::Absent("/y".into())], &ops).unwrap(), TxnOutcome::Conflict);
-    assert_eq!(s.txn(&[Compare::Revision("/nope".into(), 1)], &ops).unwrap(), TxnOutcome::Conflict);
+    assert_eq!(
+        s.txn(&[Compare::Absent("/y".into())], &ops).unwrap(),
+        TxnOutcome::Conflict
+    );
+    assert_eq!(
+        s.txn(&[Compare::Revision("/nope".into(), 1)], &ops)
+            .unwrap(),
+        TxnOutcome::Conflict
+    );
 
-    let holding = [Compare::Absent("/x".into()), Compare::Revision("/y".into(), ry)];
+    let holding = [
+        Compare::Absent("/x".into()),
+        Compare::Revision("/y".into(), ry),
+    ];
     let TxnOutcome::Committed { revision } = s.txn(&holding, &ops).unwrap() else {
         panic!("compares hold")
     };
@@ -154,9 +197,18 @@ fn multi_key_txn_is_all_or_nothing() {
     assert!(all.iter().all(|kv| kv.mod_revision == revision));
 
     // Put and delete in one txn, and a second put of a key within the same txn.
-    let mixed = [Op::Delete { key: "/x".into() }, put("/z", b"1"), put("/z", b"2")];
+    let mixed = [
+        Op::Delete { key: "/x".into() },
+        put("/z", b"1"),
+        put("/z", b"2"),
+    ];
     let outcome = s.txn(&[], &mixed).unwrap();
-    assert_eq!(outcome, TxnOutcome::Committed { revision: revision + 1 });
+    assert_eq!(
+        outcome,
+        TxnOutcome::Committed {
+            revision: revision + 1
+        }
+    );
     assert_eq!(s.get("/x").unwrap(), None);
     assert_eq!(s.get("/z").unwrap().unwrap().value, b"2");
 }
@@ -164,7 +216,14 @@ fn multi_key_txn_is_all_or_nothing() {
 #[test]
 fn deleting_a_missing_key_is_not_an_error() {
     let (_dir, s) = temp_store();
-    let outcome = s.txn(&[], &[Op::Delete { key: "/missing".into() }]).unwrap();
+    let outcome = s
+        .txn(
+            &[],
+            &[Op::Delete {
+                key: "/missing".into(),
+            }],
+        )
+        .unwrap();
     assert!(outcome.committed());
     assert_eq!(s.get("/missing").unwrap(), None);
 }
@@ -201,7 +260,10 @@ fn the_wal_stays_short_across_short_lived_openers() {
     }
     // The threshold is 128 pages; one commit adds a few frames past it.
     assert!(longest < 140 * 4120, "the WAL grew to {longest} bytes");
-    let options = EmbeddedOptions { synchronous: Synchronous::Full, ..Default::default() };
+    let options = EmbeddedOptions {
+        synchronous: Synchronous::Full,
+        ..Default::default()
+    };
     let s = EmbeddedStore::open_with(&path, options).unwrap();
     assert_eq!(s.list("/k/").unwrap().len(), 300);
     s.integrity_check().unwrap();
@@ -227,7 +289,10 @@ fn an_existing_world_readable_file_is_tightened() {
     let path = dir.path().join("store.db");
     fs::write(&path, b"").unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-    EmbeddedStore::open(&path).unwrap().create("/a", vec![]).unwrap();
+    EmbeddedStore::open(&path)
+        .unwrap()
+        .create("/a", vec![])
+        .unwrap();
     assert_eq!(mode(&path), 0o600);
 }
 
@@ -257,7 +322,10 @@ fn unusable_paths_give_errors_naming_the_path() {
         assert!(shown.contains(&path.display().to_string()), "{shown}");
         assert!(!err.is_unavailable(), "{shown}");
     }
-    assert!(matches!(open_err(Path::new("/proc/foo/x.db")), Error::CreateDir { .. }));
+    assert!(matches!(
+        open_err(Path::new("/proc/foo/x.db")),
+        Error::CreateDir { .. }
+    ));
 }
 
 #[test]
@@ -294,14 +362,22 @@ fn a_version_1_store_is_migrated() {
 
     let s = EmbeddedStore::open(&path).unwrap();
     let all = s.list("/").unwrap();
-    let found: Vec<(&str, &[u8], i64)> =
-        all.iter().map(|kv| (kv.key.as_str(), kv.value.as_slice(), kv.mod_revision)).collect();
+    let found: Vec<(&str, &[u8], i64)> = all
+        .iter()
+        .map(|kv| (kv.key.as_str(), kv.value.as_slice(), kv.mod_revision))
+        .collect();
     assert_eq!(found, [("/a", &[1u8][..], 7), ("/b", &[2u8][..], 5)]);
     assert_eq!(s.create("/c", vec![3]).unwrap(), 8, "revisions continue");
-    assert_eq!(s.update("/a", vec![9], 7).unwrap(), 9, "the old revision still compares");
+    assert_eq!(
+        s.update("/a", vec![9], 7).unwrap(),
+        9,
+        "the old revision still compares"
+    );
     drop(s);
     let raw = rusqlite::Connection::open(&path).unwrap();
-    let version: i64 = raw.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    let version: i64 = raw
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(version, 2);
 }
 
@@ -314,11 +390,16 @@ fn a_store_locked_too_long_is_unavailable() {
 
     let holder = rusqlite::Connection::open(&path).unwrap();
     holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    let options = EmbeddedOptions { busy_timeout: Duration::from_millis(50), ..Default::default() };
+    let options = EmbeddedOptions {
+        busy_timeout: Duration::from_millis(50),
+        ..Default::default()
+    };
     let waiter = EmbeddedStore::open_with(&path, options).unwrap();
     // WAL: readers are not blocked by the writer.
     assert_eq!(waiter.get("/a").unwrap().unwrap().value, b"1");
-    let err = waiter.create("/b", vec![]).expect_err("the write lock is held");
+    let err = waiter
+        .create("/b", vec![])
+        .expect_err("the write lock is held");
     assert!(err.is_unavailable(), "{err}");
     assert!(matches!(err, Error::Unavailable { .. }));
     assert!(err.to_string().contains("store.db"), "{err}");

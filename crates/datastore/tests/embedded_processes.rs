@@ -48,11 +48,21 @@ fn child_role() {
             for seq in 0u64.. {
                 let key = format!("/k/{id}/{seq}");
                 let ops = [
-                    Op::Put { key: key.clone(), value: vec![0x42; 200] },
-                    Op::Put { key: format!("/last/{id}"), value: seq.to_string().into_bytes() },
+                    Op::Put {
+                        key: key.clone(),
+                        value: vec![0x42; 200],
+                    },
+                    Op::Put {
+                        key: format!("/last/{id}"),
+                        value: seq.to_string().into_bytes(),
+                    },
                 ];
-                let outcome = store.txn(&[Compare::Absent(key.clone())], &ops).expect("txn");
-                let TxnOutcome::Committed { revision } = outcome else { panic!("{key} exists") };
+                let outcome = store
+                    .txn(&[Compare::Absent(key.clone())], &ops)
+                    .expect("txn");
+                let TxnOutcome::Committed { revision } = outcome else {
+                    panic!("{key} exists")
+                };
                 report(&key, revision);
             }
         }
@@ -66,9 +76,15 @@ fn increment(store: &EmbeddedStore) -> i64 {
         let current = store.get(COUNTER).expect("get");
         let (n, compare) = match &current {
             None => (0, Compare::Absent(COUNTER.into())),
-            Some(kv) => (parse(&kv.value), Compare::Revision(COUNTER.into(), kv.mod_revision)),
+            Some(kv) => (
+                parse(&kv.value),
+                Compare::Revision(COUNTER.into(), kv.mod_revision),
+            ),
         };
-        let op = Op::Put { key: COUNTER.into(), value: (n + 1).to_string().into_bytes() };
+        let op = Op::Put {
+            key: COUNTER.into(),
+            value: (n + 1).to_string().into_bytes(),
+        };
         match store.txn(&[compare], &[op]) {
             Ok(TxnOutcome::Committed { revision }) => return revision,
             Ok(TxnOutcome::Conflict) => continue,
@@ -78,12 +94,21 @@ fn increment(store: &EmbeddedStore) -> i64 {
 }
 
 fn parse(value: &[u8]) -> u64 {
-    std::str::from_utf8(value).ok().and_then(|s| s.parse().ok()).expect("counter value")
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .expect("counter value")
 }
 
 fn spawn_child(role: &str, db: &Path, id: &str) -> Child {
     Command::new(env::current_exe().expect("current_exe"))
-        .args(["--exact", "child_role", "--nocapture", "--test-threads=1", "--quiet"])
+        .args([
+            "--exact",
+            "child_role",
+            "--nocapture",
+            "--test-threads=1",
+            "--quiet",
+        ])
         .env(ROLE, role)
         .env(DB, db)
         .env(ID, id)
@@ -148,14 +173,24 @@ fn concurrent_cas_increments_are_not_lost() {
     let mut all = BTreeSet::new();
     for (mut child, reader) in run_children("increment", &db, N) {
         assert!(child.wait().unwrap().success());
-        let revisions: Vec<i64> =
-            committed(&reader.join().unwrap()).into_iter().map(|c| c.1).collect();
+        let revisions: Vec<i64> = committed(&reader.join().unwrap())
+            .into_iter()
+            .map(|c| c.1)
+            .collect();
         assert_eq!(revisions.len() as u64, M);
         assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
         all.extend(revisions);
     }
-    assert_eq!(all.len() as u64, N as u64 * M, "every commit has its own revision");
-    let counter = EmbeddedStore::open(&db).unwrap().get(COUNTER).unwrap().expect("counter");
+    assert_eq!(
+        all.len() as u64,
+        N as u64 * M,
+        "every commit has its own revision"
+    );
+    let counter = EmbeddedStore::open(&db)
+        .unwrap()
+        .get(COUNTER)
+        .unwrap()
+        .expect("counter");
     assert_eq!(parse(&counter.value), N as u64 * M);
     assert_eq!(Some(&counter.mod_revision), all.last());
 }
@@ -165,7 +200,9 @@ struct Rng(u64);
 
 impl Rng {
     fn seeded() -> Rng {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos());
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos());
         Rng((nanos as u64 ^ u64::from(std::process::id())) | 1)
     }
 
@@ -197,18 +234,36 @@ fn kill_9_loses_no_committed_write() {
         }
         let store = EmbeddedStore::open(&db).unwrap();
         store.integrity_check().unwrap();
-        let stored: BTreeMap<String, i64> =
-            store.list("/k/").unwrap().into_iter().map(|kv| (kv.key, kv.mod_revision)).collect();
+        let stored: BTreeMap<String, i64> = store
+            .list("/k/")
+            .unwrap()
+            .into_iter()
+            .map(|kv| (kv.key, kv.mod_revision))
+            .collect();
         // Each reported key is there, at the revision it was committed at.
         for (key, revision) in &reported {
             assert_eq!(stored.get(key), Some(revision), "round {round}: {key}");
-            assert!(revisions.insert(*revision), "revision {revision} reported twice");
+            assert!(
+                revisions.insert(*revision),
+                "revision {revision} reported twice"
+            );
         }
         // The next round's writers reuse the ids: clear the keys in one txn.
-        eprintln!("round {round}: {} commits reported, {} stored", reported.len(), stored.len());
-        let ops: Vec<Op> = stored.keys().map(|key| Op::Delete { key: key.clone() }).collect();
+        eprintln!(
+            "round {round}: {} commits reported, {} stored",
+            reported.len(),
+            stored.len()
+        );
+        let ops: Vec<Op> = stored
+            .keys()
+            .map(|key| Op::Delete { key: key.clone() })
+            .collect();
         store.txn(&[], &ops).unwrap();
     }
-    assert!(revisions.len() > ROUNDS, "children committed too little: {}", revisions.len());
+    assert!(
+        revisions.len() > ROUNDS,
+        "children committed too little: {}",
+        revisions.len()
+    );
     EmbeddedStore::open(&db).unwrap().integrity_check().unwrap();
 }

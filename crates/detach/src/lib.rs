@@ -47,7 +47,12 @@ pub unsafe fn spawn_shared<T: Copy>(
     let arg_ptr = region.cast::<T>();
     arg_ptr.write(arg);
     let top = (region as usize + size) & !15;
-    let pid = libc::clone(entry, top as *mut libc::c_void, libc::CLONE_VM | libc::SIGCHLD, arg_ptr.cast());
+    let pid = libc::clone(
+        entry,
+        top as *mut libc::c_void,
+        libc::CLONE_VM | libc::SIGCHLD,
+        arg_ptr.cast(),
+    );
     if pid == -1 {
         let err = io::Error::last_os_error();
         libc::munmap(region, size);
@@ -115,7 +120,12 @@ mod tests {
     fn pipe() -> (std::fs::File, OwnedFd) {
         let mut fds = [0; 2];
         assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-        unsafe { (std::fs::File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+        unsafe {
+            (
+                std::fs::File::from_raw_fd(fds[0]),
+                OwnedFd::from_raw_fd(fds[1]),
+            )
+        }
     }
 
     /// The shared-memory helper runs on its own copy of its argument, closes what it does
@@ -133,25 +143,41 @@ mod tests {
             unsafe {
                 let job = &*arg.cast::<Job>();
                 raw::close_all_but(job.out, job.kept);
-                let probe = |fd: i32| raw::syscall(libc::SYS_fcntl, [fd as usize, libc::F_GETFD as usize, 0, 0, 0, 0]);
+                let probe = |fd: i32| {
+                    raw::syscall(
+                        libc::SYS_fcntl,
+                        [fd as usize, libc::F_GETFD as usize, 0, 0, 0, 0],
+                    )
+                };
                 // The kept descriptor is open, the other one closed (EBADF), stdin too.
                 let ok = probe(job.kept) >= 0
                     && probe(job.other) == -(libc::EBADF as isize)
                     && probe(0) == -(libc::EBADF as isize);
                 let msg: &[u8; 2] = if ok { b"ok" } else { b"no" };
-                raw::syscall(libc::SYS_write, [job.out as usize, msg.as_ptr() as usize, 2, 0, 0, 0]);
+                raw::syscall(
+                    libc::SYS_write,
+                    [job.out as usize, msg.as_ptr() as usize, 2, 0, 0, 0],
+                );
             }
             0
         }
         let (mut r, w) = pipe();
         let (_other_r, other_w) = pipe();
         let (_kept_r, kept_w) = pipe();
-        let job_arg = Job { out: w.as_raw_fd(), kept: kept_w.as_raw_fd(), other: other_w.as_raw_fd() };
+        let job_arg = Job {
+            out: w.as_raw_fd(),
+            kept: kept_w.as_raw_fd(),
+            other: other_w.as_raw_fd(),
+        };
         unsafe { spawn_shared(job, job_arg) }.unwrap();
         drop(w);
         let mut got = String::new();
         r.read_to_string(&mut got).unwrap();
         assert_eq!(got, "ok");
-        assert_ne!(unsafe { libc::fcntl(other_w.as_raw_fd(), libc::F_GETFD) }, -1, "ours is still open");
+        assert_ne!(
+            unsafe { libc::fcntl(other_w.as_raw_fd(), libc::F_GETFD) },
+            -1,
+            "ours is still open"
+        );
     }
 }

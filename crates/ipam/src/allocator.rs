@@ -47,7 +47,10 @@ impl Owner {
     fn attribute(&self, host: &str) -> Attribute {
         let mut secondary = self.extra.clone();
         secondary.insert("node".into(), host.into());
-        Attribute { handle_id: Some(self.handle.clone()), secondary }
+        Attribute {
+            handle_id: Some(self.handle.clone()),
+            secondary,
+        }
     }
 
     fn handle_attributes(&self) -> BTreeMap<String, String> {
@@ -123,7 +126,11 @@ type Prefetched = HashMap<IpNetwork, KeyValue>;
 
 impl<'a> Ipam<'a> {
     pub fn new(store: &'a dyn Datastore, host: impl Into<String>) -> Ipam<'a> {
-        Ipam { store, host: host.into(), prefetch: Vec::new() }
+        Ipam {
+            store,
+            host: host.into(),
+            prefetch: Vec::new(),
+        }
     }
 
     /// Also read `blocks` in the first round trip of [`Ipam::assign`] and
@@ -136,12 +143,19 @@ impl<'a> Ipam<'a> {
     }
 
     fn prefetch_reads(&self) -> impl Iterator<Item = Read> + '_ {
-        self.prefetch.iter().map(|cidr| Read::Key(keys::block(cidr)))
+        self.prefetch
+            .iter()
+            .map(|cidr| Read::Key(keys::block(cidr)))
     }
 
     /// The answers to [`Ipam::prefetch_reads`], the tail of a `read_many` result.
     fn prefetched(&self, answers: Vec<Vec<KeyValue>>) -> Prefetched {
-        self.prefetch.iter().copied().zip(answers).filter_map(|(cidr, kvs)| Some((cidr, kvs.into_iter().next()?))).collect()
+        self.prefetch
+            .iter()
+            .copied()
+            .zip(answers)
+            .filter_map(|(cidr, kvs)| Some((cidr, kvs.into_iter().next()?)))
+            .collect()
     }
 
     pub fn host(&self) -> &str {
@@ -197,7 +211,8 @@ impl<'a> Ipam<'a> {
                     continue;
                 }
                 let pools = select_pools(family, wanted, pools)?;
-                let ip = self.auto_assign(family, &pools, cursor, owner, &mut state, &mut read_ahead)?;
+                let ip =
+                    self.auto_assign(family, &pools, cursor, owner, &mut state, &mut read_ahead)?;
                 fresh.push(ip);
                 ips.push(ip);
             }
@@ -238,7 +253,10 @@ impl<'a> Ipam<'a> {
 
     /// The addresses held by a handle id (for CHECK and repeated ADD).
     pub fn ips_of_handle(&self, handle_id: &str) -> Result<Vec<IpAddr>, Error> {
-        let state = handle_state(handle_id, self.store.get(&keys::handle(handle_id))?.as_ref())?;
+        let state = handle_state(
+            handle_id,
+            self.store.get(&keys::handle(handle_id))?.as_ref(),
+        )?;
         self.ips_of(&state.handle)
     }
 
@@ -257,9 +275,10 @@ impl<'a> Ipam<'a> {
             if attempt > 0 {
                 backoff(attempt);
                 read_ahead.clear();
-                let mut fresh = self
-                    .store
-                    .read_many(&[Read::Key(keys::handle(&owner.handle)), Read::Key(keys::cursor(&self.host, family))])?;
+                let mut fresh = self.store.read_many(&[
+                    Read::Key(keys::handle(&owner.handle)),
+                    Read::Key(keys::cursor(&self.host, family)),
+                ])?;
                 cursor = cursor_of(&fresh.pop().unwrap_or_default());
                 *state = handle_state(&owner.handle, fresh.pop().unwrap_or_default().first())?;
             }
@@ -286,7 +305,11 @@ impl<'a> Ipam<'a> {
                 let blocks = both.pop().unwrap_or_default();
                 (both.pop().unwrap_or_default(), Some(blocks))
             } else {
-                (self.store.list(&keys::affinity_prefix(&self.host, family))?, None)
+                (
+                    self.store
+                        .list(&keys::affinity_prefix(&self.host, family))?,
+                    None,
+                )
             };
             let mut affine: Vec<(IpNetwork, &KeyValue)> = affinities
                 .iter()
@@ -295,7 +318,9 @@ impl<'a> Ipam<'a> {
                 .collect();
             affine.sort_by_key(|(cidr, _)| std::cmp::Reverse(net::to_u128(cidr.network())));
             for (cidr, affinity) in affine {
-                let hint = serde_json::from_slice::<Affinity>(&affinity.value).ok().and_then(|a| a.free);
+                let hint = serde_json::from_slice::<Affinity>(&affinity.value)
+                    .ok()
+                    .and_then(|a| a.free);
                 if hint == Some(0) {
                     continue;
                 }
@@ -310,13 +335,27 @@ impl<'a> Ipam<'a> {
                 Some(blocks) => blocks,
                 None => self.store.list(&keys::block_prefix(family))?,
             };
-            let existing: HashSet<IpNetwork> =
-                blocks.iter().filter_map(|kv| keys::cidr_of_key(&kv.key)).collect();
+            let existing: HashSet<IpNetwork> = blocks
+                .iter()
+                .filter_map(|kv| keys::cidr_of_key(&kv.key))
+                .collect();
             for pool in pools {
-                let Some(cidr) = first_free_block(pool, &existing) else { continue };
+                let Some(cidr) = first_free_block(pool, &existing) else {
+                    continue;
+                };
                 let mut block = Block::new(cidr, &self.host);
-                let Some(ip) = block.allocate(&attr) else { continue };
-                if self.commit(vec![BlockWrite { block, revision: None }], state, owner, 1)? {
+                let Some(ip) = block.allocate(&attr) else {
+                    continue;
+                };
+                if self.commit(
+                    vec![BlockWrite {
+                        block,
+                        revision: None,
+                    }],
+                    state,
+                    owner,
+                    1,
+                )? {
                     tracing::debug!(%cidr, host = %self.host, "claimed block");
                     return Ok(ip);
                 }
@@ -324,21 +363,39 @@ impl<'a> Ipam<'a> {
             }
             // 3. Borrow from any block of the pools that has room, whoever it is affine to.
             for kv in &blocks {
-                let Some(cidr) = keys::cidr_of_key(&kv.key) else { continue };
+                let Some(cidr) = keys::cidr_of_key(&kv.key) else {
+                    continue;
+                };
                 if !in_pools(&cidr) {
                     continue;
                 }
                 let mut block: Block = store::decode(kv)?;
-                let Some(ip) = block.allocate(&attr) else { continue };
-                if self.commit(vec![BlockWrite { block, revision: Some(kv.mod_revision) }], state, owner, 1)? {
+                let Some(ip) = block.allocate(&attr) else {
+                    continue;
+                };
+                if self.commit(
+                    vec![BlockWrite {
+                        block,
+                        revision: Some(kv.mod_revision),
+                    }],
+                    state,
+                    owner,
+                    1,
+                )? {
                     tracing::debug!(%ip, %cidr, "borrowed an address from another host's block");
                     return Ok(ip);
                 }
                 continue 'attempt;
             }
-            return Err(Error::Exhausted { family, pools: pools.iter().map(|p| p.cidr).collect() });
+            return Err(Error::Exhausted {
+                family,
+                pools: pools.iter().map(|p| p.cidr).collect(),
+            });
         }
-        Err(Error::TooMuchContention { key: keys::block_prefix(family), attempts: MAX_ATTEMPTS })
+        Err(Error::TooMuchContention {
+            key: keys::block_prefix(family),
+            attempts: MAX_ATTEMPTS,
+        })
     }
 
     /// Allocate one address from `cidr` if it is a block of this host with room. `read` is
@@ -362,17 +419,38 @@ impl<'a> Ipam<'a> {
         if block.host() != Some(self.host.as_str()) {
             return Ok(Affine::NoRoom);
         }
-        let Some(ip) = block.allocate(attr) else { return Ok(Affine::NoRoom) };
-        Ok(if self.commit(vec![BlockWrite { block, revision: Some(kv.mod_revision) }], state, owner, 1)? {
-            Affine::Allocated(ip)
-        } else {
-            Affine::Conflict
-        })
+        let Some(ip) = block.allocate(attr) else {
+            return Ok(Affine::NoRoom);
+        };
+        Ok(
+            if self.commit(
+                vec![BlockWrite {
+                    block,
+                    revision: Some(kv.mod_revision),
+                }],
+                state,
+                owner,
+                1,
+            )? {
+                Affine::Allocated(ip)
+            } else {
+                Affine::Conflict
+            },
+        )
     }
 
     /// Allocate exactly `ip`, claiming its block for this host if nobody has it yet.
-    fn assign_ip(&self, ip: IpAddr, pools: &[Pool], owner: &Owner, state: &mut HandleState) -> Result<(), Error> {
-        let pool = pools.iter().find(|p| p.cidr.contains(ip)).ok_or(Error::AddressNotInPool { ip })?;
+    fn assign_ip(
+        &self,
+        ip: IpAddr,
+        pools: &[Pool],
+        owner: &Owner,
+        state: &mut HandleState,
+    ) -> Result<(), Error> {
+        let pool = pools
+            .iter()
+            .find(|p| p.cidr.contains(ip))
+            .ok_or(Error::AddressNotInPool { ip })?;
         if pool.disabled {
             return Err(Error::PoolDisabled { cidr: pool.cidr });
         }
@@ -381,7 +459,10 @@ impl<'a> Ipam<'a> {
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
                 backoff(attempt);
-                *state = handle_state(&owner.handle, self.store.get(&keys::handle(&owner.handle))?.as_ref())?;
+                *state = handle_state(
+                    &owner.handle,
+                    self.store.get(&keys::handle(&owner.handle))?.as_ref(),
+                )?;
             }
             let (mut block, revision) = match self.store.get(&keys::block(&cidr))? {
                 Some(kv) => (store::decode::<Block>(&kv)?, Some(kv.mod_revision)),
@@ -396,12 +477,21 @@ impl<'a> Ipam<'a> {
                 return Ok(());
             }
         }
-        Err(Error::TooMuchContention { key: keys::block(&cidr), attempts: MAX_ATTEMPTS })
+        Err(Error::TooMuchContention {
+            key: keys::block(&cidr),
+            attempts: MAX_ATTEMPTS,
+        })
     }
 
     /// Write blocks and the handle in one transaction. `added` addresses were allocated in
     /// the (single) block for `owner`. Returns false on a conflict.
-    fn commit(&self, writes: Vec<BlockWrite>, state: &mut HandleState, owner: &Owner, added: u32) -> Result<bool, Error> {
+    fn commit(
+        &self,
+        writes: Vec<BlockWrite>,
+        state: &mut HandleState,
+        owner: &Owner,
+        added: u32,
+    ) -> Result<bool, Error> {
         let mut handle = state.handle.clone();
         handle.attributes = owner.handle_attributes();
         for w in &writes {
@@ -413,7 +503,10 @@ impl<'a> Ipam<'a> {
             block_ops(&w.block, w.revision, &mut compares, &mut ops);
             if w.block.host() == Some(self.host.as_str()) {
                 let key = keys::cursor(&self.host, keys::family_of(&w.block.cidr));
-                ops.push(Op::Put { key, value: store::encode(&w.block.cidr) });
+                ops.push(Op::Put {
+                    key,
+                    value: store::encode(&w.block.cidr),
+                });
             }
         }
         let key = keys::handle(&handle.id);
@@ -421,10 +514,16 @@ impl<'a> Ipam<'a> {
             Some(r) => Compare::Revision(key.clone(), r),
             None => Compare::Absent(key.clone()),
         });
-        ops.push(Op::Put { key, value: store::encode(&handle) });
+        ops.push(Op::Put {
+            key,
+            value: store::encode(&handle),
+        });
         match self.store.txn(&compares, &ops)? {
             datastore::TxnOutcome::Committed { revision } => {
-                *state = HandleState { handle, revision: Some(revision) };
+                *state = HandleState {
+                    handle,
+                    revision: Some(revision),
+                };
                 Ok(true)
             }
             datastore::TxnOutcome::Conflict => Ok(false),
@@ -437,7 +536,9 @@ impl<'a> Ipam<'a> {
         for attempt in 0..MAX_ATTEMPTS {
             let mut prefetched = Prefetched::new();
             let kv = if attempt == 0 && !self.prefetch.is_empty() {
-                let reads: Vec<Read> = std::iter::once(Read::Key(key.clone())).chain(self.prefetch_reads()).collect();
+                let reads: Vec<Read> = std::iter::once(Read::Key(key.clone()))
+                    .chain(self.prefetch_reads())
+                    .collect();
                 let mut answers = self.store.read_many(&reads)?;
                 prefetched = self.prefetched(answers.split_off(1.min(answers.len())));
                 answers.pop().unwrap_or_default().into_iter().next()
@@ -473,7 +574,10 @@ impl<'a> Ipam<'a> {
                 return Ok(released);
             }
         }
-        Err(Error::TooMuchContention { key, attempts: MAX_ATTEMPTS })
+        Err(Error::TooMuchContention {
+            key,
+            attempts: MAX_ATTEMPTS,
+        })
     }
 
     /// Release specific addresses, whatever handle holds them, fixing the handles' counts.
@@ -501,7 +605,9 @@ impl<'a> Ipam<'a> {
                     .values_mut()
                     .find(|(b, _)| b.cidr.contains(*ip))
                     .ok_or(Error::AddressNotAllocated { ip: *ip })?;
-                let handle = block.release_ip(*ip).ok_or(Error::AddressNotAllocated { ip: *ip })?;
+                let handle = block
+                    .release_ip(*ip)
+                    .ok_or(Error::AddressNotAllocated { ip: *ip })?;
                 if let Some(h) = &handle {
                     per_handle.entry(h.clone()).or_default().push(block.cidr);
                 }
@@ -512,7 +618,10 @@ impl<'a> Ipam<'a> {
             for (block, rev) in blocks.values() {
                 block_ops(block, Some(*rev), &mut compares, &mut ops);
             }
-            let handle_reads: Vec<Read> = per_handle.keys().map(|h| Read::Key(keys::handle(h))).collect();
+            let handle_reads: Vec<Read> = per_handle
+                .keys()
+                .map(|h| Read::Key(keys::handle(h)))
+                .collect();
             for hkv in self.store.read_many(&handle_reads)?.iter().flatten() {
                 let mut handle: Handle = store::decode(hkv)?;
                 for cidr in per_handle.get(&handle.id).into_iter().flatten() {
@@ -520,23 +629,38 @@ impl<'a> Ipam<'a> {
                 }
                 compares.push(Compare::Revision(hkv.key.clone(), hkv.mod_revision));
                 ops.push(if handle.block.is_empty() {
-                    Op::Delete { key: hkv.key.clone() }
+                    Op::Delete {
+                        key: hkv.key.clone(),
+                    }
                 } else {
-                    Op::Put { key: hkv.key.clone(), value: store::encode(&handle) }
+                    Op::Put {
+                        key: hkv.key.clone(),
+                        value: store::encode(&handle),
+                    }
                 });
             }
             if self.store.txn(&compares, &ops)?.committed() {
                 return Ok(released);
             }
         }
-        Err(Error::TooMuchContention { key: "release".into(), attempts: MAX_ATTEMPTS })
+        Err(Error::TooMuchContention {
+            key: "release".into(),
+            attempts: MAX_ATTEMPTS,
+        })
     }
 
     /// Release every allocation of `network` whose (container id, ifname) is not in `valid`.
     /// Returns the handles released.
-    pub fn gc(&self, network: &str, valid: &HashSet<(String, String)>) -> Result<Vec<String>, Error> {
+    pub fn gc(
+        &self,
+        network: &str,
+        valid: &HashSet<(String, String)>,
+    ) -> Result<Vec<String>, Error> {
         let mut released = Vec::new();
-        for kv in self.store.list(&format!("{}{network}.", keys::HANDLE_PREFIX))? {
+        for kv in self
+            .store
+            .list(&format!("{}{network}.", keys::HANDLE_PREFIX))?
+        {
             let handle: Handle = store::decode(&kv)?;
             let attr = |k: &str| handle.attributes.get(k).cloned().unwrap_or_default();
             if attr("network") != network {
@@ -553,7 +677,10 @@ impl<'a> Ipam<'a> {
     /// Whether an ADD could succeed: the store answers and some enabled pool has room.
     pub fn status(&self, families: &[u8]) -> Result<(), Error> {
         for &family in families {
-            let pools: Vec<Pool> = pool::list(self.store, Some(family))?.into_iter().filter(|p| !p.disabled).collect();
+            let pools: Vec<Pool> = pool::list(self.store, Some(family))?
+                .into_iter()
+                .filter(|p| !p.disabled)
+                .collect();
             if pools.is_empty() {
                 if family == 4 {
                     continue; // the default pool will be created on the first ADD
@@ -562,11 +689,18 @@ impl<'a> Ipam<'a> {
             }
             let blocks = blocks_of(self.store, family)?;
             let has_room = pools.iter().any(|p| {
-                let mine: Vec<&Block> = blocks.iter().map(|(b, _)| b).filter(|b| p.cidr.contains(b.cidr.network())).collect();
+                let mine: Vec<&Block> = blocks
+                    .iter()
+                    .map(|(b, _)| b)
+                    .filter(|b| p.cidr.contains(b.cidr.network()))
+                    .collect();
                 (mine.len() as u128) < p.block_count() || mine.iter().any(|b| b.free() > 0)
             });
             if !has_room {
-                return Err(Error::Exhausted { family, pools: pools.iter().map(|p| p.cidr).collect() });
+                return Err(Error::Exhausted {
+                    family,
+                    pools: pools.iter().map(|p| p.cidr).collect(),
+                });
             }
         }
         Ok(())
@@ -585,17 +719,35 @@ fn block_ops(block: &Block, revision: Option<i64>, compares: &mut Vec<Compare>, 
             }
         }
     }
-    ops.push(Op::Put { key, value: store::encode(block) });
+    ops.push(Op::Put {
+        key,
+        value: store::encode(block),
+    });
     if let Some(host) = block.host() {
-        let hint = Affinity { state: "confirmed".into(), free: Some(block.free()) };
-        ops.push(Op::Put { key: keys::affinity(host, &block.cidr), value: store::encode(&hint) });
+        let hint = Affinity {
+            state: "confirmed".into(),
+            free: Some(block.free()),
+        };
+        ops.push(Op::Put {
+            key: keys::affinity(host, &block.cidr),
+            value: store::encode(&hint),
+        });
     }
 }
 
 fn handle_state(id: &str, kv: Option<&KeyValue>) -> Result<HandleState, Error> {
     Ok(match kv {
-        Some(kv) => HandleState { handle: store::decode(kv)?, revision: Some(kv.mod_revision) },
-        None => HandleState { handle: Handle { id: id.to_owned(), ..Default::default() }, revision: None },
+        Some(kv) => HandleState {
+            handle: store::decode(kv)?,
+            revision: Some(kv.mod_revision),
+        },
+        None => HandleState {
+            handle: Handle {
+                id: id.to_owned(),
+                ..Default::default()
+            },
+            revision: None,
+        },
     })
 }
 
@@ -604,12 +756,19 @@ fn handle_state(id: &str, kv: Option<&KeyValue>) -> Result<HandleState, Error> {
 fn select_pools(family: u8, wanted: &[IpNetwork], pools: &[Pool]) -> Result<Vec<Pool>, Error> {
     if wanted.is_empty() {
         let enabled: Vec<Pool> = pools.iter().filter(|p| !p.disabled).cloned().collect();
-        return if enabled.is_empty() { Err(Error::NoPools { family }) } else { Ok(enabled) };
+        return if enabled.is_empty() {
+            Err(Error::NoPools { family })
+        } else {
+            Ok(enabled)
+        };
     }
     wanted
         .iter()
         .map(|cidr| {
-            let p = pools.iter().find(|p| p.cidr == *cidr).ok_or(Error::PoolNotFound { cidr: *cidr })?;
+            let p = pools
+                .iter()
+                .find(|p| p.cidr == *cidr)
+                .ok_or(Error::PoolNotFound { cidr: *cidr })?;
             if p.disabled {
                 return Err(Error::PoolDisabled { cidr: *cidr });
             }
@@ -620,7 +779,10 @@ fn select_pools(family: u8, wanted: &[IpNetwork], pools: &[Pool]) -> Result<Vec<
 
 /// The first block of `pool` that nobody has created yet.
 fn first_free_block(pool: &Pool, existing: &HashSet<IpNetwork>) -> Option<IpNetwork> {
-    let taken = existing.iter().filter(|c| pool.cidr.contains(c.network())).count() as u128;
+    let taken = existing
+        .iter()
+        .filter(|c| pool.cidr.contains(c.network()))
+        .count() as u128;
     // At most `taken + 1` candidates need looking at.
     (0..=taken.min(pool.block_count().saturating_sub(1)))
         .filter_map(|i| net::nth_block(&pool.cidr, pool.block_size, i))

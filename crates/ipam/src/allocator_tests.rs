@@ -26,7 +26,11 @@ fn owner(id: &str) -> Owner {
 }
 
 fn v4(id: &str) -> Request {
-    Request { owner: owner(id), v4: Some(vec![]), ..Default::default() }
+    Request {
+        owner: owner(id),
+        v4: Some(vec![]),
+        ..Default::default()
+    }
 }
 
 fn add_pool(s: &dyn Datastore, c: &str, block: u8) {
@@ -51,7 +55,9 @@ fn first_add_creates_default_pool_and_affine_block() {
     let a = ipam.assign(&v4("c1")).unwrap();
     assert_eq!(ips(&a), vec!["192.168.0.0".parse::<IpAddr>().unwrap()]);
     assert!(a[0].pool.nat_outgoing);
-    let affinity = s.get(&keys::affinity("node1", &cidr("192.168.0.0/26"))).unwrap();
+    let affinity = s
+        .get(&keys::affinity("node1", &cidr("192.168.0.0/26")))
+        .unwrap();
     assert!(affinity.is_some());
     assert_clean(&s);
 }
@@ -83,7 +89,10 @@ fn exhaustion_names_the_pools() {
     assert!(matches!(err, Error::Exhausted { .. }), "{err}");
     assert!(err.to_string().contains("10.1.0.0/29"), "{err}");
     assert_eq!(err.cni_code(), crate::CODE_EXHAUSTED);
-    assert!(s.get(&keys::handle("net.c8")).unwrap().is_none(), "a failed ADD leaves no handle");
+    assert!(
+        s.get(&keys::handle("net.c8")).unwrap().is_none(),
+        "a failed ADD leaves no handle"
+    );
     assert_clean(&s);
 }
 
@@ -95,7 +104,12 @@ fn borrows_from_another_hosts_block_when_no_block_is_free() {
     let b = Ipam::new(&s, "host-b").assign(&v4("b1")).unwrap();
     assert!(cidr("10.1.0.0/29").contains(b[0].ip));
     assert_ne!(a[0].ip, b[0].ip);
-    assert!(s.list(&keys::affinity_prefix("host-b", 4)).unwrap().is_empty(), "borrowing claims nothing");
+    assert!(
+        s.list(&keys::affinity_prefix("host-b", 4))
+            .unwrap()
+            .is_empty(),
+        "borrowing claims nothing"
+    );
     Ipam::new(&s, "host-b").release_handle("net.b1").unwrap();
     assert_clean(&s);
 }
@@ -131,7 +145,10 @@ fn pool_selection_and_disabled_pools() {
     }
     let mut ip_req = v4("c3");
     ip_req.ips = vec!["10.3.0.5".parse().unwrap()];
-    assert!(matches!(ipam.assign(&ip_req), Err(Error::PoolDisabled { .. })));
+    assert!(matches!(
+        ipam.assign(&ip_req),
+        Err(Error::PoolDisabled { .. })
+    ));
     assert_clean(&s);
 }
 
@@ -143,13 +160,25 @@ fn specific_addresses() {
     let mut req = v4("c1");
     req.ips = vec!["10.1.7.9".parse().unwrap()];
     assert_eq!(ips(&ipam.assign(&req).unwrap()), req.ips);
-    assert_eq!(ips(&ipam.assign(&req).unwrap()), req.ips, "repeat is idempotent");
+    assert_eq!(
+        ips(&ipam.assign(&req).unwrap()),
+        req.ips,
+        "repeat is idempotent"
+    );
     req.owner = owner("c2");
     let err = ipam.assign(&req).unwrap_err();
     assert!(matches!(err, Error::AddressInUse { .. }), "{err}");
     req.ips = vec!["172.16.0.1".parse().unwrap()];
-    assert!(matches!(ipam.assign(&req), Err(Error::AddressNotInPool { .. })));
-    assert_eq!(ipam.release_ips(&["10.1.7.9".parse().unwrap()]).unwrap()[0].1.as_deref(), Some("net.c1"));
+    assert!(matches!(
+        ipam.assign(&req),
+        Err(Error::AddressNotInPool { .. })
+    ));
+    assert_eq!(
+        ipam.release_ips(&["10.1.7.9".parse().unwrap()]).unwrap()[0]
+            .1
+            .as_deref(),
+        Some("net.c1")
+    );
     assert!(s.get(&keys::handle("net.c1")).unwrap().is_none());
     assert_clean(&s);
 }
@@ -167,13 +196,25 @@ fn dual_stack_never_leaves_half_an_allocation() {
     assert!(a[0].ip.is_ipv4() && a[1].ip.is_ipv6());
     // Fill the IPv6 pool (256 addresses, one used), then a dual-stack ADD must fail whole.
     for i in 0..255 {
-        let r = Request { owner: owner(&format!("six{i}")), v6: Some(vec![]), ..Default::default() };
+        let r = Request {
+            owner: owner(&format!("six{i}")),
+            v6: Some(vec![]),
+            ..Default::default()
+        };
         ipam.assign(&r).unwrap();
     }
     req.owner = owner("c2");
-    assert!(matches!(ipam.assign(&req), Err(Error::Exhausted { family: 6, .. })));
+    assert!(matches!(
+        ipam.assign(&req),
+        Err(Error::Exhausted { family: 6, .. })
+    ));
     assert!(s.get(&keys::handle("net.c2")).unwrap().is_none());
-    let used: usize = report::usage(&s).unwrap().iter().filter(|u| u.pool.cidr.is_ipv4()).map(|u| u.used).sum();
+    let used: usize = report::usage(&s)
+        .unwrap()
+        .iter()
+        .filter(|u| u.pool.cidr.is_ipv4())
+        .map(|u| u.used)
+        .sum();
     assert_eq!(used, 1, "the IPv4 address of the failed ADD was given back");
     assert_clean(&s);
 }
@@ -223,12 +264,32 @@ fn a_missing_or_stale_cursor_falls_back_to_the_affine_blocks() {
     // first block, then remove it: both times the host keeps filling its own block.
     let cursor = keys::cursor("n", 4);
     let full = cidr("10.0.0.0/29");
-    s.txn(&[], &[datastore::Op::Put { key: cursor.clone(), value: serde_json::to_vec(&full).unwrap() }]).unwrap();
+    s.txn(
+        &[],
+        &[datastore::Op::Put {
+            key: cursor.clone(),
+            value: serde_json::to_vec(&full).unwrap(),
+        }],
+    )
+    .unwrap();
     assert!(cidr("10.0.0.8/29").contains(ipam.assign(&v4("stale")).unwrap()[0].ip));
-    s.txn(&[], &[datastore::Op::Delete { key: cursor.clone() }]).unwrap();
+    s.txn(
+        &[],
+        &[datastore::Op::Delete {
+            key: cursor.clone(),
+        }],
+    )
+    .unwrap();
     assert!(cidr("10.0.0.8/29").contains(ipam.assign(&v4("missing")).unwrap()[0].ip));
-    assert_eq!(s.get(&cursor).unwrap().map(|kv| kv.value), Some(serde_json::to_vec(&cidr("10.0.0.8/29")).unwrap()));
-    assert_eq!(blocks_of(&s, 4).unwrap().len(), 2, "no block claimed while the host's own had room");
+    assert_eq!(
+        s.get(&cursor).unwrap().map(|kv| kv.value),
+        Some(serde_json::to_vec(&cidr("10.0.0.8/29")).unwrap())
+    );
+    assert_eq!(
+        blocks_of(&s, 4).unwrap().len(),
+        2,
+        "no block claimed while the host's own had room"
+    );
     assert_clean(&s);
 }
 
@@ -244,9 +305,15 @@ fn gc_releases_only_invalid_attachments_of_this_network() {
     other.owner.handle = "net.other.x".into();
     ipam.assign(&other).unwrap();
     let valid = HashSet::from([("keep".to_string(), "eth0".to_string())]);
-    assert_eq!(ipam.gc("net", &valid).unwrap(), vec!["net.stale".to_string()]);
+    assert_eq!(
+        ipam.gc("net", &valid).unwrap(),
+        vec!["net.stale".to_string()]
+    );
     assert!(s.get(&keys::handle("net.keep")).unwrap().is_some());
-    assert!(s.get(&keys::handle("net.other.x")).unwrap().is_some(), "other networks are untouched");
+    assert!(
+        s.get(&keys::handle("net.other.x")).unwrap().is_some(),
+        "other networks are untouched"
+    );
     assert_clean(&s);
 }
 
@@ -259,16 +326,27 @@ fn hosts_racing_on_one_store_never_share_an_address() {
             let s = Arc::clone(&s);
             std::thread::spawn(move || {
                 let ipam = Ipam::new(&*s, format!("host{}", t % 4));
-                (0..40).map(|i| ipam.assign(&v4(&format!("t{t}-{i}"))).unwrap()[0].ip).collect::<Vec<_>>()
+                (0..40)
+                    .map(|i| ipam.assign(&v4(&format!("t{t}-{i}"))).unwrap()[0].ip)
+                    .collect::<Vec<_>>()
             })
         })
         .collect();
-    let all: Vec<IpAddr> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let all: Vec<IpAddr> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
     assert_eq!(all.iter().collect::<HashSet<_>>().len(), 320);
     assert_clean(&*s);
     let blocks = blocks_of(&*s, 4).unwrap();
     for (b, _) in &blocks {
-        let affine: Vec<_> = (0..4).filter(|h| s.get(&keys::affinity(&format!("host{h}"), &b.cidr)).unwrap().is_some()).collect();
+        let affine: Vec<_> = (0..4)
+            .filter(|h| {
+                s.get(&keys::affinity(&format!("host{h}"), &b.cidr))
+                    .unwrap()
+                    .is_some()
+            })
+            .collect();
         assert_eq!(affine.len(), 1, "block {} affine to {affine:?}", b.cidr);
     }
 }
@@ -279,9 +357,16 @@ fn pool_removal_refuses_while_in_use_unless_forced() {
     add_pool(&s, "10.1.0.0/24", 26);
     let ipam = Ipam::new(&s, "n");
     ipam.assign(&v4("c1")).unwrap();
-    assert!(matches!(pool::remove(&s, &cidr("10.1.0.0/24"), false), Err(Error::PoolInUse { in_use: 1, .. })));
+    assert!(matches!(
+        pool::remove(&s, &cidr("10.1.0.0/24"), false),
+        Err(Error::PoolInUse { in_use: 1, .. })
+    ));
     assert_eq!(pool::remove(&s, &cidr("10.1.0.0/24"), true).unwrap(), 1);
-    assert!(s.dump().is_empty(), "{:?}", s.dump().keys().collect::<Vec<_>>());
+    assert!(
+        s.dump().is_empty(),
+        "{:?}",
+        s.dump().keys().collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -316,7 +401,11 @@ fn prefetching_the_right_block_saves_a_round_trip() {
     let (ahead_add, a2) = cost(&|| ips(&ahead.assign(&v4("c2")).unwrap()));
     let wrong = Ipam::new(&s, "node1").prefetch(vec![cidr("10.99.0.0/26")]);
     let (wrong_add, a3) = cost(&|| ips(&wrong.assign(&v4("c3")).unwrap()));
-    assert_eq!((plain_add, ahead_add, wrong_add), (3, 2, 3), "ADD round trips: plain, right guess, wrong guess");
+    assert_eq!(
+        (plain_add, ahead_add, wrong_add),
+        (3, 2, 3),
+        "ADD round trips: plain, right guess, wrong guess"
+    );
     for ip in a1.iter().chain(&a2).chain(&a3) {
         assert!(block.contains(*ip), "{ip} from the host's block");
     }
@@ -324,9 +413,16 @@ fn prefetching_the_right_block_saves_a_round_trip() {
     let (plain_del, r1) = cost(&|| plain.release_handle("net.c1").unwrap());
     let (ahead_del, r2) = cost(&|| ahead.release_handle("net.c2").unwrap());
     let (wrong_del, r3) = cost(&|| wrong.release_handle("net.c3").unwrap());
-    assert_eq!((plain_del, ahead_del, wrong_del), (3, 2, 3), "DEL round trips: plain, right guess, wrong guess");
+    assert_eq!(
+        (plain_del, ahead_del, wrong_del),
+        (3, 2, 3),
+        "DEL round trips: plain, right guess, wrong guess"
+    );
     assert_eq!((r1, r2, r3), (a1, a2, a3));
-    assert!(ahead.release_handle("net.never").unwrap().is_empty(), "an unknown handle is still fine");
+    assert!(
+        ahead.release_handle("net.never").unwrap().is_empty(),
+        "an unknown handle is still fine"
+    );
     plain.release_handle("net.c0").unwrap();
     assert_clean(&s);
 }

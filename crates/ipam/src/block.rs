@@ -55,7 +55,9 @@ impl Block {
 
     /// The node this block is affine to.
     pub fn host(&self) -> Option<&str> {
-        self.affinity.as_deref().and_then(|a| a.strip_prefix("host:"))
+        self.affinity
+            .as_deref()
+            .and_then(|a| a.strip_prefix("host:"))
     }
 
     pub fn size(&self) -> usize {
@@ -75,7 +77,9 @@ impl Block {
     }
 
     fn ordinal(&self, ip: IpAddr) -> Option<usize> {
-        net::offset(&self.cidr, ip).map(|o| o as usize).filter(|o| *o < self.size())
+        net::offset(&self.cidr, ip)
+            .map(|o| o as usize)
+            .filter(|o| *o < self.size())
     }
 
     fn attribute_for(&mut self, attr: Attribute) -> usize {
@@ -184,7 +188,11 @@ impl Block {
         let mut problems = Vec::new();
         let size = net::size(&self.cidr) as usize;
         if self.allocations.len() != size {
-            problems.push(format!("has {} slots for {} addresses", self.allocations.len(), size));
+            problems.push(format!(
+                "has {} slots for {} addresses",
+                self.allocations.len(),
+                size
+            ));
         }
         let mut seen = vec![false; self.allocations.len()];
         for &o in &self.unallocated {
@@ -221,7 +229,10 @@ mod tests {
     use super::*;
 
     fn attr(h: &str) -> Attribute {
-        Attribute { handle_id: Some(h.into()), secondary: BTreeMap::new() }
+        Attribute {
+            handle_id: Some(h.into()),
+            secondary: BTreeMap::new(),
+        }
     }
 
     #[test]
@@ -229,7 +240,10 @@ mod tests {
         let mut b = Block::new("10.0.0.0/30".parse().unwrap(), "n1");
         assert_eq!(b.allocate(&attr("a")), Some("10.0.0.0".parse().unwrap()));
         assert_eq!(b.allocate(&attr("b")), Some("10.0.0.1".parse().unwrap()));
-        assert_eq!(b.release_handle("a"), vec!["10.0.0.0".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            b.release_handle("a"),
+            vec!["10.0.0.0".parse::<IpAddr>().unwrap()]
+        );
         assert_eq!(b.allocate(&attr("c")), Some("10.0.0.2".parse().unwrap()));
         assert_eq!(b.allocate(&attr("c")), Some("10.0.0.3".parse().unwrap()));
         assert_eq!(b.allocate(&attr("d")), Some("10.0.0.0".parse().unwrap()));

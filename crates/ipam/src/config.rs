@@ -84,7 +84,9 @@ fn flexible_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Err
         Some(B::Str(s)) => match s.to_ascii_lowercase().as_str() {
             "true" => Ok(Some(true)),
             "false" => Ok(Some(false)),
-            _ => Err(serde::de::Error::custom(format!("expected true or false, got {s:?}"))),
+            _ => Err(serde::de::Error::custom(format!(
+                "expected true or false, got {s:?}"
+            ))),
         },
     }
 }
@@ -98,7 +100,10 @@ impl CalicoConf {
     }
 
     fn validate(&self) -> Result<(), Error> {
-        let invalid = |field: String, reason: &str| cni::Error::InvalidConfig { field, reason: reason.into() };
+        let invalid = |field: String, reason: &str| cni::Error::InvalidConfig {
+            field,
+            reason: reason.into(),
+        };
         for (i, p) in self.ipam.ipv4_pools.iter().enumerate() {
             if !p.is_ipv4() {
                 return Err(invalid(format!("ipam.ipv4_pools[{i}]"), "not an IPv4 CIDR").into());
@@ -115,7 +120,11 @@ impl CalicoConf {
             }
         }
         if !self.assign_v4() && !self.assign_v6() {
-            return Err(invalid("ipam.assign_ipv4".into(), "assign_ipv4 and assign_ipv6 are both false").into());
+            return Err(invalid(
+                "ipam.assign_ipv4".into(),
+                "assign_ipv4 and assign_ipv6 are both false",
+            )
+            .into());
         }
         Ok(())
     }
@@ -145,21 +154,37 @@ impl CalicoConf {
     /// `nodename`, else the contents of `nodename_file` (default /var/lib/calico/nodename),
     /// else the hostname, as Calico does.
     pub fn nodename(&self) -> Result<String, Error> {
-        if let Some(n) = self.nodename.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+        if let Some(n) = self
+            .nodename
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
             return Ok(n.to_owned());
         }
-        let file = self.nodename_file.as_deref().unwrap_or(Path::new(DEFAULT_NODENAME_FILE));
+        let file = self
+            .nodename_file
+            .as_deref()
+            .unwrap_or(Path::new(DEFAULT_NODENAME_FILE));
         match std::fs::read_to_string(file) {
             Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.nodename_file.is_none() => {}
-            Err(e) => return Err(Error::NodeName { reason: format!("reading {}: {e}", file.display()) }),
+            Err(e) => {
+                return Err(Error::NodeName {
+                    reason: format!("reading {}: {e}", file.display()),
+                })
+            }
         }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map_err(|e| Error::NodeName { reason: format!("reading the hostname: {e}") })?;
+        let host =
+            std::fs::read_to_string("/proc/sys/kernel/hostname").map_err(|e| Error::NodeName {
+                reason: format!("reading the hostname: {e}"),
+            })?;
         let host = host.trim().to_ascii_lowercase();
         if host.is_empty() {
-            return Err(Error::NodeName { reason: "the hostname is empty".into() });
+            return Err(Error::NodeName {
+                reason: "the hostname is empty".into(),
+            });
         }
         Ok(host)
     }
@@ -170,7 +195,11 @@ impl CalicoConf {
         if let Some(p) = &self.ipam.lock_file {
             return p.clone();
         }
-        if self.etcd_endpoints.as_deref().is_some_and(|e| !e.trim().is_empty()) {
+        if self
+            .etcd_endpoints
+            .as_deref()
+            .is_some_and(|e| !e.trim().is_empty())
+        {
             return PathBuf::from(DEFAULT_ETCD_LOCK_FILE);
         }
         let store = self
@@ -199,20 +228,35 @@ mod tests {
         .unwrap();
         assert_eq!(conf.nodename().unwrap(), "node-1");
         assert!(conf.assign_v4() && !conf.assign_v6());
-        assert_eq!(conf.ipam.ipv4_pools, vec!["10.10.0.0/16".parse::<IpNetwork>().unwrap()]);
-        assert_eq!(conf.store_config().etcd_endpoints, vec!["http://127.0.0.1:2379"]);
+        assert_eq!(
+            conf.ipam.ipv4_pools,
+            vec!["10.10.0.0/16".parse::<IpNetwork>().unwrap()]
+        );
+        assert_eq!(
+            conf.store_config().etcd_endpoints,
+            vec!["http://127.0.0.1:2379"]
+        );
         assert_eq!(conf.lock_path(), PathBuf::from(DEFAULT_ETCD_LOCK_FILE));
     }
 
     #[test]
     fn bad_fields_are_named() {
         use cni::CniCode;
-        let err = CalicoConf::parse(br#"{"cniVersion":"1.0.0","name":"n","ipam":{"ipv4_pools":["nope"]}}"#).unwrap_err();
+        let err = CalicoConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","ipam":{"ipv4_pools":["nope"]}}"#,
+        )
+        .unwrap_err();
         assert_eq!(err.cni_code(), 7);
         assert!(err.to_string().contains("ipv4_pools"), "{err}");
-        let err = CalicoConf::parse(br#"{"cniVersion":"1.0.0","name":"n","ipam":{"ipv6_pools":["10.0.0.0/8"]}}"#).unwrap_err();
+        let err = CalicoConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","ipam":{"ipv6_pools":["10.0.0.0/8"]}}"#,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("ipv6_pools[0]"), "{err}");
-        let err = CalicoConf::parse(br#"{"cniVersion":"1.0.0","name":"n","ipam":{"assign_ipv4":"maybe"}}"#).unwrap_err();
+        let err = CalicoConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","ipam":{"assign_ipv4":"maybe"}}"#,
+        )
+        .unwrap_err();
         assert_eq!(err.cni_code(), 7);
         let err = CalicoConf::parse(b"{not json").unwrap_err();
         assert_eq!(err.cni_code(), 6);

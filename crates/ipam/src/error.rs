@@ -25,7 +25,10 @@ pub enum Error {
     InvalidPool { cidr: String, reason: String },
 
     #[error("IP pool {cidr} overlaps existing pool {existing}")]
-    PoolOverlap { cidr: IpNetwork, existing: IpNetwork },
+    PoolOverlap {
+        cidr: IpNetwork,
+        existing: IpNetwork,
+    },
 
     #[error("IP pool {cidr} already exists")]
     PoolExists { cidr: IpNetwork },
@@ -81,11 +84,19 @@ pub enum Error {
     HandleNotFound { handle: String },
 
     #[error("allocation for handle {handle} does not match: expected {expected}, found {found}")]
-    Mismatch { handle: String, expected: String, found: String },
+    Mismatch {
+        handle: String,
+        expected: String,
+        found: String,
+    },
 }
 
 fn join(pools: &[IpNetwork]) -> String {
-    pools.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    pools
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl CniCode for Error {

@@ -37,7 +37,10 @@ impl Handle {
     }
 
     pub fn block_reads(&self) -> Vec<datastore::Read> {
-        self.blocks().iter().map(|c| datastore::Read::Key(crate::keys::block(c))).collect()
+        self.blocks()
+            .iter()
+            .map(|c| datastore::Read::Key(crate::keys::block(c)))
+            .collect()
     }
 
     pub fn total(&self) -> u32 {
@@ -65,13 +68,19 @@ mod tests {
 
     #[test]
     fn ids() {
-        assert_eq!(handle_id("k8s-pod-network", "abc", "eth0"), "k8s-pod-network.abc");
+        assert_eq!(
+            handle_id("k8s-pod-network", "abc", "eth0"),
+            "k8s-pod-network.abc"
+        );
         assert_eq!(handle_id("net", "abc", "net1"), "net.abc:net1");
     }
 
     #[test]
     fn counts() {
-        let mut h = Handle { id: "x".into(), ..Default::default() };
+        let mut h = Handle {
+            id: "x".into(),
+            ..Default::default()
+        };
         h.add("10.0.0.0/26", 1);
         h.add("10.0.0.0/26", 1);
         h.remove("10.0.0.0/26", 1);

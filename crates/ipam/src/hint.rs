@@ -36,7 +36,11 @@ impl BlockHint {
     /// The blocks noted; none when there is no readable note.
     pub fn load(&self) -> Vec<IpNetwork> {
         fs::read_to_string(&self.path)
-            .map(|text| text.lines().filter_map(|line| line.trim().parse().ok()).collect())
+            .map(|text| {
+                text.lines()
+                    .filter_map(|line| line.trim().parse().ok())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -77,14 +81,24 @@ mod tests {
         let hint = BlockHint::new(&dir.join("ipam.lock"), "node/1");
         assert_eq!(hint.path(), dir.join("ipam.lock.node_1.blocks"));
         assert!(hint.load().is_empty(), "no file, no hint");
-        let blocks: Vec<IpNetwork> = vec!["10.0.0.64/26".parse().unwrap(), "fd00::/122".parse().unwrap()];
+        let blocks: Vec<IpNetwork> = vec![
+            "10.0.0.64/26".parse().unwrap(),
+            "fd00::/122".parse().unwrap(),
+        ];
         hint.store(&[], &blocks);
         assert_eq!(hint.load(), blocks);
         let reversed: Vec<IpNetwork> = blocks.iter().rev().copied().collect();
         hint.store(&blocks, &reversed);
-        assert_eq!(hint.load(), blocks, "the same blocks in another order: not rewritten");
+        assert_eq!(
+            hint.load(),
+            blocks,
+            "the same blocks in another order: not rewritten"
+        );
         fs::write(hint.path(), "not a cidr\n10.0.1.0/26\n").unwrap();
-        assert_eq!(hint.load(), vec!["10.0.1.0/26".parse::<IpNetwork>().unwrap()]);
+        assert_eq!(
+            hint.load(),
+            vec!["10.0.1.0/26".parse::<IpNetwork>().unwrap()]
+        );
         BlockHint::new(Path::new("/proc/no/such/dir/ipam.lock"), "n").store(&[], &blocks);
         let _ = fs::remove_dir_all(dir);
     }

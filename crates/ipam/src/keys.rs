@@ -53,7 +53,11 @@ pub fn affinity_prefix(host: &str, family: u8) -> String {
 }
 
 pub fn affinity(host: &str, cidr: &IpNetwork) -> String {
-    format!("{}{}", affinity_prefix(host, family_of(cidr)), cidr_segment(cidr))
+    format!(
+        "{}{}",
+        affinity_prefix(host, family_of(cidr)),
+        cidr_segment(cidr)
+    )
 }
 
 /// The block a host allocated from last: a hint that spares listing its affinities.
@@ -86,8 +90,14 @@ mod tests {
     #[test]
     fn layout_matches_calico() {
         let b: IpNetwork = "192.168.0.64/26".parse().unwrap();
-        assert_eq!(block(&b), "/calico/ipam/v2/assignment/ipv4/block/192.168.0.64-26");
-        assert_eq!(affinity("node1", &b), "/calico/ipam/v2/host/node1/ipv4/block/192.168.0.64-26");
+        assert_eq!(
+            block(&b),
+            "/calico/ipam/v2/assignment/ipv4/block/192.168.0.64-26"
+        );
+        assert_eq!(
+            affinity("node1", &b),
+            "/calico/ipam/v2/host/node1/ipv4/block/192.168.0.64-26"
+        );
         let p: IpNetwork = "fd00:1::/48".parse().unwrap();
         assert_eq!(pool(&p), "/calico/v1/ipam/v6/pool/fd00:1::-48");
         assert_eq!(cidr_of_key(&pool(&p)), Some(p));

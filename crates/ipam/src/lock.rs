@@ -16,8 +16,18 @@ pub struct HostLock {
 impl HostLock {
     /// Take the lock at `path`, waiting at most `timeout`.
     pub fn acquire(path: &Path, timeout: Duration) -> Result<HostLock, Error> {
-        let lock_err = |source| Error::Lock { path: path.to_path_buf(), source };
-        let open = || OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(path);
+        let lock_err = |source| Error::Lock {
+            path: path.to_path_buf(),
+            source,
+        };
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .open(path)
+        };
         // The directory is there on every call but the first: create it only then.
         let file = match (open(), path.parent()) {
             (Err(e), Some(dir)) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -36,7 +46,10 @@ impl HostLock {
                 Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
             }
             if start.elapsed() >= timeout {
-                return Err(Error::LockTimeout { path: PathBuf::from(path), waited_ms: start.elapsed().as_millis() });
+                return Err(Error::LockTimeout {
+                    path: PathBuf::from(path),
+                    waited_ms: start.elapsed().as_millis(),
+                });
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(5));
@@ -53,7 +66,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ipam-lock-{}", std::process::id()));
         let path = dir.join("ipam.lock");
         let held = HostLock::acquire(&path, Duration::from_secs(1)).unwrap();
-        let err = HostLock::acquire(&path, Duration::from_millis(20)).err().unwrap();
+        let err = HostLock::acquire(&path, Duration::from_millis(20))
+            .err()
+            .unwrap();
         assert!(matches!(err, Error::LockTimeout { .. }));
         drop(held);
         HostLock::acquire(&path, Duration::from_millis(20)).unwrap();

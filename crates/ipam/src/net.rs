@@ -80,7 +80,10 @@ mod tests {
         assert_eq!(size(&p), 256);
         assert_eq!(nth_block(&p, 26, 3), Some("10.0.0.192/26".parse().unwrap()));
         assert_eq!(nth_block(&p, 26, 4), None);
-        assert_eq!(block_of("10.0.0.77".parse().unwrap(), 26), "10.0.0.64/26".parse().unwrap());
+        assert_eq!(
+            block_of("10.0.0.77".parse().unwrap(), 26),
+            "10.0.0.64/26".parse().unwrap()
+        );
         assert_eq!(offset(&p, "10.0.0.9".parse().unwrap()), Some(9));
         assert_eq!(offset(&p, "10.0.1.9".parse().unwrap()), None);
         let v6: IpNetwork = "fd00::/120".parse().unwrap();

@@ -12,8 +12,8 @@ use datastore::Datastore;
 
 use crate::handle::handle_id;
 use crate::hint::BlockHint;
-use crate::net;
 use crate::lock::HostLock;
+use crate::net;
 use crate::{Assigned, CalicoConf, Error, Ipam, Owner, Request};
 
 /// How long an ADD or DEL waits for the host lock before answering "try again later".
@@ -36,11 +36,20 @@ impl Context {
         cni::logging::init(conf.log_level.as_deref(), conf.log_file_path.as_deref());
         let host = conf.nodename()?;
         let store = datastore::config::open(&conf.store_config())?;
-        Ok(Context { conf, store, host, verb: req.env.command.as_str() })
+        Ok(Context {
+            conf,
+            store,
+            host,
+            verb: req.env.command.as_str(),
+        })
     }
 
     fn verbs(&self) -> Verbs<'_> {
-        Verbs { conf: &self.conf, store: &*self.store, host: &self.host }
+        Verbs {
+            conf: &self.conf,
+            store: &*self.store,
+            host: &self.host,
+        }
     }
 }
 
@@ -62,7 +71,11 @@ pub fn result_of(assigned: &[Assigned]) -> CniResult {
     CniResult {
         ips: assigned
             .iter()
-            .map(|a| IpConfig { address: IpNetwork::from(a.ip), gateway: None, interface: None })
+            .map(|a| IpConfig {
+                address: IpNetwork::from(a.ip),
+                gateway: None,
+                interface: None,
+            })
             .collect(),
         ..Default::default()
     }
@@ -97,7 +110,9 @@ impl Plugin for CalicoIpam {
     }
 
     fn status(&self, req: &CniRequest) -> Result<(), Error> {
-        let ctx = Context::load(req).map_err(|e| Error::NotAvailable { source: Box::new(e) })?;
+        let ctx = Context::load(req).map_err(|e| Error::NotAvailable {
+            source: Box::new(e),
+        })?;
         ctx.verbs().status()
     }
 }
@@ -110,7 +125,10 @@ impl Verbs<'_> {
     /// The host's note of its last blocks, for a store where each read is a round trip
     /// (etcd); `None` for the embedded store, whose reads are local.
     fn hint(&self) -> Option<BlockHint> {
-        self.store.round_trips().is_some().then(|| BlockHint::new(&self.conf.lock_path(), self.host))
+        self.store
+            .round_trips()
+            .is_some()
+            .then(|| BlockHint::new(&self.conf.lock_path(), self.host))
     }
 
     fn lock(&self) -> Result<HostLock, Error> {
@@ -143,8 +161,14 @@ impl Verbs<'_> {
                 ifname: env.ifname.clone(),
                 extra,
             },
-            v4: self.conf.assign_v4().then(|| self.conf.ipam.ipv4_pools.clone()),
-            v6: self.conf.assign_v6().then(|| self.conf.ipam.ipv6_pools.clone()),
+            v4: self
+                .conf
+                .assign_v4()
+                .then(|| self.conf.ipam.ipv4_pools.clone()),
+            v6: self
+                .conf
+                .assign_v6()
+                .then(|| self.conf.ipam.ipv6_pools.clone()),
             ips,
         };
         let _lock = self.lock()?;
@@ -152,7 +176,10 @@ impl Verbs<'_> {
         let ahead = hint.as_ref().map(BlockHint::load).unwrap_or_default();
         let assigned = self.ipam().prefetch(ahead.clone()).assign(&request)?;
         if let Some(hint) = hint {
-            let used: Vec<_> = assigned.iter().map(|a| net::block_of(a.ip, a.pool.block_size)).collect();
+            let used: Vec<_> = assigned
+                .iter()
+                .map(|a| net::block_of(a.ip, a.pool.block_size))
+                .collect();
             hint.store(&ahead, &used);
         }
         tracing::info!(handle = %request.owner.handle, ips = ?assigned.iter().map(|a| a.ip).collect::<Vec<_>>(), "assigned");
@@ -180,7 +207,11 @@ impl Verbs<'_> {
             let prev = CniResult::from_json(prev)?;
             for ip in prev.ips.iter().map(|c| c.address.ip()) {
                 if !held.contains(&ip) {
-                    return Err(Error::Mismatch { handle, expected: ip.to_string(), found: format!("{held:?}") });
+                    return Err(Error::Mismatch {
+                        handle,
+                        expected: ip.to_string(),
+                        found: format!("{held:?}"),
+                    });
                 }
             }
         }
@@ -197,8 +228,10 @@ impl Verbs<'_> {
             }
             .into());
         };
-        let valid: HashSet<(String, String)> =
-            valid.iter().map(|a| (a.container_id.clone(), a.ifname.clone())).collect();
+        let valid: HashSet<(String, String)> = valid
+            .iter()
+            .map(|a| (a.container_id.clone(), a.ifname.clone()))
+            .collect();
         let _lock = self.lock()?;
         let released = self.ipam().gc(&self.conf.common.name, &valid)?;
         tracing::info!(?released, "garbage collected");
@@ -208,7 +241,9 @@ impl Verbs<'_> {
     /// STATUS: the store answers and a usable pool of each requested family has room.
     /// Every failure is [`Error::NotAvailable`] (code 50).
     pub fn status(&self) -> Result<(), Error> {
-        let not_available = |e: Error| Error::NotAvailable { source: Box::new(e) };
+        let not_available = |e: Error| Error::NotAvailable {
+            source: Box::new(e),
+        };
         let mut families = Vec::new();
         if self.conf.assign_v4() {
             families.push(4);

@@ -42,7 +42,11 @@ pub struct Pool {
 impl Pool {
     /// A pool with the default block size for its family and no options.
     pub fn new(cidr: IpNetwork) -> Pool {
-        let block_size = if cidr.is_ipv4() { DEFAULT_V4_BLOCK } else { DEFAULT_V6_BLOCK };
+        let block_size = if cidr.is_ipv4() {
+            DEFAULT_V4_BLOCK
+        } else {
+            DEFAULT_V6_BLOCK
+        };
         Pool {
             cidr,
             ipip: EncapMode::Off,
@@ -60,13 +64,27 @@ impl Pool {
     /// Reject what can never work: host bits set, a block larger than the pool, block sizes
     /// outside what Calico allows, IPIP on IPv6, both encapsulations at once.
     pub fn validate(&self) -> Result<(), Error> {
-        let invalid = |reason: String| Error::InvalidPool { cidr: self.cidr.to_string(), reason };
+        let invalid = |reason: String| Error::InvalidPool {
+            cidr: self.cidr.to_string(),
+            reason,
+        };
         if !net::is_canonical(&self.cidr) {
-            return Err(invalid(format!("host bits are set; did you mean {}/{}?", self.cidr.network(), self.cidr.prefix())));
+            return Err(invalid(format!(
+                "host bits are set; did you mean {}/{}?",
+                self.cidr.network(),
+                self.cidr.prefix()
+            )));
         }
-        let (min, max) = if self.cidr.is_ipv4() { (20, 32) } else { (116, 128) };
+        let (min, max) = if self.cidr.is_ipv4() {
+            (20, 32)
+        } else {
+            (116, 128)
+        };
         if !(min..=max).contains(&self.block_size) {
-            return Err(invalid(format!("block size {} is outside {min}..={max}", self.block_size)));
+            return Err(invalid(format!(
+                "block size {} is outside {min}..={max}",
+                self.block_size
+            )));
         }
         if self.block_size < self.cidr.prefix() {
             return Err(invalid(format!(
@@ -115,14 +133,19 @@ pub fn add(store: &dyn Datastore, pool: &Pool) -> Result<(), Error> {
         return Err(Error::PoolExists { cidr: p.cidr });
     }
     if let Some(p) = existing.iter().find(|p| net::overlaps(&p.cidr, &pool.cidr)) {
-        return Err(Error::PoolOverlap { cidr: pool.cidr, existing: p.cidr });
+        return Err(Error::PoolOverlap {
+            cidr: pool.cidr,
+            existing: p.cidr,
+        });
     }
     // Creating under "absent" makes two concurrent adds of one CIDR safe; the overlap check
     // above is advisory for different CIDRs, which is acceptable for an admin operation.
-    store.create(&keys::pool(&pool.cidr), store::encode(pool)).map_err(|e| match e {
-        datastore::Error::Conflict { .. } => Error::PoolExists { cidr: pool.cidr },
-        e => e.into(),
-    })?;
+    store
+        .create(&keys::pool(&pool.cidr), store::encode(pool))
+        .map_err(|e| match e {
+            datastore::Error::Conflict { .. } => Error::PoolExists { cidr: pool.cidr },
+            e => e.into(),
+        })?;
     Ok(())
 }
 
@@ -138,7 +161,10 @@ pub fn ensure_default_v4(store: &dyn Datastore, existing: Vec<Pool>) -> Result<V
     pool.nat_outgoing = true;
     let outcome = store.txn(
         &[Compare::Absent(keys::pool(&pool.cidr))],
-        &[Op::Put { key: keys::pool(&pool.cidr), value: store::encode(&pool) }],
+        &[Op::Put {
+            key: keys::pool(&pool.cidr),
+            value: store::encode(&pool),
+        }],
     )?;
     if outcome.committed() {
         tracing::info!(cidr = %pool.cidr, "created the default IPv4 pool");
@@ -158,11 +184,18 @@ pub fn remove(store: &dyn Datastore, cidr: &IpNetwork, force: bool) -> Result<us
             return Ok(released);
         }
     }
-    Err(Error::TooMuchContention { key: keys::pool(cidr), attempts: MAX_ATTEMPTS })
+    Err(Error::TooMuchContention {
+        key: keys::pool(cidr),
+        attempts: MAX_ATTEMPTS,
+    })
 }
 
 /// One attempt of [`remove`]; `None` when a concurrent writer changed what it read.
-fn try_remove(store: &dyn Datastore, cidr: &IpNetwork, force: bool) -> Result<Option<usize>, Error> {
+fn try_remove(
+    store: &dyn Datastore,
+    cidr: &IpNetwork,
+    force: bool,
+) -> Result<Option<usize>, Error> {
     let key = keys::pool(cidr);
     let Some(pool_kv) = store.get(&key)? else {
         return Err(Error::PoolNotFound { cidr: *cidr });
@@ -170,20 +203,28 @@ fn try_remove(store: &dyn Datastore, cidr: &IpNetwork, force: bool) -> Result<Op
     let blocks = crate::allocator::blocks_in(store, cidr)?;
     let in_use: usize = blocks.iter().map(|(b, _)| b.used()).sum();
     if in_use > 0 && !force {
-        return Err(Error::PoolInUse { cidr: *cidr, in_use });
+        return Err(Error::PoolInUse {
+            cidr: *cidr,
+            in_use,
+        });
     }
     let mut compares = vec![Compare::Revision(key.clone(), pool_kv.mod_revision)];
     let mut ops = vec![Op::Delete { key }];
     for (block, rev) in &blocks {
         compares.push(Compare::Revision(keys::block(&block.cidr), *rev));
-        ops.push(Op::Delete { key: keys::block(&block.cidr) });
+        ops.push(Op::Delete {
+            key: keys::block(&block.cidr),
+        });
         if let Some(host) = block.host() {
-            ops.push(Op::Delete { key: keys::affinity(host, &block.cidr) });
+            ops.push(Op::Delete {
+                key: keys::affinity(host, &block.cidr),
+            });
         }
     }
     // Allocation cursors (hints) that point into the pool go too.
     for kv in store.list(keys::HOST_PREFIX)? {
-        let points_here = serde_json::from_slice::<IpNetwork>(&kv.value).is_ok_and(|c| cidr.contains(c.network()));
+        let points_here = serde_json::from_slice::<IpNetwork>(&kv.value)
+            .is_ok_and(|c| cidr.contains(c.network()));
         if kv.key.ends_with("/cursor") && points_here {
             ops.push(Op::Delete { key: kv.key });
         }
@@ -193,13 +234,18 @@ fn try_remove(store: &dyn Datastore, cidr: &IpNetwork, force: bool) -> Result<Op
     for kv in store.list(keys::HANDLE_PREFIX)? {
         let mut handle: crate::handle::Handle = store::decode(&kv)?;
         let before = handle.block.len();
-        handle.block.retain(|c, _| !dropped.iter().any(|d| d.to_string() == *c));
+        handle
+            .block
+            .retain(|c, _| !dropped.iter().any(|d| d.to_string() == *c));
         if handle.block.len() != before {
             compares.push(Compare::Revision(kv.key.clone(), kv.mod_revision));
             ops.push(if handle.block.is_empty() {
                 Op::Delete { key: kv.key }
             } else {
-                Op::Put { key: kv.key, value: store::encode(&handle) }
+                Op::Put {
+                    key: kv.key,
+                    value: store::encode(&handle),
+                }
             });
         }
     }
@@ -219,11 +265,23 @@ mod tests {
     fn add_rejects_invalid_and_overlapping() {
         let s = MemoryStore::new();
         add(&s, &Pool::new(cidr("10.0.0.0/16"))).unwrap();
-        assert!(matches!(add(&s, &Pool::new(cidr("10.0.1.0/24"))), Err(Error::PoolOverlap { .. })));
-        assert!(matches!(add(&s, &Pool::new(cidr("10.0.0.0/16"))), Err(Error::PoolExists { .. })));
-        assert!(matches!(add(&s, &Pool::new(cidr("10.1.0.1/16"))), Err(Error::InvalidPool { .. })));
+        assert!(matches!(
+            add(&s, &Pool::new(cidr("10.0.1.0/24"))),
+            Err(Error::PoolOverlap { .. })
+        ));
+        assert!(matches!(
+            add(&s, &Pool::new(cidr("10.0.0.0/16"))),
+            Err(Error::PoolExists { .. })
+        ));
+        assert!(matches!(
+            add(&s, &Pool::new(cidr("10.1.0.1/16"))),
+            Err(Error::InvalidPool { .. })
+        ));
         let mut small = Pool::new(cidr("10.2.0.0/28"));
-        assert!(matches!(add(&s, &small), Err(Error::InvalidPool { .. })), "block larger than pool");
+        assert!(
+            matches!(add(&s, &small), Err(Error::InvalidPool { .. })),
+            "block larger than pool"
+        );
         small.block_size = 29;
         add(&s, &small).unwrap();
         add(&s, &Pool::new(cidr("fd00::/48"))).unwrap();
@@ -238,7 +296,10 @@ mod tests {
         s.conflict_next_txns(2);
         assert_eq!(remove(&s, &cidr("10.0.0.0/16"), false).unwrap(), 0);
         assert!(list(&s, None).unwrap().is_empty());
-        assert!(matches!(remove(&s, &cidr("10.0.0.0/16"), false), Err(Error::PoolNotFound { .. })));
+        assert!(matches!(
+            remove(&s, &cidr("10.0.0.0/16"), false),
+            Err(Error::PoolNotFound { .. })
+        ));
     }
 
     #[test]

@@ -40,7 +40,12 @@ pub fn usage(store: &dyn Datastore) -> Result<Vec<PoolUsage>, Error> {
             let blocks: Vec<BlockUsage> = blocks
                 .iter()
                 .filter(|(b, _)| pool.cidr.contains(b.cidr.network()))
-                .map(|(b, _)| BlockUsage { cidr: b.cidr, host: b.host().map(str::to_owned), size: b.size(), used: b.used() })
+                .map(|(b, _)| BlockUsage {
+                    cidr: b.cidr,
+                    host: b.host().map(str::to_owned),
+                    size: b.size(),
+                    used: b.used(),
+                })
                 .collect();
             out.push(PoolUsage {
                 capacity: net::size(&pool.cidr),
@@ -89,22 +94,35 @@ pub fn check(store: &dyn Datastore) -> Result<CheckReport, Error> {
     let mut actual: BTreeMap<(String, String), u32> = BTreeMap::new();
     for block in &blocks {
         let cidr = block.cidr.to_string();
-        report.problems.extend(block.problems().into_iter().map(|p| format!("block {cidr}: {p}")));
+        report.problems.extend(
+            block
+                .problems()
+                .into_iter()
+                .map(|p| format!("block {cidr}: {p}")),
+        );
         if !pools.iter().any(|p| p.cidr.contains(block.cidr.network())) {
-            report.problems.push(format!("block {cidr} lies in no IP pool"));
+            report
+                .problems
+                .push(format!("block {cidr} lies in no IP pool"));
         }
         if let Some(host) = block.host() {
             if store.get(&keys::affinity(host, &block.cidr))?.is_none() {
-                report.problems.push(format!("block {cidr} is affine to {host} but {host} has no affinity for it"));
+                report.problems.push(format!(
+                    "block {cidr} is affine to {host} but {host} has no affinity for it"
+                ));
             }
         }
         for (handle, n) in block.counts_by_handle() {
             report.allocations += n;
             match handle {
-                None => report.problems.push(format!("block {cidr}: {n} allocation(s) without a handle")),
+                None => report
+                    .problems
+                    .push(format!("block {cidr}: {n} allocation(s) without a handle")),
                 Some(h) => {
                     if !handles.contains_key(&h) {
-                        report.problems.push(format!("block {cidr}: {n} allocation(s) of handle {h}, which does not exist"));
+                        report.problems.push(format!(
+                            "block {cidr}: {n} allocation(s) of handle {h}, which does not exist"
+                        ));
                     }
                     actual.insert((h, cidr.clone()), n as u32);
                 }
@@ -113,25 +131,44 @@ pub fn check(store: &dyn Datastore) -> Result<CheckReport, Error> {
     }
     for handle in handles.values() {
         if handle.block.is_empty() {
-            report.problems.push(format!("handle {} holds no allocation", handle.id));
+            report
+                .problems
+                .push(format!("handle {} holds no allocation", handle.id));
         }
         for (cidr, n) in &handle.block {
-            let found = actual.get(&(handle.id.clone(), cidr.clone())).copied().unwrap_or(0);
+            let found = actual
+                .get(&(handle.id.clone(), cidr.clone()))
+                .copied()
+                .unwrap_or(0);
             if found == 0 {
-                report.problems.push(format!("handle {} has no allocation in block {cidr}", handle.id));
+                report.problems.push(format!(
+                    "handle {} has no allocation in block {cidr}",
+                    handle.id
+                ));
             } else if found != *n {
-                report.problems.push(format!("handle {} counts {n} in block {cidr}, the block holds {found}", handle.id));
+                report.problems.push(format!(
+                    "handle {} counts {n} in block {cidr}, the block holds {found}",
+                    handle.id
+                ));
             }
         }
     }
-    for ((h, cidr), _) in actual.iter().filter(|((h, c), _)| handles.get(h).is_some_and(|hd| !hd.block.contains_key(c))) {
-        report.problems.push(format!("handle {h} does not count its allocation in block {cidr}"));
+    for ((h, cidr), _) in actual
+        .iter()
+        .filter(|((h, c), _)| handles.get(h).is_some_and(|hd| !hd.block.contains_key(c)))
+    {
+        report.problems.push(format!(
+            "handle {h} does not count its allocation in block {cidr}"
+        ));
     }
     // Affinities whose block is gone.
     for kv in store.list(keys::HOST_PREFIX)? {
         if let Some(cidr) = keys::cidr_of_key(&kv.key) {
             if !blocks.iter().any(|b| b.cidr == cidr) {
-                report.problems.push(format!("affinity {} names a block that does not exist", kv.key));
+                report.problems.push(format!(
+                    "affinity {} names a block that does not exist",
+                    kv.key
+                ));
             }
         }
     }

@@ -11,5 +11,8 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 pub fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T, Error> {
-    serde_json::from_slice(&kv.value).map_err(|source| Error::Corrupt { key: kv.key.clone(), source })
+    serde_json::from_slice(&kv.value).map_err(|source| Error::Corrupt {
+        key: kv.key.clone(),
+        source,
+    })
 }

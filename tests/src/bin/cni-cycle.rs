@@ -14,7 +14,9 @@ use calico_tests::Invocation;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
-        eprintln!("usage: cni-cycle PLUGIN NETCONF [--netns PATH] [--id ID] [--fill N] [--split N]");
+        eprintln!(
+            "usage: cni-cycle PLUGIN NETCONF [--netns PATH] [--id ID] [--fill N] [--split N]"
+        );
         return ExitCode::from(2);
     }
     let plugin = PathBuf::from(&args[0]);
@@ -25,9 +27,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let opt = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let id = opt("--id").unwrap_or_else(|| format!("bench{}", std::process::id()));
-    let path = plugin.parent().map(|p| p.display().to_string()).unwrap_or_default();
+    let path = plugin
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     let cni_path = std::env::var("CNI_PATH").unwrap_or(path);
     let mut inv = Invocation::new("ADD", &id).path(&cni_path);
     if let Some(ns) = opt("--netns") {
@@ -53,7 +63,10 @@ fn main() -> ExitCode {
                 let out = inv.with_command(command).run(&plugin, &conf);
                 times[i].push(start.elapsed());
                 if !out.ok() {
-                    eprintln!("{command} failed ({}): {}{}", out.code, out.stdout, out.stderr);
+                    eprintln!(
+                        "{command} failed ({}): {}{}",
+                        out.code, out.stdout, out.stderr
+                    );
                     return ExitCode::FAILURE;
                 }
             }
@@ -63,13 +76,20 @@ fn main() -> ExitCode {
             v[v.len() / 2].as_secs_f64() * 1e3
         };
         let [mut add, mut del] = times;
-        println!("ADD {:.2} ms, DEL {:.2} ms (medians of {n})", median(&mut add), median(&mut del));
+        println!(
+            "ADD {:.2} ms, DEL {:.2} ms (medians of {n})",
+            median(&mut add),
+            median(&mut del)
+        );
         return ExitCode::SUCCESS;
     }
     for command in ["ADD", "DEL"] {
         let out = inv.with_command(command).run(&plugin, &conf);
         if !out.ok() {
-            eprintln!("{command} failed ({}): {}{}", out.code, out.stdout, out.stderr);
+            eprintln!(
+                "{command} failed ({}): {}{}",
+                out.code, out.stdout, out.stderr
+            );
             return ExitCode::FAILURE;
         }
     }

@@ -60,12 +60,14 @@ impl Netlink {
         let mut requester = Socket::new(NETLINK_ROUTE).map_err(io_err)?;
         requester.bind_auto().map_err(io_err)?;
         let request = del_link_request(link.index);
-        let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| io_err(e.into()))?;
+        let (status_read, status_write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err(e.into()))?;
         // Allocated before the fork: pages first touched after it would be copy-on-write.
         let mut buf = vec![0u8; 16 * 1024];
 
-        if let Err(error) = spawn_detached(requester.as_raw_fd(), status_write.as_raw_fd(), &request) {
+        if let Err(error) =
+            spawn_detached(requester.as_raw_fd(), status_write.as_raw_fd(), &request)
+        {
             // No process to spare (a pids limit, say), or no helper on this target: delete
             // here, and wait.
             tracing::debug!(%error, name, "could not detach the link deletion");
@@ -80,7 +82,10 @@ impl Netlink {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Error::Timeout { op: op(), timeout: self.timeout });
+                return Err(Error::Timeout {
+                    op: op(),
+                    timeout: self.timeout,
+                });
             }
             let (events_ready, status_ready) = wait_readable(&events, &status_read, left)?;
             if events_ready {
@@ -99,8 +104,11 @@ impl Netlink {
                     Some(errno) => {
                         let mut nack = ErrorMessage::default();
                         nack.code = NonZeroI32::new(-errno);
-                        absent_as_none(Err(Error::netlink(op(), rtnetlink::Error::NetlinkError(nack))))
-                            .map(|deleted: Option<()>| deleted.is_some())
+                        absent_as_none(Err(Error::netlink(
+                            op(),
+                            rtnetlink::Error::NetlinkError(nack),
+                        )))
+                        .map(|deleted: Option<()>| deleted.is_some())
                     }
                     None => Err(Error::netlink(op(), rtnetlink::Error::RequestFailed)),
                 };
@@ -136,8 +144,12 @@ fn notifies_deletion(datagram: &[u8], index: u32) -> bool {
             return false;
         }
         if let Ok(message) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len]) {
-            if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) = message.payload {
-                if link.header.index == index && link.header.interface_family != AddressFamily::Bridge {
+            if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) =
+                message.payload
+            {
+                if link.header.index == index
+                    && link.header.interface_family != AddressFamily::Bridge
+                {
                     return true;
                 }
             }
@@ -192,7 +204,13 @@ struct DeleteJob {
 fn spawn_detached(socket: RawFd, status: RawFd, request: &[u8]) -> Result<()> {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
-        let mut job = DeleteJob { socket, status, len: request.len(), request: [0; 64], ack: [0; 512] };
+        let mut job = DeleteJob {
+            socket,
+            status,
+            len: request.len(),
+            request: [0; 64],
+            ack: [0; 512],
+        };
         job.request
             .get_mut(..request.len())
             .ok_or_else(|| Error::Socket(io::Error::other("netlink request longer than 64 bytes")))?
@@ -217,11 +235,17 @@ extern "C" fn delete_job(arg: *mut libc::c_void) -> libc::c_int {
         let job = &mut *arg.cast::<DeleteJob>();
         close_all_but(job.socket, job.status);
         let fd = job.socket as usize;
-        let sent = syscall(libc::SYS_sendto, [fd, job.request.as_ptr() as usize, job.len, 0, 0, 0]);
+        let sent = syscall(
+            libc::SYS_sendto,
+            [fd, job.request.as_ptr() as usize, job.len, 0, 0, 0],
+        );
         let errno = if sent < 0 {
             (sent as i32).wrapping_neg()
         } else {
-            let got = syscall(libc::SYS_recvfrom, [fd, job.ack.as_mut_ptr() as usize, job.ack.len(), 0, 0, 0]);
+            let got = syscall(
+                libc::SYS_recvfrom,
+                [fd, job.ack.as_mut_ptr() as usize, job.ack.len(), 0, 0, 0],
+            );
             if got < 0 {
                 (got as i32).wrapping_neg()
             } else {
@@ -229,7 +253,10 @@ extern "C" fn delete_job(arg: *mut libc::c_void) -> libc::c_int {
             }
         };
         let errno_ptr = &errno as *const i32 as usize;
-        syscall(libc::SYS_write, [job.status as usize, errno_ptr, 4, 0, 0, 0]);
+        syscall(
+            libc::SYS_write,
+            [job.status as usize, errno_ptr, 4, 0, 0, 0],
+        );
     }
     0
 }

@@ -35,7 +35,10 @@ pub fn teardown(
     ifname: &str,
 ) -> Result<()> {
     if host.delete_link_detached(host_veth)? {
-        tracing::debug!(host_veth, "host veth deleted, and its container end with it");
+        tracing::debug!(
+            host_veth,
+            "host veth deleted, and its container end with it"
+        );
         return Ok(());
     }
     let container = match netns.filter(|path| !path.as_os_str().is_empty()) {

@@ -19,7 +19,11 @@ pub fn ips(list: &[&str]) -> Vec<IpAddr> {
 
 /// Creates the veth pair `host_veth` (Calico's host end, MTU [`MTU`]) / `eth0` inside
 /// `container`.
-pub fn create_pair(host: &Namespace, container: &Namespace, host_veth: &str) -> dataplane::Result<()> {
+pub fn create_pair(
+    host: &Namespace,
+    container: &Namespace,
+    host_veth: &str,
+) -> dataplane::Result<()> {
     host.netlink().create_veth(
         &VethEnd::host(host_veth, Some(MTU)),
         &VethEnd::container("eth0", Some(MTU)),

@@ -62,7 +62,11 @@ pub(super) fn key_values(mut resp: GetResponse) -> Result<Vec<KeyValue>, Error> 
                     String::from_utf8_lossy(e.as_bytes())
                 ))
             })?;
-            Ok(KeyValue { key, value, mod_revision })
+            Ok(KeyValue {
+                key,
+                value,
+                mod_revision,
+            })
         })
         .collect()
 }
@@ -96,7 +100,8 @@ pub(super) fn never_sent(err: &EtcdError) -> bool {
     matches!(err, EtcdError::TransportError(_))
         || chain(err).any(|e| {
             e.downcast_ref::<tonic::ConnectError>().is_some()
-                || e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_canceled)
+                || e.downcast_ref::<hyper::Error>()
+                    .is_some_and(hyper::Error::is_canceled)
         })
 }
 
@@ -109,7 +114,8 @@ pub(super) fn from_server(err: &EtcdError) -> bool {
 /// was closed or reset by the server.
 pub(super) fn closed_early(err: &EtcdError) -> bool {
     chain(err).any(|e| {
-        e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_canceled)
+        e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
             || e.downcast_ref::<io::Error>().is_some_and(|io| {
                 matches!(
                     io.kind(),
@@ -125,7 +131,8 @@ pub(super) fn closed_early(err: &EtcdError) -> bool {
 /// errors of kind `InvalidData`.
 fn is_tls_failure(err: &EtcdError) -> bool {
     chain(err).any(|e| {
-        e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::InvalidData)
+        e.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::InvalidData)
     })
 }
 

@@ -183,7 +183,9 @@ async fn connect_one(endpoint: &Endpoint) -> Result<KvClient, EtcdError> {
     let channel = endpoint.connect().await?;
     let client =
         etcd_client::Client::from_channel(etcd_client::Channel::Tonic(channel), None).await?;
-    Ok(client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES))
+    Ok(client
+        .kv_client()
+        .max_decoding_message_size(MAX_RESPONSE_BYTES))
 }
 
 fn etcd_error(url: &str, source: EtcdError) -> Error {
@@ -205,5 +207,10 @@ fn tls_rejection(url: &str, source: EtcdError) -> Error {
          server trusts their CA)",
         convert::detail(&source)
     );
-    Error::Etcd { endpoints: url.to_owned(), detail, unavailable: false, source }
+    Error::Etcd {
+        endpoints: url.to_owned(),
+        detail,
+        unavailable: false,
+        source,
+    }
 }

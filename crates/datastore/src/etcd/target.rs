@@ -76,7 +76,11 @@ fn with_scheme(url: String, tls: bool) -> String {
 /// The client TLS settings from the three Calico options, or `None` when none is set. The CA
 /// bundle is required for TLS; the client key and certificate go together or not at all.
 fn tls_config(cfg: &Config) -> Result<Option<ClientTlsConfig>, Error> {
-    let (ca, cert, key) = (&cfg.etcd_ca_cert_file, &cfg.etcd_cert_file, &cfg.etcd_key_file);
+    let (ca, cert, key) = (
+        &cfg.etcd_ca_cert_file,
+        &cfg.etcd_cert_file,
+        &cfg.etcd_key_file,
+    );
     if ca.is_none() && cert.is_none() && key.is_none() {
         return Ok(None);
     }
@@ -92,17 +96,24 @@ fn tls_config(cfg: &Config) -> Result<Option<ClientTlsConfig>, Error> {
         }
         (None, None) => {}
         (Some(_), None) => {
-            return Err(config_error("etcd_cert_file is set without etcd_key_file".into()))
+            return Err(config_error(
+                "etcd_cert_file is set without etcd_key_file".into(),
+            ))
         }
         (None, Some(_)) => {
-            return Err(config_error("etcd_key_file is set without etcd_cert_file".into()))
+            return Err(config_error(
+                "etcd_key_file is set without etcd_cert_file".into(),
+            ))
         }
     }
     Ok(Some(tls))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|source| Error::EtcdFile { path: path.to_owned(), source })
+    std::fs::read(path).map_err(|source| Error::EtcdFile {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn config_error(reason: String) -> Error {

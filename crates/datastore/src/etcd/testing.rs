@@ -25,7 +25,9 @@ fn etcd_binary() -> PathBuf {
     }
     std::env::var_os("PATH")
         .and_then(|paths| {
-            std::env::split_paths(&paths).map(|d| d.join("etcd")).find(|p| p.is_file())
+            std::env::split_paths(&paths)
+                .map(|d| d.join("etcd"))
+                .find(|p| p.is_file())
         })
         .unwrap_or_else(|| {
             panic!(
@@ -154,12 +156,19 @@ impl Cluster {
                     .stderr(stderr)
                     .spawn()
                     .unwrap_or_else(|e| panic!("cannot start {}: {e}", etcd.display()));
-                Member { client_url, child: Some(child), dir }
+                Member {
+                    client_url,
+                    child: Some(child),
+                    dir,
+                }
             })
             .collect();
         let cluster = Cluster { members };
         for member in &cluster.members {
-            let cfg = Config { etcd_endpoints: vec![member.client_url.clone()], ..client.clone() };
+            let cfg = Config {
+                etcd_endpoints: vec![member.client_url.clone()],
+                ..client.clone()
+            };
             wait_ready(member, &cfg);
         }
         cluster
@@ -167,12 +176,19 @@ impl Cluster {
 
     /// Every client URL, comma-separated, as Calico's `etcd_endpoints`.
     pub fn endpoints(&self) -> String {
-        self.members.iter().map(|m| m.client_url.as_str()).collect::<Vec<_>>().join(",")
+        self.members
+            .iter()
+            .map(|m| m.client_url.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// A config naming every member.
     pub fn config(&self) -> Config {
-        Config { etcd_endpoints: vec![self.endpoints()], ..Config::default() }
+        Config {
+            etcd_endpoints: vec![self.endpoints()],
+            ..Config::default()
+        }
     }
 
     /// A store on every member.
@@ -182,14 +198,23 @@ impl Cluster {
 
     /// A store on the members at `order`, tried in that order.
     pub fn store_on(&self, order: &[usize]) -> EtcdStore {
-        let urls: Vec<String> = order.iter().map(|&i| self.members[i].client_url.clone()).collect();
-        let cfg = Config { etcd_endpoints: urls, ..Config::default() };
+        let urls: Vec<String> = order
+            .iter()
+            .map(|&i| self.members[i].client_url.clone())
+            .collect();
+        let cfg = Config {
+            etcd_endpoints: urls,
+            ..Config::default()
+        };
         EtcdStore::connect(&cfg).expect("connect to the test cluster")
     }
 
     /// The index of the member that leads the cluster now (asked with etcd's status RPC).
     pub fn leader(&self) -> usize {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
         rt.block_on(async {
             for _ in 0..100 {
                 for (i, member) in self.members.iter().enumerate() {
@@ -197,8 +222,13 @@ impl Cluster {
                     let Ok(mut client) = etcd_client::Client::connect(url, None).await else {
                         continue;
                     };
-                    let Ok(status) = client.status().await else { continue };
-                    if status.header().is_some_and(|h| h.member_id() == status.leader()) {
+                    let Ok(status) = client.status().await else {
+                        continue;
+                    };
+                    if status
+                        .header()
+                        .is_some_and(|h| h.member_id() == status.leader())
+                    {
                         return i;
                     }
                 }
@@ -251,7 +281,13 @@ impl Certs {
                 String::from_utf8_lossy(&out.stderr)
             );
         };
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
         run(&[
             &["req", "-x509"][..],
             &ec,
@@ -272,16 +308,29 @@ impl Certs {
         ]
         .concat());
         for (name, ext) in [
-            ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+            (
+                "server",
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            ),
             ("client", "extendedKeyUsage=clientAuth\n"),
         ] {
             std::fs::write(dir.path().join(format!("{name}.ext")), ext).expect("write ext");
-            let (key, csr, crt) =
-                (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"));
+            let (key, csr, crt) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.crt"),
+            );
             run(&[
                 &["req"][..],
                 &ec,
-                &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={name}")],
+                &[
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &csr,
+                    "-subj",
+                    &format!("/CN={name}"),
+                ],
             ]
             .concat());
             run(&[

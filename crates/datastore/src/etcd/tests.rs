@@ -10,7 +10,10 @@ use super::EtcdStore;
 use crate::{Compare, Config, Datastore, Error, Op, Read, TxnOutcome};
 
 fn put(key: &str, value: &str) -> Op {
-    Op::Put { key: key.into(), value: value.into() }
+    Op::Put {
+        key: key.into(),
+        value: value.into(),
+    }
 }
 
 #[test]
@@ -18,10 +21,16 @@ fn create_update_delete_follow_revisions() {
     let etcd = Cluster::start(1);
     let s = etcd.store();
     let r1 = s.create("/a", b"1".to_vec()).unwrap();
-    assert!(matches!(s.create("/a", b"2".to_vec()), Err(Error::Conflict { .. })));
+    assert!(matches!(
+        s.create("/a", b"2".to_vec()),
+        Err(Error::Conflict { .. })
+    ));
     let r2 = s.update("/a", b"2".to_vec(), r1).unwrap();
     assert!(r2 > r1);
-    assert!(matches!(s.update("/a", b"3".to_vec(), r1), Err(Error::Conflict { .. })));
+    assert!(matches!(
+        s.update("/a", b"3".to_vec(), r1),
+        Err(Error::Conflict { .. })
+    ));
     let kv = s.get("/a").unwrap().expect("/a exists");
     assert_eq!((kv.value.as_slice(), kv.mod_revision), (&b"2"[..], r2));
     assert!(matches!(s.delete("/a", r1), Err(Error::Conflict { .. })));
@@ -36,7 +45,12 @@ fn list_is_prefix_bounded_and_ordered() {
     for k in ["/b/2", "/a", "/b/1", "/c", "/b0"] {
         s.create(k, vec![]).unwrap();
     }
-    let keys: Vec<_> = s.list("/b/").unwrap().into_iter().map(|kv| kv.key).collect();
+    let keys: Vec<_> = s
+        .list("/b/")
+        .unwrap()
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
     assert_eq!(keys, ["/b/1", "/b/2"]);
     assert!(s.list("/none/").unwrap().is_empty());
     assert_eq!(s.list("").unwrap().len(), 5);
@@ -47,13 +61,23 @@ fn txn_applies_all_or_nothing_at_one_revision() {
     let etcd = Cluster::start(1);
     let s = etcd.store();
     let r = s.create("/x", b"x".to_vec()).unwrap();
-    let stale = [Compare::Revision("/x".into(), r), Compare::Revision("/y".into(), 1)];
+    let stale = [
+        Compare::Revision("/x".into(), r),
+        Compare::Revision("/y".into(), 1),
+    ];
     let outcome = s.txn(&stale, &[put("/x", "new"), put("/z", "z")]).unwrap();
     assert_eq!(outcome, TxnOutcome::Conflict);
     assert_eq!(s.get("/z").unwrap(), None, "a conflict writes nothing");
 
-    let holds = [Compare::Revision("/x".into(), r), Compare::Absent("/z".into())];
-    let ops = [put("/z", "z"), put("/w", "w"), Op::Delete { key: "/x".into() }];
+    let holds = [
+        Compare::Revision("/x".into(), r),
+        Compare::Absent("/z".into()),
+    ];
+    let ops = [
+        put("/z", "z"),
+        put("/w", "w"),
+        Op::Delete { key: "/x".into() },
+    ];
     let TxnOutcome::Committed { revision } = s.txn(&holds, &ops).unwrap() else {
         panic!("compares held");
     };
@@ -61,7 +85,15 @@ fn txn_applies_all_or_nothing_at_one_revision() {
     assert_eq!(s.get("/w").unwrap().unwrap().mod_revision, revision);
     assert_eq!(s.get("/x").unwrap(), None);
     // Deleting an absent key is not an error.
-    assert!(s.txn(&[], &[Op::Delete { key: "/nothing".into() }]).unwrap().committed());
+    assert!(s
+        .txn(
+            &[],
+            &[Op::Delete {
+                key: "/nothing".into()
+            }]
+        )
+        .unwrap()
+        .committed());
 }
 
 #[test]
@@ -73,7 +105,11 @@ fn read_many_is_one_round_trip_and_round_trips_are_counted() {
     s.create("/p/2", b"2".to_vec()).unwrap();
     s.create("/k", b"k".to_vec()).unwrap();
     assert_eq!(s.round_trips(), 3);
-    let reads = [Read::Key("/k".into()), Read::Key("/missing".into()), Read::Prefix("/p/".into())];
+    let reads = [
+        Read::Key("/k".into()),
+        Read::Key("/missing".into()),
+        Read::Prefix("/p/".into()),
+    ];
     let answers = s.read_many(&reads).unwrap();
     assert_eq!(s.round_trips(), 4);
     assert_eq!(answers[0].len(), 1);
@@ -93,8 +129,11 @@ fn concurrent_cas_increments_lose_no_update() {
     let workers: Vec<_> = (0..threads)
         .map(|i| {
             // Half the threads share one store (one connection), half have their own.
-            let store: Arc<EtcdStore> =
-                if i % 2 == 0 { shared.clone() } else { Arc::new(etcd.store()) };
+            let store: Arc<EtcdStore> = if i % 2 == 0 {
+                shared.clone()
+            } else {
+                Arc::new(etcd.store())
+            };
             thread::spawn(move || {
                 for _ in 0..per_thread {
                     loop {
@@ -115,7 +154,10 @@ fn concurrent_cas_increments_lose_no_update() {
         w.join().expect("worker thread");
     }
     let value = shared.get("/counter").unwrap().unwrap().value;
-    assert_eq!(String::from_utf8(value).unwrap(), (threads * per_thread).to_string());
+    assert_eq!(
+        String::from_utf8(value).unwrap(),
+        (threads * per_thread).to_string()
+    );
 }
 
 /// The bound the plugin must meet: an ADD with etcd down fails with code 11 within 5 s.
@@ -124,17 +166,31 @@ const CNI_BOUND: Duration = Duration::from_secs(5);
 #[test]
 fn unreachable_endpoints_fail_as_unavailable_within_the_bound() {
     // Nothing listens on these ports: connections are refused.
-    let endpoints = format!("http://127.0.0.1:{},http://127.0.0.1:{}", free_port(), free_port());
-    let cfg = Config { etcd_endpoints: vec![endpoints], ..Config::default() };
+    let endpoints = format!(
+        "http://127.0.0.1:{},http://127.0.0.1:{}",
+        free_port(),
+        free_port()
+    );
+    let cfg = Config {
+        etcd_endpoints: vec![endpoints],
+        ..Config::default()
+    };
     let started = Instant::now();
     let s = crate::open(&cfg).expect("open does not touch the network");
     let err = s.get("/k").unwrap_err();
     assert!(err.is_unavailable(), "{err}");
-    assert!(err.to_string().contains("no etcd member reachable"), "{err}");
+    assert!(
+        err.to_string().contains("no etcd member reachable"),
+        "{err}"
+    );
     // Later calls of the same process fail at once, so a whole ADD stays within the bound.
     let err = s.create("/k", vec![]).unwrap_err();
     assert!(err.is_unavailable(), "{err}");
-    assert!(started.elapsed() < CNI_BOUND, "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < CNI_BOUND,
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -142,12 +198,20 @@ fn silent_endpoint_times_out_as_unavailable_within_the_bound() {
     // Accepts TCP connections (the kernel completes the handshake) but never answers.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let s = EtcdStore::connect(&Config { etcd_endpoints: vec![url], ..Config::default() }).unwrap();
+    let s = EtcdStore::connect(&Config {
+        etcd_endpoints: vec![url],
+        ..Config::default()
+    })
+    .unwrap();
     let started = Instant::now();
     let err = s.txn(&[], &[put("/k", "v")]).unwrap_err();
     assert!(err.is_unavailable(), "{err}");
     assert!(s.get("/k").unwrap_err().is_unavailable());
-    assert!(started.elapsed() < CNI_BOUND, "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < CNI_BOUND,
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -209,8 +273,11 @@ fn tls_with_client_certificates() {
     let url = etcd.members[0].client_url.clone();
     assert!(url.starts_with("https://"));
 
-    let s =
-        EtcdStore::connect(&Config { etcd_endpoints: vec![url.clone()], ..with_certs }).unwrap();
+    let s = EtcdStore::connect(&Config {
+        etcd_endpoints: vec![url.clone()],
+        ..with_certs
+    })
+    .unwrap();
     let r = s.create("/tls", b"1".to_vec()).unwrap();
     s.update("/tls", b"2".to_vec(), r).unwrap();
     assert_eq!(s.get("/tls").unwrap().unwrap().value, b"2");
@@ -222,15 +289,27 @@ fn tls_with_client_certificates() {
         ..Config::default()
     };
     let no_cert = EtcdStore::connect(&no_cert).unwrap();
-    for err in [no_cert.get("/tls").unwrap_err(), no_cert.create("/t", vec![]).unwrap_err()] {
+    for err in [
+        no_cert.get("/tls").unwrap_err(),
+        no_cert.create("/t", vec![]).unwrap_err(),
+    ] {
         let text = err.to_string();
         eprintln!("without a client certificate: {text}");
-        assert!(text.contains(&url) && text.to_lowercase().contains("certificate"), "{text}");
-        assert!(!err.is_unavailable(), "a TLS failure needs a fix, not a retry: {text}");
+        assert!(
+            text.contains(&url) && text.to_lowercase().contains("certificate"),
+            "{text}"
+        );
+        assert!(
+            !err.is_unavailable(),
+            "a TLS failure needs a fix, not a retry: {text}"
+        );
     }
 
     // No TLS settings at all for an https endpoint: a settings error before any connection.
-    let bare = Config { etcd_endpoints: vec![url], ..Config::default() };
+    let bare = Config {
+        etcd_endpoints: vec![url],
+        ..Config::default()
+    };
     let err = EtcdStore::connect(&bare).unwrap_err();
     assert!(matches!(err, Error::EtcdConfig { .. }), "{err}");
 }
@@ -240,9 +319,18 @@ fn settings_errors_are_reported_before_connecting() {
     let certs = Certs::generate();
     let ep = |s: &str| vec![s.to_owned()];
     let cases = [
-        Config { etcd_endpoints: ep(" , "), ..Config::default() },
-        Config { etcd_endpoints: ep("ftp://127.0.0.1:1"), ..Config::default() },
-        Config { etcd_endpoints: ep("http://[bad"), ..Config::default() },
+        Config {
+            etcd_endpoints: ep(" , "),
+            ..Config::default()
+        },
+        Config {
+            etcd_endpoints: ep("ftp://127.0.0.1:1"),
+            ..Config::default()
+        },
+        Config {
+            etcd_endpoints: ep("http://[bad"),
+            ..Config::default()
+        },
         Config {
             etcd_endpoints: ep("https://127.0.0.1:1"),
             etcd_ca_cert_file: Some(certs.path("ca.crt")),
@@ -261,5 +349,8 @@ fn settings_errors_are_reported_before_connecting() {
         ..Config::default()
     };
     let err = EtcdStore::connect(&missing).unwrap_err();
-    assert!(matches!(err, Error::EtcdFile { .. }) && err.to_string().contains("nope.crt"), "{err}");
+    assert!(
+        matches!(err, Error::EtcdFile { .. }) && err.to_string().contains("nope.crt"),
+        "{err}"
+    );
 }

@@ -17,7 +17,10 @@ pub(super) const DIR_MODE: u32 = 0o700;
 /// Make sure `path` is a regular file of mode 0600, creating it (and its parent directories,
 /// mode 0700) when missing. Costs one `stat` when the file already exists with the right mode.
 pub(super) fn prepare(path: &Path) -> Result<(), Error> {
-    let io_err = |source| Error::Io { path: path.to_owned(), source };
+    let io_err = |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
     match fs::metadata(path) {
         Ok(meta) if meta.is_file() => {
             // Tighten a file that is readable by others; never loosen one.
@@ -26,7 +29,10 @@ pub(super) fn prepare(path: &Path) -> Result<(), Error> {
             }
             Ok(())
         }
-        Ok(_) => Err(io_err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"))),
+        Ok(_) => Err(io_err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => create(path),
         Err(e) => Err(io_err(e)),
     }
@@ -34,11 +40,20 @@ pub(super) fn prepare(path: &Path) -> Result<(), Error> {
 
 fn create(path: &Path) -> Result<(), Error> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir).map_err(|source| {
-            Error::CreateDir { path: path.to_owned(), dir: dir.to_owned(), source }
-        })?;
+        DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(dir)
+            .map_err(|source| Error::CreateDir {
+                path: path.to_owned(),
+                dir: dir.to_owned(),
+                source,
+            })?;
     }
-    let io_err = |source| Error::Io { path: path.to_owned(), source };
+    let io_err = |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
     // Not `create_new`: another process may be creating the same file right now.
     let file = OpenOptions::new()
         .read(true)
@@ -48,5 +63,6 @@ fn create(path: &Path) -> Result<(), Error> {
         .open(path)
         .map_err(io_err)?;
     // The umask may have removed bits SQLite needs (e.g. umask 0277): set the mode exactly.
-    file.set_permissions(Permissions::from_mode(FILE_MODE)).map_err(io_err)
+    file.set_permissions(Permissions::from_mode(FILE_MODE))
+        .map_err(io_err)
 }

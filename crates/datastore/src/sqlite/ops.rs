@@ -19,11 +19,17 @@ const PUT: &str = "INSERT INTO kv (key, value, mod_revision) VALUES (?1, ?2, ?3)
 const DELETE: &str = "DELETE FROM kv WHERE key = ?1";
 
 fn key_value(row: &rusqlite::Row<'_>) -> rusqlite::Result<KeyValue> {
-    Ok(KeyValue { key: row.get(0)?, value: row.get(1)?, mod_revision: row.get(2)? })
+    Ok(KeyValue {
+        key: row.get(0)?,
+        value: row.get(1)?,
+        mod_revision: row.get(2)?,
+    })
 }
 
 fn get(conn: &Connection, key: &str) -> rusqlite::Result<Option<KeyValue>> {
-    conn.prepare_cached(GET)?.query_row([key], key_value).optional()
+    conn.prepare_cached(GET)?
+        .query_row([key], key_value)
+        .optional()
 }
 
 /// The least string greater than every string starting with `prefix`, or `None` when there
@@ -72,17 +78,24 @@ impl Drop for Txn<'_> {
         if !self.conn.is_autocommit() {
             // Nothing better to do with a failed rollback; SQLite then rolls back itself when
             // the connection closes.
-            let _ = self.conn.prepare_cached("ROLLBACK").and_then(|mut s| s.execute([]));
+            let _ = self
+                .conn
+                .prepare_cached("ROLLBACK")
+                .and_then(|mut s| s.execute([]));
         }
     }
 }
 
 fn list(conn: &Connection, prefix: &str) -> rusqlite::Result<Vec<KeyValue>> {
     match prefix_end(prefix) {
-        Some(end) => {
-            conn.prepare_cached(LIST_RANGE)?.query_map(params![prefix, end], key_value)?.collect()
-        }
-        None => conn.prepare_cached(LIST_FROM)?.query_map([prefix], key_value)?.collect(),
+        Some(end) => conn
+            .prepare_cached(LIST_RANGE)?
+            .query_map(params![prefix, end], key_value)?
+            .collect(),
+        None => conn
+            .prepare_cached(LIST_FROM)?
+            .query_map([prefix], key_value)?
+            .collect(),
     }
 }
 
@@ -115,12 +128,14 @@ fn txn(conn: &Connection, compares: &[Compare], ops: &[Op]) -> rusqlite::Result<
             return Ok(TxnOutcome::Conflict); // rolled back by the drop of `txn`
         }
     }
-    let revision: i64 = conn.prepare_cached(BUMP_REVISION)?.query_row([], |row| row.get(0))?;
+    let revision: i64 = conn
+        .prepare_cached(BUMP_REVISION)?
+        .query_row([], |row| row.get(0))?;
     for op in ops {
         match op {
-            Op::Put { key, value } => {
-                conn.prepare_cached(PUT)?.execute(params![key, value, revision])?
-            }
+            Op::Put { key, value } => conn
+                .prepare_cached(PUT)?
+                .execute(params![key, value, revision])?,
             Op::Delete { key } => conn.prepare_cached(DELETE)?.execute([key])?,
         };
     }
