@@ -46,6 +46,6 @@ pub use netns::NetNs;
 pub use rollback::Rollback;
 pub use sysctl::{get_sysctl, set_sysctl};
 pub use workload::{
-    check, list_host_veths, setup_container, setup_host, teardown, CheckSpec, ContainerConfig,
-    ContainerInfo, HostInfo,
+    check, delete_container_link, list_host_veths, open_for_teardown, setup_container, setup_host,
+    teardown, CheckSpec, ContainerConfig, ContainerInfo, HostInfo,
 };
