@@ -127,7 +127,14 @@ pub const BARE_HOST_V6: &str = "fd98::1";
 pub fn bare_host() -> Netns {
     let h = Netns::new("cb");
     h.ip(&["addr", "add", &format!("{BARE_HOST_V4}/32"), "dev", "lo"]);
-    h.ip(&["-6", "addr", "add", &format!("{BARE_HOST_V6}/128"), "dev", "lo"]);
+    h.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{BARE_HOST_V6}/128"),
+        "dev",
+        "lo",
+    ]);
     h
 }
 
