@@ -13,6 +13,14 @@ use crate::endpoint::{self, Endpoint};
 use crate::Error;
 
 pub fn add(req: &Request) -> Result<CniResult, Error> {
+    if req.env.ifname == "lo" {
+        return Err(cni::Error::InvalidEnv {
+            var: "CNI_IFNAME",
+            value: req.env.ifname.clone(),
+            reason: "the container's loopback interface cannot be the workload's".into(),
+        }
+        .into());
+    }
     let ctx = Context::load(req)?;
     let key = ctx.endpoint_key(req);
     // A repeated ADD for an attachment that is already set up answers from the record.

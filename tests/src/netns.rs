@@ -101,6 +101,19 @@ pub fn host() -> Netns {
     h
 }
 
+/// The address of a [`bare_host`], on its loopback.
+pub const BARE_HOST_V4: &str = "10.254.77.1";
+pub const BARE_HOST_V6: &str = "fd98::1";
+
+/// A "host" with no uplink and no default route: only loopback addresses (a /32 and a /128
+/// on `lo`), so the host has no route to 169.254.1.1 for proxy ARP to answer with.
+pub fn bare_host() -> Netns {
+    let h = Netns::new("cb");
+    h.ip(&["addr", "add", &format!("{BARE_HOST_V4}/32"), "dev", "lo"]);
+    h.ip(&["-6", "addr", "add", &format!("{BARE_HOST_V6}/128"), "dev", "lo"]);
+    h
+}
+
 impl Invocation {
     /// Exec `plugin` inside the netns `host`, as a runtime living there would.
     pub fn run_in(&self, host: &Netns, plugin: &std::path::Path, stdin: &[u8]) -> Outcome {

@@ -338,7 +338,9 @@ fn builtin(chain_line: &str) -> bool {
 
 /// rmdir the cgroup `name` (and its children) in every hierarchy, retrying while it empties.
 fn remove_cgroups(name: &str) {
-    let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup") else { return };
+    let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
     let mut dirs: Vec<PathBuf> = Vec::new();
     for root in roots.flatten() {
         let top = root.path().join(name);
@@ -369,7 +371,9 @@ fn remove_new_chains(tool: &str, before: &BTreeSet<String>) {
     }
     let rules = Command::new(tool).args(["-w", "-t", "nat", "-S"]).output().unwrap();
     for rule in String::from_utf8_lossy(&rules.stdout).lines() {
-        let Some(spec) = rule.strip_prefix("-A ") else { continue };
+        let Some(spec) = rule.strip_prefix("-A ") else {
+            continue;
+        };
         let words: Vec<&str> = spec.split_whitespace().collect();
         let jumps_to_new = words.windows(2).any(|w| w[0] == "-j" && new.iter().any(|c| c == w[1]));
         if jumps_to_new && !new.iter().any(|c| c == words[0]) {

@@ -33,6 +33,13 @@ pub enum Error {
         what: String,
     },
 
+    /// The namespace is the plugin's own, not a container's.
+    #[error("{path} is the plugin's own network namespace, not a container's")]
+    OwnNetNs {
+        /// Path that was opened.
+        path: PathBuf,
+    },
+
     /// `setns(2)` into the namespace failed.
     #[error("cannot enter network namespace {path}")]
     NetNsEnter {

@@ -3,7 +3,11 @@
 
 use std::path::Path;
 
-use crate::{error::Result, netlink::Netlink, netns::NetNs};
+use crate::{
+    error::{Error, Result},
+    netlink::Netlink,
+    netns::NetNs,
+};
 
 /// A network namespace and a [`Netlink`] client inside it.
 ///
@@ -29,8 +33,14 @@ impl Namespace {
     }
 
     /// The namespace at `path` (the container side), e.g. `CNI_NETNS`.
+    /// The caller's own namespace is refused ([`Error::OwnNetNs`]): working
+    /// on it as a container's would change the host's interfaces.
     pub fn open(path: impl AsRef<Path>) -> Result<Namespace> {
-        Namespace::from_netns(NetNs::open(path)?)
+        let netns = NetNs::open(path)?;
+        if netns.is_current()? {
+            return Err(Error::OwnNetNs { path: netns.path().to_path_buf() });
+        }
+        Namespace::from_netns(netns)
     }
 
     /// Wraps an already opened namespace; the netlink socket is created on a

@@ -78,7 +78,7 @@ impl Drop for Rollback<'_> {
 }
 
 /// Displays an error with all its causes, `a: b: c`.
-struct ErrorChain<'e>(&'e (dyn std::error::Error + 'static));
+pub(crate) struct ErrorChain<'e>(pub(crate) &'e (dyn std::error::Error + 'static));
 
 impl std::fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

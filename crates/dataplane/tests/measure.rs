@@ -82,15 +82,17 @@ fn measure(label: &str, addrs: &[IpAddr], gap: Duration, expected_requests: u64)
 
 #[test]
 fn measure_ipv4_workload() {
-    // create 1 + container (get link, up, 1 address, 2 routes) 5 + host (get link, up, 1 route) 3.
+    // create 1 + container (get link; one batch: up, 1 address, 2 routes, 1 neighbour) 2
+    // + host (get link, up, 1 route) 3.
     let addrs = ["10.65.9.2".parse().expect("ip")];
-    measure("ipv4", &addrs, Duration::from_millis(50), 9);
-    measure("ipv4", &addrs, Duration::ZERO, 9);
+    measure("ipv4", &addrs, Duration::from_millis(50), 6);
+    measure("ipv4", &addrs, Duration::ZERO, 6);
 }
 
 #[test]
 fn measure_dual_stack_workload() {
-    // create 1 + container (get, up, 2 addresses, 3 routes) 7 + host (get, up, 2 routes) 4.
+    // create 1 + container (get; one batch: up, 2 addresses, 3 routes, 2 neighbours) 2
+    // + host (get, up, 2 routes) 4.
     let addrs = ["10.65.9.2".parse().expect("ip"), "fd00:65::9".parse().expect("ip")];
-    measure("dual-stack", &addrs, Duration::from_millis(50), 12);
+    measure("dual-stack", &addrs, Duration::from_millis(50), 7);
 }

@@ -79,7 +79,9 @@ fn main() -> Result<()> {
 /// What calico-ipam does per call: open, one batch of reads, then one or two txns. Prints the
 /// time from before open to after close, in nanoseconds.
 fn child(role: &str) -> Result<()> {
-    let Some((verb, db)) = role.split_once(':') else { return Ok(()) };
+    let Some((verb, db)) = role.split_once(':') else {
+        return Ok(());
+    };
     let start = Instant::now();
     let s = EmbeddedStore::open(Path::new(db))?;
     let handle = format!("{HANDLES}bench-{}", std::process::id());

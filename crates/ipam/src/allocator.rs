@@ -366,9 +366,13 @@ impl<'a> Ipam<'a> {
             };
             let existing: HashSet<IpNetwork> = blocks.iter().filter_map(|kv| keys::cidr_of_key(&kv.key)).collect();
             for pool in pools {
-                let Some(cidr) = first_free_block(pool, &existing) else { continue };
+                let Some(cidr) = first_free_block(pool, &existing) else {
+                    continue;
+                };
                 let mut block = Block::new(cidr, &self.host);
-                let Some(ip) = block.allocate(&attr) else { continue };
+                let Some(ip) = block.allocate(&attr) else {
+                    continue;
+                };
                 if self.commit(vec![BlockWrite { block, revision: None }], state, owner, 1)? {
                     tracing::debug!(%cidr, host = %self.host, "claimed block");
                     return Ok(ip);
@@ -377,12 +381,16 @@ impl<'a> Ipam<'a> {
             }
             // 3. Borrow from any block of the pools that has room, whoever it is affine to.
             for kv in &blocks {
-                let Some(cidr) = keys::cidr_of_key(&kv.key) else { continue };
+                let Some(cidr) = keys::cidr_of_key(&kv.key) else {
+                    continue;
+                };
                 if !in_pools(&cidr) {
                     continue;
                 }
                 let mut block: Block = store::decode(kv)?;
-                let Some(ip) = block.allocate(&attr) else { continue };
+                let Some(ip) = block.allocate(&attr) else {
+                    continue;
+                };
                 if self.commit(vec![BlockWrite { block, revision: Some(kv.mod_revision) }], state, owner, 1)? {
                     tracing::debug!(%ip, %cidr, "borrowed an address from another host's block");
                     return Ok(ip);
@@ -415,7 +423,9 @@ impl<'a> Ipam<'a> {
         if block.host() != Some(self.host.as_str()) {
             return Ok(Affine::NoRoom);
         }
-        let Some(ip) = block.allocate(attr) else { return Ok(Affine::NoRoom) };
+        let Some(ip) = block.allocate(attr) else {
+            return Ok(Affine::NoRoom);
+        };
         Ok(if self.commit(vec![BlockWrite { block, revision: Some(kv.mod_revision) }], state, owner, 1)? {
             Affine::Allocated(ip)
         } else {

@@ -10,11 +10,14 @@
 //! and hands it back: the caller then drives that namespace from its own
 //! thread, which never switches namespace itself.
 //!
-//! The methods are split by object: links in `link.rs`,
-//! addresses and routes in `route.rs`.
+//! The methods are split by object: links in `link.rs`, addresses and
+//! routes in `route.rs`, neighbours in `neighbour.rs`; `batch.rs` sends
+//! several changes in one round trip.
 
+mod batch;
 mod detached;
 mod link;
+mod neighbour;
 mod route;
 
 use std::{
@@ -23,7 +26,9 @@ use std::{
     time::Duration,
 };
 
+pub use batch::Change;
 pub use link::{Link, VethEnd};
+pub use neighbour::{NeighbourInfo, NeighbourSpec};
 pub use route::{IpFamily, RouteInfo, RouteSpec};
 
 use crate::{

@@ -22,6 +22,15 @@ pub enum IpFamily {
     V6,
 }
 
+impl std::fmt::Display for IpFamily {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IpFamily::V4 => "IPv4",
+            IpFamily::V6 => "IPv6",
+        })
+    }
+}
+
 impl IpFamily {
     /// The family of `ip`.
     pub fn of(ip: IpAddr) -> IpFamily {
@@ -33,7 +42,7 @@ impl IpFamily {
 }
 
 /// A route to add or delete in the main table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteSpec {
     /// Destination prefix (host bits are ignored).
     pub dst: IpNetwork,
@@ -43,6 +52,31 @@ pub struct RouteSpec {
     pub oif: u32,
     /// `scope link` (IPv4; IPv6 routes have no scope).
     pub scope_link: bool,
+}
+
+impl RouteSpec {
+    /// `ip route` style, naming the interface `dev`: `10.0.0.5/32 dev
+    /// cali123 scope link`, `0.0.0.0/0 via 169.254.1.1 dev eth0`.
+    pub fn describe(&self, dev: &str) -> String {
+        let mut text = self.dst.to_string();
+        if let Some(gateway) = self.gateway {
+            text.push_str(&format!(" via {gateway}"));
+        }
+        if self.oif != 0 {
+            text.push_str(&format!(" dev {dev}"));
+        }
+        if self.scope_link {
+            text.push_str(" scope link");
+        }
+        text
+    }
+}
+
+/// As [`RouteSpec::describe`], with the interface as `#index`.
+impl std::fmt::Display for RouteSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe(&format!("#{}", self.oif)))
+    }
 }
 
 /// A route of the main table, as the kernel reports it.
@@ -95,11 +129,11 @@ impl RouteInfo {
 }
 
 fn invalid_route(spec: &RouteSpec, reason: &'static str) -> Error {
-    Error::Invalid { what: "route", value: format!("{spec:?}"), reason }
+    Error::Invalid { what: "route", value: spec.to_string(), reason }
 }
 
 /// Builds the kernel message for `spec`.
-fn route_message(spec: &RouteSpec) -> Result<RouteMessage> {
+pub(super) fn route_message(spec: &RouteSpec) -> Result<RouteMessage> {
     let mut builder = RouteMessageBuilder::<IpAddr>::new()
         .destination_prefix(spec.dst.network(), spec.dst.prefix())
         .map_err(|_| invalid_route(spec, "bad destination prefix"))?;
@@ -170,7 +204,7 @@ impl Netlink {
     /// present gives `EEXIST` ([`Error::is_exists`]).
     pub fn add_route(&self, spec: &RouteSpec) -> Result<()> {
         let request = self.handle.route().add(route_message(spec)?).execute();
-        self.exec(|| format!("add route {spec:?}"), request)
+        self.exec(|| format!("add route {spec}"), request)
     }
 
     /// The routes of the main table for `family`.
@@ -180,7 +214,7 @@ impl Netlink {
             IpFamily::V6 => RouteMessageBuilder::<Ipv6Addr>::new().build(),
         };
         let request = self.handle.route().get(filter).execute();
-        let messages = self.exec(|| format!("list {family:?} routes"), request.try_collect::<Vec<_>>())?;
+        let messages = self.exec(|| format!("list {family} routes"), request.try_collect::<Vec<_>>())?;
         Ok(messages.into_iter().filter_map(|message| RouteInfo::from_message(message, family)).collect())
     }
 
@@ -192,6 +226,6 @@ impl Netlink {
         message.header.protocol = RouteProtocol::Unspec;
         message.header.scope = RouteScope::NoWhere;
         let request = self.handle.route().del(message).execute();
-        Ok(absent_as_none(self.exec(|| format!("delete route {spec:?}"), request))?.is_some())
+        Ok(absent_as_none(self.exec(|| format!("delete route {spec}"), request))?.is_some())
     }
 }

@@ -2,10 +2,14 @@
 
 use std::net::IpAddr;
 
-use super::{container::container_routes, host_prefix};
+use super::{
+    container::{container_routes, gateway_neighbours},
+    host_prefix,
+};
 use crate::{
     error::{Error, Result},
     namespace::Namespace,
+    naming::format_mac,
     netlink::{IpFamily, Link, Netlink, RouteInfo, RouteSpec},
     sysctl::get_sysctl,
 };
@@ -70,6 +74,27 @@ fn check_container(container: &Namespace, spec: &CheckSpec<'_>) -> Result<()> {
     for want in container_routes(link.index, has_v4, has_v6) {
         require_route(&routes, &want, "container", spec.ifname)?;
     }
+    let neighbours = netlink.neighbours(link.index)?;
+    for want in gateway_neighbours(link.index, has_v4, has_v6) {
+        let mac = format_mac(want.mac);
+        match neighbours.iter().find(|n| n.ip == want.ip) {
+            Some(n) if n.permanent && n.mac == Some(want.mac) => {}
+            Some(n) => {
+                let found = n.mac.map_or_else(|| "no address".to_string(), format_mac);
+                let state = if n.permanent { "permanent" } else { "not permanent" };
+                return Err(Error::check(format!(
+                    "container neighbour entry for gateway {} on {} is {found} ({state}), expected {mac} (permanent)",
+                    want.ip, spec.ifname
+                )));
+            }
+            None => {
+                return Err(Error::check(format!(
+                    "container neighbour entry {} lladdr {mac} dev {} is missing",
+                    want.ip, spec.ifname
+                )));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -95,7 +120,8 @@ fn check_host(host: &Namespace, spec: &CheckSpec<'_>) -> Result<()> {
 }
 
 /// Verifies the container interface (up, addresses, routes via
-/// `169.254.1.1` / the host's link-local) and the host end (up, one route
+/// `169.254.1.1` / the host's link-local, the gateways' permanent neighbour
+/// entries) and the host end (up, one route
 /// per address, `proxy_arp` and `forwarding` on). The first difference is
 /// reported as [`Error::Check`] with a specific message.
 pub fn check(host: &Namespace, container: &Namespace, spec: &CheckSpec<'_>) -> Result<()> {

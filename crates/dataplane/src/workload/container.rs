@@ -6,8 +6,8 @@ use super::{host_prefix, ipv6_gateway, DEFAULT_V4, DEFAULT_V6};
 use crate::{
     error::{Error, Result},
     namespace::Namespace,
-    naming::IPV4_GATEWAY,
-    netlink::RouteSpec,
+    naming::{HOST_VETH_MAC, IPV4_GATEWAY},
+    netlink::{Change, NeighbourSpec, RouteSpec},
     rollback::Rollback,
     sysctl::{ensure_sysctl, set_sysctl},
 };
@@ -46,6 +46,21 @@ pub(crate) fn container_routes(oif: u32, has_v4: bool, has_v6: bool) -> Vec<Rout
     routes
 }
 
+/// The gateways' permanent neighbour entries through `index`: the container
+/// resolves `169.254.1.1` (and the host end's link-local) to the host end's
+/// fixed MAC without asking. Proxy ARP answers only when the host has a route
+/// to `169.254.1.1`, which a host without a default route lacks.
+pub(crate) fn gateway_neighbours(index: u32, has_v4: bool, has_v6: bool) -> Vec<NeighbourSpec> {
+    let mut neighbours = Vec::with_capacity(2);
+    if has_v4 {
+        neighbours.push(NeighbourSpec { index, ip: IpAddr::V4(IPV4_GATEWAY), mac: HOST_VETH_MAC });
+    }
+    if has_v6 {
+        neighbours.push(NeighbourSpec { index, ip: ipv6_gateway(), mac: HOST_VETH_MAC });
+    }
+    neighbours
+}
+
 /// Writes the container's sysctls; returns the previous `ip_forward` value
 /// if it changed.
 fn container_sysctls(ifname: &str, has_v6: bool, ip_forward: bool) -> Result<Option<String>> {
@@ -61,7 +76,11 @@ fn container_sysctls(ifname: &str, has_v6: bool, ip_forward: bool) -> Result<Opt
 /// [`Netlink::create_veth`](crate::Netlink::create_veth)) inside `container`:
 /// sysctls, link up, addresses, `169.254.1.1/32 scope link`,
 /// `default via 169.254.1.1`, and for IPv6 `default via
-/// fe80::ecee:eeff:feee:eeee`.
+/// fe80::ecee:eeff:feee:eeee`, and a permanent neighbour entry
+/// `ee:ee:ee:ee:ee:ee` for each gateway.
+///
+/// After looking up the interface, everything is one netlink round trip
+/// ([`Netlink::apply`](crate::Netlink::apply)).
 ///
 /// On failure, what this step did is undone (the interface itself stays; it
 /// belongs to the veth step).
@@ -86,18 +105,31 @@ pub fn setup_container(container: &Namespace, config: &ContainerConfig<'_>) -> R
         });
     }
 
-    netlink.set_up(index)?;
-    rollback.push("set container interface down", move || netlink.set_down(index));
-
-    for &ip in config.addresses {
-        let address = host_prefix(ip);
-        netlink.add_address(index, address)?;
-        rollback.push("remove container address", move || netlink.delete_address(index, address).map(drop));
+    let mut changes = vec![Change::LinkUp(index)];
+    changes.extend(config.addresses.iter().map(|&ip| Change::Address { index, address: host_prefix(ip) }));
+    changes.extend(container_routes(index, has_v4, has_v6).into_iter().map(Change::Route));
+    changes.extend(gateway_neighbours(index, has_v4, has_v6).into_iter().map(Change::Neighbour));
+    let outcomes = match netlink.apply(ifname, &changes) {
+        Ok(outcomes) => outcomes,
+        Err(err) => {
+            // No answer: any of them may be in place; undoing one that is not succeeds.
+            for change in changes {
+                rollback.push("undo a container change", move || netlink.revert(&change));
+            }
+            return Err(err);
+        }
+    };
+    let mut first_error = None;
+    for (change, outcome) in changes.into_iter().zip(outcomes) {
+        match outcome {
+            Ok(()) => rollback.push("undo a container change", move || netlink.revert(&change)),
+            Err(err) => {
+                first_error.get_or_insert(err);
+            }
+        }
     }
-
-    for route in container_routes(index, has_v4, has_v6) {
-        netlink.add_route(&route)?;
-        rollback.push("remove container route", move || netlink.delete_route(&route).map(drop));
+    if let Some(err) = first_error {
+        return Err(err);
     }
 
     rollback.disarm();

@@ -23,7 +23,7 @@ use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 pub use check::{check, CheckSpec};
 pub use container::{setup_container, ContainerConfig, ContainerInfo};
 pub use host::{setup_host, HostInfo};
-pub use teardown::teardown;
+pub use teardown::{delete_container_link, open_for_teardown, teardown};
 
 use crate::{
     error::Result,

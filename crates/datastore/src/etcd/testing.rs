@@ -192,7 +192,9 @@ impl Cluster {
                     let Ok(mut client) = etcd_client::Client::connect(url, None).await else {
                         continue;
                     };
-                    let Ok(status) = client.status().await else { continue };
+                    let Ok(status) = client.status().await else {
+                        continue;
+                    };
                     if status.header().is_some_and(|h| h.member_id() == status.leader()) {
                         return i;
                     }
