@@ -230,7 +230,12 @@ if [[ " ${store[*]} " != *" --etcd-endpoints "* ]]; then
   mkdir -p "$(dirname "$ds")"
   where="embedded store $ds"
 fi
-existing=$(ctl pool show -o json) || die "reading the pools from the $where failed: calicoctl ${store[*]} pool show"
+existing='[]'
+# A store that does not exist yet holds no pool (calicoctl's read-only commands refuse to
+# create one); `pool add` below creates it.
+if [[ $where == etcd || -e $ds ]]; then
+  existing=$(ctl pool show -o json) || die "reading the pools from the $where failed: calicoctl ${store[*]} pool show"
+fi
 for cidr in "${pool_list[@]}"; do
   if python3 -c 'import json, sys; sys.exit(not any(p["cidr"] == sys.argv[1] for p in json.loads(sys.argv[2])))' \
     "$cidr" "$existing"; then

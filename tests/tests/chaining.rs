@@ -106,7 +106,11 @@ fn conflist(version: &str, store: &Backend, tuning_dir: &Path) -> Value {
     list["cniVersion"] = json!(version);
     let plugins = list["plugins"].as_array_mut().unwrap();
     plugins.push(json!({"type": "bandwidth", "capabilities": {"bandwidth": true}}));
-    plugins.push(json!({"type": "tuning", "capabilities": {"mac": true},
+    // The MAC goes to calico-cni (its own `mac` capability), not to tuning: a MAC change
+    // after ADD makes the kernel flush the container's neighbour table, and with it the
+    // gateway's permanent entry (README, "What the verbs do").
+    plugins[0]["capabilities"]["mac"] = json!(true);
+    plugins.push(json!({"type": "tuning",
                         "sysctl": {"net.core.somaxconn": "777"},
                         "dataDir": tuning_dir.display().to_string()}));
     list
