@@ -22,7 +22,7 @@ pub mod etcd;
 pub use config::{open, Config, DEFAULT_DATASTORE_PATH};
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdStore;
-pub use error::Error;
+pub use error::{redact_url, Error};
 pub use sqlite::EmbeddedStore;
 
 /// A stored key with the revision of its last write.

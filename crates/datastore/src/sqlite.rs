@@ -225,6 +225,6 @@ fn sqlite_error(path: &Path, busy_timeout: Duration, source: rusqlite::Error) ->
             ),
             source: Some(Box::new(source)),
         },
-        _ => Error::Sqlite { path: path.to_owned(), source },
+        _ => Error::Sqlite { path: path.to_owned(), cause: source },
     }
 }
