@@ -109,6 +109,13 @@ pub trait Datastore: Send + Sync {
         self.get("/calico/ping").map(|_| ())
     }
 
+    /// A cheap check that a write could succeed now (STATUS: an ADD must be able to write).
+    /// Writes nothing. By default the [`Datastore::ping`]; the embedded store also checks that
+    /// its file and file system take writes.
+    fn check_writable(&self) -> Result<(), Error> {
+        self.ping()
+    }
+
     /// Create `key` if it does not exist. Returns the new revision, or `Err(Conflict)`.
     fn create(&self, key: &str, value: Vec<u8>) -> Result<i64, Error> {
         let outcome = self.txn(
