@@ -45,7 +45,7 @@ pub enum Error {
     Check(String),
 
     /// STATUS: the plugin cannot serve ADD (its netconf or its store is unusable).
-    #[error("calico-cni is not available: {0}")]
+    #[error("calico-cni is not available")]
     NotAvailable(#[source] Box<Error>),
 }
 

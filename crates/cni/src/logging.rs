@@ -1,7 +1,8 @@
 //! Plugin logging: stderr, plus a file when configured; never stdout, which carries the
 //! plugin's one JSON reply.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions, Permissions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -64,11 +65,23 @@ fn parse_level(raw: &str) -> Option<Level> {
     }
 }
 
+/// Log lines name containers, pods and addresses: for root's eyes only.
+const LOG_FILE_MODE: u32 = 0o600;
+const LOG_DIR_MODE: u32 = 0o755;
+
+/// The log file, created 0600 (its missing directories 0755) whatever the umask; an existing
+/// file that others may read or write is tightened to 0600 (through the open file, never by
+/// path).
 fn open_log_file(path: &Path) -> std::io::Result<File> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        DirBuilder::new().recursive(true).mode(LOG_DIR_MODE).create(dir)?;
     }
-    OpenOptions::new().create(true).append(true).open(path)
+    let file = OpenOptions::new().create(true).append(true).mode(LOG_FILE_MODE).open(path)?;
+    let meta = file.metadata()?;
+    if meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
+        file.set_permissions(Permissions::from_mode(LOG_FILE_MODE))?;
+    }
+    Ok(file)
 }
 
 #[cfg(test)]

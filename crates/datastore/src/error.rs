@@ -8,16 +8,14 @@ pub enum Error {
     #[error("conflicting write to {key}")]
     Conflict { key: String },
 
-    /// The embedded store could not be opened or used.
-    #[error("embedded datastore {path}: {source}")]
-    Sqlite {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
+    /// The embedded store could not be opened or used. SQLite's message is printed here and
+    /// `cause` is not reported as a source: its own source only repeats that message
+    /// ("database or disk is full: Error code 13: database or disk is full").
+    #[error("embedded datastore {path}: {cause}")]
+    Sqlite { path: PathBuf, cause: rusqlite::Error },
 
     /// A filesystem error around the embedded store (creating its directory, permissions).
-    #[error("embedded datastore {path}: {source}")]
+    #[error("embedded datastore {path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -29,7 +27,7 @@ pub enum Error {
     Missing { path: PathBuf },
 
     /// The directory that should hold the embedded store could not be created.
-    #[error("embedded datastore {path}: cannot create directory {dir}: {source}")]
+    #[error("embedded datastore {path}: cannot create directory {dir}")]
     CreateDir {
         path: PathBuf,
         dir: PathBuf,
@@ -39,24 +37,20 @@ pub enum Error {
 
     /// Etcd endpoints were configured, but this build has no etcd backend.
     #[error(
-        "etcd endpoints {endpoints:?} are configured, but etcd support is not built in \
-         (cargo feature `etcd` of the datastore crate)"
+        "etcd endpoints {} are configured, but etcd support is not built in \
+         (cargo feature `etcd` of the datastore crate)",
+        redacted(endpoints)
     )]
     EtcdNotBuiltIn { endpoints: Vec<String> },
 
-    /// An etcd request or connection failed. `detail` spells out the chain of causes (the
-    /// transport's own messages are terse); `unavailable` is the backend's verdict, made where
-    /// the context is known (a TLS rejection is not "try again later"); `source` keeps the
-    /// original error.
+    /// An etcd request or connection failed. `detail` spells out the chain of causes once
+    /// (the transport's own layers repeat "transport error"), so the original error is kept
+    /// in `cause` and not reported as a source; `unavailable` is the backend's verdict, made
+    /// where the context is known (a TLS rejection is not "try again later"). `endpoints` is
+    /// the member's URL without its credentials.
     #[cfg(feature = "etcd")]
     #[error("etcd {endpoints}: {detail}")]
-    Etcd {
-        endpoints: String,
-        detail: String,
-        unavailable: bool,
-        #[source]
-        source: etcd_client::Error,
-    },
+    Etcd { endpoints: String, detail: String, unavailable: bool, cause: etcd_client::Error },
 
     /// The etcd settings cannot be used: a malformed endpoint URL, TLS files missing or given
     /// only in part, or a call from inside an async runtime.
@@ -64,7 +58,7 @@ pub enum Error {
     EtcdConfig { reason: String },
 
     /// A TLS file for etcd (key, certificate or CA bundle) could not be read.
-    #[error("etcd TLS file {path}: {source}")]
+    #[error("etcd TLS file {path}")]
     EtcdFile {
         path: PathBuf,
         #[source]
@@ -93,18 +87,54 @@ pub enum Error {
     Protocol(String),
 }
 
+/// `http://user:secret@host:2379` -> `http://***@host:2379`: an endpoint URL fit for
+/// messages and logs. Only the authority's userinfo is hidden; everything else is kept.
+pub fn redact_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_owned(),
+    }
+}
+
+fn redacted(urls: &[String]) -> String {
+    urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>().join(",")
+}
+
 impl Error {
     /// True when the caller should report "try again later" (CNI code 11).
     pub fn is_unavailable(&self) -> bool {
         match self {
             Error::Unavailable { .. } => true,
-            Error::Sqlite { source, .. } => matches!(
-                source.sqlite_error_code(),
+            Error::Sqlite { cause, .. } => matches!(
+                cause.sqlite_error_code(),
                 Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
             ),
             #[cfg(feature = "etcd")]
             Error::Etcd { unavailable, .. } => *unavailable,
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials_only() {
+        assert_eq!(redact_url("http://user:secret@10.0.0.1:2379"), "http://***@10.0.0.1:2379");
+        assert_eq!(redact_url("https://u:p@w@h:1/x@y"), "https://***@h:1/x@y");
+        assert_eq!(redact_url("user:secret@h:2379"), "***@h:2379");
+        assert_eq!(redact_url("http://h:2379/a@b"), "http://h:2379/a@b");
+        assert_eq!(redact_url("http://[::1]:2379"), "http://[::1]:2379");
+    }
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let err = Error::Io { path: "/s.db".into(), source: std::io::Error::other("boom") };
+        assert_eq!(err.to_string(), "embedded datastore /s.db");
+        assert_eq!(std::error::Error::source(&err).map(ToString::to_string).as_deref(), Some("boom"));
     }
 }

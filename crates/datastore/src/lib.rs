@@ -52,7 +52,7 @@ pub mod sqlite;
 pub mod watch;
 
 pub use config::{open, Config, DEFAULT_DATASTORE_PATH};
-pub use error::Error;
+pub use error::{redact_url, Error};
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdStore;
 pub use sqlite::EmbeddedStore;
@@ -169,6 +169,13 @@ pub trait Datastore: Send + Sync {
     /// A cheap round trip that proves the store is reachable (used by STATUS).
     fn ping(&self) -> Result<(), Error> {
         self.get("/calico/ping").map(|_| ())
+    }
+
+    /// A cheap check that a write could succeed now (STATUS: an ADD must be able to write).
+    /// Writes nothing. By default the [`Datastore::ping`]; the embedded store also checks that
+    /// its file and file system take writes.
+    fn check_writable(&self) -> Result<(), Error> {
+        self.ping()
     }
 
     /// Create `key` if it does not exist. Returns the new revision, or `Err(Conflict)`.

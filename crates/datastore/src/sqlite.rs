@@ -161,8 +161,10 @@ impl EmbeddedStore {
         }
         let sql_err = |e| sqlite_error(path, options.busy_timeout, e);
         // No SQLITE_OPEN_CREATE: `file::prepare` made the file with the right mode, or the
-        // caller wants an existing store only.
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        // caller wants an existing store only. NOFOLLOW: a symbolic link planted at the path
+        // after `prepare` looked is refused, not followed.
+        let flags =
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_NOFOLLOW;
         let mut conn = Connection::open_with_flags(path, flags).map_err(|e| {
             if !options.create && !path.exists() {
                 Error::Missing { path: path.to_owned() }
@@ -185,12 +187,10 @@ impl EmbeddedStore {
                 path.display()
             )),
         })?;
-        let mut wal_path = path.as_os_str().to_owned();
-        wal_path.push("-wal");
         Ok(EmbeddedStore {
             conn: Mutex::new(conn),
             path: path.to_owned(),
-            wal_path: wal_path.into(),
+            wal_path: file::with_suffix(path, "-wal"),
             busy_timeout: options.busy_timeout,
         })
     }
@@ -217,6 +217,42 @@ impl EmbeddedStore {
                 findings.join("; ")
             )))
         }
+    }
+
+    /// Whether a write could succeed now (STATUS), writing nothing: SQLite must have opened the
+    /// file for writing (it falls back to read-only on a read-only file or file system, where
+    /// `BEGIN IMMEDIATE` quietly becomes a read), `BEGIN IMMEDIATE` must get the write lock
+    /// (rolled back at once), and the file system must have room for a WAL of
+    /// [`CHECKPOINT_WAL_PAGES`] pages, the most an ADD may need before the WAL is truncated.
+    fn check_writable(&self) -> Result<(), Error> {
+        let read_only = ops::begin_and_roll_back(&self.lock()).map_err(|e| self.err(e))?;
+        if read_only {
+            return Err(Error::Io {
+                path: self.path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::ReadOnlyFilesystem,
+                    "opened read-only: the file, its -wal or -shm, or its file system is not writable",
+                ),
+            });
+        }
+        let dir = match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let free = free_bytes(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
+        if free < CHECKPOINT_WAL_BYTES {
+            return Err(Error::Io {
+                path: self.path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    format!(
+                        "only {free} bytes free on its file system, less than the \
+                         {CHECKPOINT_WAL_BYTES} a WAL may need"
+                    ),
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// After a commit: once the WAL holds [`CHECKPOINT_WAL_PAGES`] pages, copy them into the
@@ -252,6 +288,24 @@ impl EmbeddedStore {
     }
 }
 
+/// The bytes this process may still write on the file system holding `dir` (root may also
+/// use the blocks reserved for it).
+fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_dir = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_dir` is NUL-terminated and `st` is a valid buffer for one statvfs.
+    if unsafe { libc::statvfs(c_dir.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs succeeded, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    // SAFETY: geteuid has no preconditions.
+    let blocks = if unsafe { libc::geteuid() } == 0 { st.f_bfree } else { st.f_bavail };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+    Ok(blocks as u64 * st.f_frsize as u64)
+}
+
 /// Busy and locked mean another process held the lock past the timeout: `Unavailable`.
 fn sqlite_error(path: &Path, busy_timeout: Duration, source: rusqlite::Error) -> Error {
     match source.sqlite_error_code() {
@@ -259,6 +313,6 @@ fn sqlite_error(path: &Path, busy_timeout: Duration, source: rusqlite::Error) ->
             reason: format!("embedded datastore {} stayed locked for more than {busy_timeout:?}", path.display()),
             source: Some(Box::new(source)),
         },
-        _ => Error::Sqlite { path: path.to_owned(), source },
+        _ => Error::Sqlite { path: path.to_owned(), cause: source },
     }
 }

@@ -71,7 +71,7 @@ pub enum Error {
     NodeName { reason: String },
 
     /// STATUS: the plugin cannot serve ADD now (store unreachable, no free address).
-    #[error("calico-ipam is not available: {source}")]
+    #[error("calico-ipam is not available")]
     NotAvailable {
         #[source]
         source: Box<Error>,

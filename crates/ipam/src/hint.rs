@@ -8,8 +8,9 @@
 //! only a guess: a missing, stale or unreadable one costs the saved round trip, never
 //! correctness, since every write compares the revisions it read.
 
-use std::fs;
-use std::io::Write;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use ipnetwork::IpNetwork;
@@ -33,16 +34,24 @@ impl BlockHint {
         &self.path
     }
 
-    /// The blocks noted; none when there is no readable note.
+    /// The blocks noted; none when there is no readable note (a symbolic link is not one).
     pub fn load(&self) -> Vec<IpNetwork> {
-        fs::read_to_string(&self.path)
-            .map(|text| text.lines().filter_map(|line| line.trim().parse().ok()).collect())
-            .unwrap_or_default()
+        let mut text = String::new();
+        let read = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&self.path)
+            .and_then(|mut f| f.read_to_string(&mut text));
+        match read {
+            Ok(_) => text.lines().filter_map(|line| line.trim().parse().ok()).collect(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Notes `blocks`, unless they are the `noted` ones (what [`BlockHint::load`] gave).
     /// Best effort: the note is replaced atomically (a temporary file renamed over it), and
-    /// a failure is only logged.
+    /// a failure is only logged. The temporary file is new (`O_EXCL`, mode 0600) under a name
+    /// nobody can guess ahead: whatever is planted in the directory is never followed.
     pub fn store(&self, noted: &[IpNetwork], blocks: &[IpNetwork]) {
         let mut current = noted.to_vec();
         let mut wanted = blocks.to_vec();
@@ -53,17 +62,47 @@ impl BlockHint {
             return;
         }
         let text: String = wanted.iter().map(|cidr| format!("{cidr}\n")).collect();
-        let mut tmp = self.path.as_os_str().to_owned();
-        tmp.push(format!(".{}", std::process::id()));
-        let tmp = PathBuf::from(tmp);
-        let written = fs::File::create(&tmp)
-            .and_then(|mut f| f.write_all(text.as_bytes()))
-            .and_then(|()| fs::rename(&tmp, &self.path));
+        let written = self.create_temp().and_then(|(tmp, mut file)| {
+            let done = file.write_all(text.as_bytes()).and_then(|()| fs::rename(&tmp, &self.path));
+            if done.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            done
+        });
         if let Err(error) = written {
-            let _ = fs::remove_file(&tmp);
             tracing::debug!(path = %self.path.display(), %error, "could not note the blocks for the next call");
         }
     }
+
+    /// A new file `<note>.<pid>.<random>`, created exclusively: an existing file or link of
+    /// that name is an error (another name is tried), never opened.
+    fn create_temp(&self) -> io::Result<(PathBuf, fs::File)> {
+        let mut last = None;
+        for _ in 0..4 {
+            let mut tmp = self.path.as_os_str().to_owned();
+            tmp.push(format!(".{}.{:016x}", std::process::id(), random()));
+            let tmp = PathBuf::from(tmp);
+            let created =
+                OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&tmp);
+            match created {
+                Ok(file) => return Ok((tmp, file)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("no free temporary name")))
+    }
+}
+
+/// 64 bits nobody can predict: the kernel's random source; the clock if that fails.
+fn random() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: `bytes` is a valid buffer of the length given.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), libc::GRND_NONBLOCK) };
+    if n == 8 {
+        return u64::from_ne_bytes(bytes);
+    }
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 #[cfg(test)]
@@ -86,6 +125,15 @@ mod tests {
         fs::write(hint.path(), "not a cidr\n10.0.1.0/26\n").unwrap();
         assert_eq!(hint.load(), vec!["10.0.1.0/26".parse::<IpNetwork>().unwrap()]);
         BlockHint::new(Path::new("/proc/no/such/dir/ipam.lock"), "n").store(&[], &blocks);
+        // A note that is a link is no note, and storing replaces the link, not its target.
+        let target = dir.join("target");
+        fs::write(&target, "10.0.2.0/26\n").unwrap();
+        fs::remove_file(hint.path()).unwrap();
+        std::os::unix::fs::symlink(&target, hint.path()).unwrap();
+        assert!(hint.load().is_empty(), "a link is not followed");
+        hint.store(&[], &blocks);
+        assert_eq!(fs::read_to_string(&target).unwrap(), "10.0.2.0/26\n");
+        assert_eq!(hint.load(), blocks);
         let _ = fs::remove_dir_all(dir);
     }
 }

@@ -1,8 +1,8 @@
 //! A host-wide lock around allocation. The datastore is safe without it; the lock only
 //! keeps processes on one host from racing each other into compare-and-swap retries.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -14,14 +14,15 @@ pub struct HostLock {
 }
 
 impl HostLock {
-    /// Take the lock at `path`, waiting at most `timeout`.
+    /// Take the lock at `path`, waiting at most `timeout`. The file is created 0600 and its
+    /// missing directories 0755 (a umask can only narrow these).
     pub fn acquire(path: &Path, timeout: Duration) -> Result<HostLock, Error> {
         let lock_err = |source| Error::Lock { path: path.to_path_buf(), source };
         let open = || OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(path);
         // The directory is there on every call but the first: create it only then.
         let file = match (open(), path.parent()) {
             (Err(e), Some(dir)) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(dir).map_err(lock_err)?;
+                DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(lock_err)?;
                 open()
             }
             (other, _) => other,

@@ -215,7 +215,8 @@ impl Verbs<'_> {
         Ok(())
     }
 
-    /// STATUS: the store answers and a usable pool of each requested family has room.
+    /// STATUS: the store answers and takes writes, and a usable pool of each requested
+    /// family has room.
     /// Every failure is [`Error::NotAvailable`] (code 50).
     pub fn status(&self) -> Result<(), Error> {
         let not_available = |e: Error| Error::NotAvailable { source: Box::new(e) };
@@ -226,7 +227,7 @@ impl Verbs<'_> {
         if self.conf.assign_v6() {
             families.push(6);
         }
-        self.store.ping().map_err(|e| not_available(e.into()))?;
+        self.store.check_writable().map_err(|e| not_available(e.into()))?;
         self.ipam().status(&families).map_err(not_available)
     }
 }

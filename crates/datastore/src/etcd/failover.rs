@@ -157,11 +157,10 @@ impl EtcdStore {
         if let Some(pos) = failures.iter().position(|e| !e.is_unavailable()) {
             return Err(failures.swap_remove(pos));
         }
+        // The reason names every member's failure; repeating one of them as the source would
+        // print it twice.
         let reasons: Vec<String> = failures.iter().map(ToString::to_string).collect();
-        Err(Error::Unavailable {
-            reason: format!("no etcd member reachable: {}", reasons.join("; ")),
-            source: failures.pop().map(|e| Box::new(e) as _),
-        })
+        Err(Error::Unavailable { reason: format!("no etcd member reachable: {}", reasons.join("; ")), source: None })
     }
 
     /// Drop the connection to member `index` after a failure; the next call starts with the
@@ -182,24 +181,24 @@ async fn connect_one(endpoint: &Endpoint) -> Result<KvClient, EtcdError> {
     Ok(client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES))
 }
 
-pub(super) fn etcd_error(url: &str, source: EtcdError) -> Error {
+pub(super) fn etcd_error(url: &str, cause: EtcdError) -> Error {
     Error::Etcd {
         endpoints: url.to_owned(),
-        detail: convert::detail(&source),
-        unavailable: convert::is_unavailable(&source),
-        source,
+        detail: convert::detail(&cause),
+        unavailable: convert::is_unavailable(&cause),
+        cause,
     }
 }
 
 /// A TLS 1.3 server checks the client certificate after the client has finished its side of
 /// the handshake: a rejection shows as the connection closing before the first request, and
 /// the server's alert may be lost in the race. Say what it most likely means.
-fn tls_rejection(url: &str, source: EtcdError) -> Error {
+fn tls_rejection(url: &str, cause: EtcdError) -> Error {
     let detail = format!(
         "{}: the server closed the TLS connection before the first request; it most likely \
          rejected the client certificate (check etcd_cert_file, etcd_key_file and that the \
          server trusts their CA)",
-        convert::detail(&source)
+        convert::detail(&cause)
     );
-    Error::Etcd { endpoints: url.to_owned(), detail, unavailable: false, source }
+    Error::Etcd { endpoints: url.to_owned(), detail, unavailable: false, cause }
 }

@@ -7,11 +7,13 @@ use std::time::Duration;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::config::Config;
+use crate::error::redact_url;
 use crate::Error;
 
 /// One etcd member as the client reaches it.
 pub(super) struct Target {
-    /// The URL as configured (normalised with a scheme), for error messages.
+    /// The URL as configured (normalised with a scheme) without its credentials, for error
+    /// messages and logs.
     pub url: String,
     pub endpoint: Endpoint,
 }
@@ -35,8 +37,11 @@ pub(super) fn targets(
         return Err(config_error("no etcd endpoints are configured".into()));
     }
     urls.into_iter()
-        .map(|url| {
-            let mut endpoint = Endpoint::from_shared(url.clone())
+        .map(|configured| {
+            // Every message names the member by `url`, never by the configured form, which
+            // may hold a user name and password.
+            let url = redact_url(&configured);
+            let mut endpoint = Endpoint::from_shared(configured)
                 .map_err(|e| config_error(format!("endpoint {url:?} is not a valid URL: {e}")))?
                 .connect_timeout(connect_timeout)
                 .timeout(request_timeout)

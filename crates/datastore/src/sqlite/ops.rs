@@ -91,6 +91,15 @@ impl Drop for Txn<'_> {
     }
 }
 
+/// Take the write lock and give it back at once: the check of STATUS that a write could
+/// start. True when SQLite has the file open read-only.
+pub(super) fn begin_and_roll_back(conn: &Connection) -> rusqlite::Result<bool> {
+    let txn = Txn::write(conn)?;
+    let read_only = conn.is_readonly(rusqlite::MAIN_DB)?;
+    drop(txn);
+    Ok(read_only)
+}
+
 fn list(conn: &Connection, prefix: &str) -> rusqlite::Result<Vec<KeyValue>> {
     match prefix_end(prefix) {
         Some(end) => conn.prepare_cached(LIST_RANGE)?.query_map(params![prefix, end], key_value)?.collect(),
@@ -204,6 +213,10 @@ impl Datastore for EmbeddedStore {
             self.checkpoint_if_large(&conn);
         }
         Ok(outcome)
+    }
+
+    fn check_writable(&self) -> Result<(), Error> {
+        EmbeddedStore::check_writable(self)
     }
 }
 
