@@ -77,22 +77,24 @@ struct State {
     down: Option<(Instant, String)>,
 }
 
+/// A current-thread tokio runtime for one client (`what` names it in the error). Only a host
+/// name to resolve would start a thread: keep it to one, small.
+pub(super) fn small_runtime(what: &str) -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .max_blocking_threads(1)
+        .thread_stack_size(256 * 1024)
+        .build()
+        .map_err(|e| Error::Unavailable { reason: format!("cannot start {what}'s runtime"), source: Some(Box::new(e)) })
+}
+
 impl EtcdStore {
     /// Check the etcd settings of `cfg` and read its TLS files. No connection is made here:
     /// the first call connects, within [`OPERATION_BUDGET`].
     pub fn connect(cfg: &Config) -> Result<EtcdStore, Error> {
         let targets = target::targets(cfg, CONNECT_TIMEOUT, REQUEST_TIMEOUT)?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            // Only a host name to resolve would start a thread; keep it to one, small.
-            .max_blocking_threads(1)
-            .thread_stack_size(256 * 1024)
-            .build()
-            .map_err(|e| Error::Unavailable {
-                reason: "cannot start the etcd client's runtime".into(),
-                source: Some(Box::new(e)),
-            })?;
+        let runtime = small_runtime("the etcd client")?;
         Ok(EtcdStore { runtime, targets, state: Mutex::default(), round_trips: AtomicU64::new(0) })
     }
 

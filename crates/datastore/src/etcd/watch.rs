@@ -51,16 +51,7 @@ impl EtcdStore {
     pub(super) fn open_watch(&self, prefixes: &[String], from_revision: i64) -> Result<EtcdWatch, Error> {
         let prefixes = watch::normalize(prefixes, from_revision)?;
         not_in_runtime()?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .max_blocking_threads(1)
-            .thread_stack_size(256 * 1024)
-            .build()
-            .map_err(|e| Error::Unavailable {
-                reason: "cannot start the etcd watch's runtime".into(),
-                source: Some(Box::new(e)),
-            })?;
+        let runtime = super::small_runtime("the etcd watch")?;
         let targets = self
             .targets
             .iter()
