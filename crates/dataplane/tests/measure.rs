@@ -1,7 +1,7 @@
 //! Measures one workload's ADD (create_veth + setup_container + setup_host)
 //! and DEL (teardown), and counts netlink requests. Prints figures; asserts
-//! only the request counts, never timings. For real numbers run:
-//! `cargo test -p dataplane --release --test measure -- --nocapture`.
+//! only the request counts, never timings. Not in the default suite
+//! (`test = false` in Cargo.toml): `bench/dataplane.sh` runs it in release.
 
 mod common;
 
