@@ -46,11 +46,9 @@ impl PrivateTmpfs {
     }
 
     /// `argv` run inside the namespace.
-    fn command(&self, mut base: Command, argv: &[&str]) -> Command {
-        let _ = &mut base;
-        let mut cmd = base;
-        cmd.args(["-t", &self.pid, "-m", "--"]).args(argv);
-        cmd
+    fn command(&self, mut nsenter: Command, argv: &[&str]) -> Command {
+        nsenter.args(["-t", &self.pid, "-m", "--"]).args(argv);
+        nsenter
     }
 
     fn sh(&self, script: &str) -> Outcome {
