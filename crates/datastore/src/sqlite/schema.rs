@@ -9,6 +9,21 @@ use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 /// The schema this code reads and writes; stored in `PRAGMA user_version`.
 pub(super) const SCHEMA_VERSION: i64 = 3;
 
+/// The change log a watch reads (one row per key written), in a new store and in the
+/// migration from version 2 alike.
+macro_rules! changes_table {
+    () => {
+        "
+CREATE TABLE changes (
+    revision INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    deleted INTEGER NOT NULL,
+    PRIMARY KEY (revision, key)
+) WITHOUT ROWID;
+"
+    };
+}
+
 /// Keys ordered by their UTF-8 bytes (SQLite's BINARY collation), as in etcd and in Rust's
 /// `str` ordering. `meta` holds the single store-wide revision, and the oldest revision the
 /// change log still holds (`compact_revision`).
@@ -23,7 +38,8 @@ pub(super) const SCHEMA_VERSION: i64 = 3;
 /// 1 KB (an IPAM block: up to 4 KB) spills into overflow pages, and SQLite reads a spilled
 /// cell in full for every comparison of a seek. With 10,000 handles and 157 blocks in a
 /// pool, that was a quarter of an ADD's instructions.
-const DDL: &str = "
+const DDL: &str = concat!(
+    "
 CREATE TABLE kv (
     id INTEGER PRIMARY KEY,
     key TEXT NOT NULL UNIQUE,
@@ -36,13 +52,9 @@ CREATE TABLE meta (
     compact_revision INTEGER NOT NULL DEFAULT 0
 );
 INSERT INTO meta (id, revision, compact_revision) VALUES (0, 0, 1);
-CREATE TABLE changes (
-    revision INTEGER NOT NULL,
-    key TEXT NOT NULL,
-    deleted INTEGER NOT NULL,
-    PRIMARY KEY (revision, key)
-) WITHOUT ROWID;
-";
+",
+    changes_table!()
+);
 
 /// From version 1 (see [`DDL`]): the same rows, keys, values and revisions, in the new table.
 const MIGRATE_FROM_V1: &str = "
@@ -59,16 +71,13 @@ DROP TABLE kv_v1;
 
 /// From version 2: an empty change log. The changes up to now were never logged, so the log
 /// starts after the current revision: a watch from an older revision gets `Compacted`.
-const MIGRATE_FROM_V2: &str = "
+const MIGRATE_FROM_V2: &str = concat!(
+    "
 ALTER TABLE meta ADD COLUMN compact_revision INTEGER NOT NULL DEFAULT 0;
 UPDATE meta SET compact_revision = revision + 1;
-CREATE TABLE changes (
-    revision INTEGER NOT NULL,
-    key TEXT NOT NULL,
-    deleted INTEGER NOT NULL,
-    PRIMARY KEY (revision, key)
-) WITHOUT ROWID;
-";
+",
+    changes_table!()
+);
 
 /// Why the schema could not be settled.
 pub(super) enum SchemaError {
