@@ -4,3 +4,5 @@
 //!
 //! This crate knows nothing of how records are stored (see the `datastore` crate) nor of what
 //! is done with them (IPAM, the dataplane): only their shape, their keys and their encoding.
+
+pub mod node;
