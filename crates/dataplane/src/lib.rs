@@ -38,7 +38,10 @@ pub mod workload;
 pub use error::{Error, Result};
 pub use namespace::Namespace;
 pub use naming::{host_veth_name, link_local_from_mac, HOST_VETH_MAC, HOST_VETH_PREFIX};
-pub use netlink::{Change, IpFamily, Link, NeighbourInfo, NeighbourSpec, Netlink, RouteInfo, RouteSpec, VethEnd};
+pub use netlink::{
+    Change, IpFamily, Link, NeighbourInfo, NeighbourSpec, Netlink, RouteInfo, RouteSpec, RouteTarget, TaggedRoute,
+    VethEnd,
+};
 pub use netlink_packet_route::route::RouteScope;
 pub use netns::NetNs;
 pub use rollback::Rollback;

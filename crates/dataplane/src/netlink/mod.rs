@@ -12,12 +12,14 @@
 //!
 //! The methods are split by object: links in `link.rs`, addresses and
 //! routes in `route.rs`, neighbours in `neighbour.rs`; `batch.rs` sends
-//! several changes in one round trip.
+//! several changes in one round trip; `owned.rs` lists, replaces and deletes
+//! the routes a long-lived agent owns (by protocol number).
 
 mod batch;
 mod detached;
 mod link;
 mod neighbour;
+mod owned;
 mod route;
 
 use std::{
@@ -29,6 +31,7 @@ use std::{
 pub use batch::Change;
 pub use link::{Link, VethEnd};
 pub use neighbour::{NeighbourInfo, NeighbourSpec};
+pub use owned::{RouteTarget, TaggedRoute};
 pub use route::{IpFamily, RouteInfo, RouteSpec};
 
 use crate::{
