@@ -153,6 +153,11 @@ impl RouteTable {
         self.programmed.is_empty()
     }
 
+    /// The destinations of the routes of ours programmed.
+    pub fn dsts(&self) -> impl Iterator<Item = IpNetwork> + '_ {
+        self.programmed.keys().copied()
+    }
+
     /// The route of ours for `dst`, if programmed.
     pub fn get(&self, dst: &IpNetwork) -> Option<&TaggedRoute> {
         self.programmed.get(dst)
