@@ -4,6 +4,7 @@
 //! for etcd, otherwise `--datastore-path` / `CALICO_DATASTORE_PATH` for the embedded store.
 
 mod ipam_cmd;
+mod node_cmd;
 mod pool_cmd;
 
 use std::process::ExitCode;
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "calicoctl", version, about = "Manage Calico IP pools and IP address management")]
+#[command(name = "calicoctl", version, about = "Manage Calico IP pools and IP address management, and inspect nodes")]
 struct Cli {
     #[command(flatten)]
     store: datastore::config::StoreArgs,
@@ -30,6 +31,11 @@ enum Command {
     Ipam {
         #[command(subcommand)]
         command: ipam_cmd::IpamCommand,
+    },
+    /// Inspect the nodes calico-node registered
+    Node {
+        #[command(subcommand)]
+        command: node_cmd::NodeCommand,
     },
 }
 
@@ -61,6 +67,7 @@ fn main() -> ExitCode {
     let result = datastore::config::open(&cfg).map_err(anyhow::Error::from).and_then(|store| match cli.command {
         Command::Pool { command } => pool_cmd::run(&*store, command),
         Command::Ipam { command } => ipam_cmd::run(&*store, command),
+        Command::Node { command } => node_cmd::run(&*store, command),
     });
     match result {
         Ok(code) => code,

@@ -44,6 +44,18 @@ fn three_hosts_route_to_each_other_directly() {
         assert!(lab.container(a).ping(&ips[b]), "container on host{} cannot ping {} on host{}", a + 1, ips[b], b + 1);
     }
 
+    // calicoctl node show lists the three, with their addresses and blocks.
+    let shown = lab.ctl(0, &["node", "show", "-o", "json"]).expect_ok();
+    let names: Vec<&str> = shown.as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["host1", "host2", "host3"], "{shown}");
+    assert_eq!(shown[1]["ipv4"], "10.200.0.2/24", "{shown}");
+    assert_eq!(shown[1]["blocks"], serde_json::json!([blocks[1]]), "{shown}");
+    let table = lab.ctl(0, &["node", "show"]);
+    assert!(
+        table.stdout.lines().nth(3).is_some_and(|l| l.starts_with("host3") && l.contains(&blocks[2])),
+        "{table:#?}"
+    );
+
     // Routes of other protocols on host1: never touched, not even by a full resync.
     let h1 = &lab.hosts[0];
     h1.ns.ip(&["route", "add", "10.202.0.0/24", "via", "10.200.0.9", "dev", "eth0", "onlink", "proto", "static"]);
