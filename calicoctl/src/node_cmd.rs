@@ -19,8 +19,11 @@ pub enum NodeCommand {
     },
 }
 
+/// Node name → its blocks.
+type Blocks = BTreeMap<String, Vec<String>>;
+
 /// Every node record and the blocks affine to each node, read in one snapshot.
-fn nodes(store: &dyn Datastore) -> anyhow::Result<(BTreeMap<String, Node>, BTreeMap<String, Vec<String>>)> {
+fn nodes(store: &dyn Datastore) -> anyhow::Result<(BTreeMap<String, Node>, Blocks)> {
     let reads = [node::BGP_HOST_PREFIX, node::HOST_PREFIX, ipam::keys::HOST_PREFIX].map(|p| Read::Prefix(p.into()));
     let found = store.read_many(&reads)?;
     let (records, errors) =
@@ -28,7 +31,7 @@ fn nodes(store: &dyn Datastore) -> anyhow::Result<(BTreeMap<String, Node>, BTree
     for e in errors {
         eprintln!("warning: {e}");
     }
-    let mut blocks: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut blocks = Blocks::new();
     for kv in &found[2] {
         let parts: Vec<&str> = kv.key.trim_start_matches(ipam::keys::HOST_PREFIX).split('/').collect();
         if let [name, "ipv4" | "ipv6", "block", segment] = parts.as_slice() {
