@@ -39,8 +39,8 @@ pub use error::{Error, Result};
 pub use namespace::Namespace;
 pub use naming::{host_veth_name, link_local_from_mac, HOST_VETH_MAC, HOST_VETH_PREFIX};
 pub use netlink::{
-    Change, IpFamily, Link, NeighbourInfo, NeighbourSpec, Netlink, RouteInfo, RouteSpec, RouteTarget, TaggedRoute,
-    VethEnd,
+    Change, FdbEntry, IpFamily, Link, NeighbourInfo, NeighbourSpec, Netlink, RouteInfo, RouteSpec, RouteTarget, TaggedRoute,
+    VethEnd, VxlanLink, VxlanSpec,
 };
 pub use netlink_packet_route::route::RouteScope;
 pub use netns::NetNs;

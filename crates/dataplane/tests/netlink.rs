@@ -132,3 +132,48 @@ fn tagged_routes_are_listed_replaced_and_deleted_by_protocol() {
         assert!(left.contains("via 192.0.2.2") && left.contains("metric 10"), "{left}");
     });
 }
+
+/// A VXLAN device made as the node agent wants it reads back with the same settings, and
+/// its FDB entries are added, replaced, listed and deleted.
+#[test]
+fn vxlan_devices_and_their_fdb() {
+    use dataplane::{FdbEntry, NeighbourSpec, VxlanSpec};
+    let lab = Lab::new(0);
+    lab.in_host(|| {
+        let nl = dataplane::Netlink::current().expect("netlink");
+        let up0 = nl.link_by_name("up0").expect("get").expect("up0").index;
+        let spec = VxlanSpec {
+            name: "vxlan.calico".into(),
+            vni: 4096,
+            port: 4789,
+            local: "192.0.2.1".parse().unwrap(),
+            parent: up0,
+            mac: [0x66, 1, 2, 3, 4, 5],
+            mtu: 1450,
+            learning: false,
+        };
+        let index = nl.create_vxlan(&spec).expect("create");
+        let found = nl.vxlan("vxlan.calico").expect("get").expect("there");
+        assert_eq!((found.index, found.up), (index, true));
+        assert_eq!(found.spec, spec);
+        assert!(nl.vxlan("up0").expect("get").is_none(), "a veth is not VXLAN");
+        assert!(nl.create_vxlan(&spec).expect_err("twice").is_exists());
+        nl.set_mtu(index, 1400).expect("mtu");
+        assert_eq!(nl.vxlan("vxlan.calico").expect("get").expect("there").spec.mtu, 1400);
+
+        let entry = FdbEntry { mac: [0x66, 9, 9, 9, 9, 9], dst: "192.0.2.7".parse().unwrap() };
+        nl.add_fdb(index, &entry).expect("fdb");
+        nl.add_fdb(index, &entry).expect("fdb again (replace)");
+        assert_eq!(nl.fdb(index).expect("list"), vec![entry]);
+        let moved = FdbEntry { dst: "192.0.2.8".parse().unwrap(), ..entry };
+        nl.add_fdb(index, &moved).expect("fdb replaced");
+        assert_eq!(nl.fdb(index).expect("list"), vec![moved]);
+        let arp = NeighbourSpec { index, ip: "10.244.9.0".parse().unwrap(), mac: entry.mac };
+        nl.add_neighbour(&arp).expect("arp");
+        assert!(nl.neighbours(index).expect("list").iter().any(|n| n.ip == arp.ip && n.permanent));
+        assert!(nl.delete_fdb(index, &moved).expect("delete"));
+        assert!(!nl.delete_fdb(index, &moved).expect("delete again"));
+        assert!(nl.fdb(index).expect("list").is_empty());
+        assert!(nl.delete_link("vxlan.calico").expect("delete link"));
+    });
+}

@@ -13,7 +13,8 @@
 //! The methods are split by object: links in `link.rs`, addresses and
 //! routes in `route.rs`, neighbours in `neighbour.rs`; `batch.rs` sends
 //! several changes in one round trip; `owned.rs` lists, replaces and deletes
-//! the routes a long-lived agent owns (by protocol number).
+//! the routes a long-lived agent owns (by protocol number); `vxlan.rs` VXLAN
+//! devices and their forwarding database.
 
 mod batch;
 mod detached;
@@ -21,6 +22,7 @@ mod link;
 mod neighbour;
 mod owned;
 mod route;
+mod vxlan;
 
 use std::{
     future::Future,
@@ -33,6 +35,7 @@ pub use link::{Link, VethEnd};
 pub use neighbour::{NeighbourInfo, NeighbourSpec};
 pub use owned::{RouteTarget, TaggedRoute};
 pub use route::{IpFamily, RouteInfo, RouteSpec};
+pub use vxlan::{FdbEntry, VxlanLink, VxlanSpec};
 
 use crate::{
     error::{Error, Result},
