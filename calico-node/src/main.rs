@@ -46,6 +46,9 @@ struct Cli {
     /// debug, info, warning or error
     #[arg(long, default_value = "info", value_parser = ["trace", "debug", "info", "warning", "warn", "error"])]
     log_level: String,
+    /// the MTU of vxlan.calico [default: the uplink's MTU - 50]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(68..=65535))]
+    vxlan_mtu: Option<u32>,
     /// one full sync, then exit: 0, or 1 naming what could not be programmed
     #[arg(long)]
     once: bool,
@@ -70,6 +73,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         addresses: node::local::AddressChoice { ipv4: cli.ip, ipv6: cli.ip6, interface: cli.interface },
         as_number: cli.as_number,
         resync_interval: cli.resync_interval,
+        vxlan_mtu: cli.vxlan_mtu,
     };
     let mut agent = node::agent::Agent::new(&*store, &kernel, health, config)?;
     if cli.once {

@@ -37,10 +37,10 @@ pub mod workload;
 
 pub use error::{Error, Result};
 pub use namespace::Namespace;
-pub use naming::{host_veth_name, link_local_from_mac, HOST_VETH_MAC, HOST_VETH_PREFIX};
+pub use naming::{host_veth_name, link_local_from_mac, vxlan_mac, HOST_VETH_MAC, HOST_VETH_PREFIX};
 pub use netlink::{
-    Change, FdbEntry, IpFamily, Link, NeighbourInfo, NeighbourSpec, Netlink, RouteInfo, RouteSpec, RouteTarget, TaggedRoute,
-    VethEnd, VxlanLink, VxlanSpec,
+    Change, FdbEntry, IpFamily, Link, NeighbourInfo, NeighbourSpec, Netlink, RouteInfo, RouteSpec, RouteTarget,
+    TaggedRoute, VethEnd, VxlanLink, VxlanSpec,
 };
 pub use netlink_packet_route::route::RouteScope;
 pub use netns::NetNs;

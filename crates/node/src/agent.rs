@@ -17,6 +17,7 @@ use crate::health::Health;
 use crate::kernel::Kernel;
 use crate::local::{self, AddressChoice, Local};
 use crate::routes::{self, Capabilities, RouteTable, SyncReport, Want};
+use crate::vxlan::Vxlan;
 use crate::{chain, register, Error, Result};
 
 /// The longest wait between two retries.
@@ -35,6 +36,8 @@ pub struct Config {
     pub as_number: Option<u32>,
     /// `--resync-interval`.
     pub resync_interval: Duration,
+    /// `--vxlan-mtu`: the VXLAN device's MTU instead of the uplink's − 50.
+    pub vxlan_mtu: Option<u32>,
 }
 
 /// Retry delays: 100 ms, doubling, at most [`MAX_BACKOFF`].
@@ -68,6 +71,13 @@ pub struct Agent<'a> {
     left_to_bgp: BTreeMap<IpNetwork, String>,
     /// Failures of the last sync or update.
     failures: Vec<String>,
+    /// The VXLAN device and endpoints.
+    vxlan: Vxlan,
+    /// Why the tunnels could not be set up, and what VTEP entries failed.
+    tunnel_failures: Vec<String>,
+    /// The tunnels were set up from the datastore at least once (until then, a record
+    /// written keeps the tunnel addresses stored, so a restart withdraws none).
+    tunnels_checked: bool,
     synced: bool,
 }
 
@@ -76,7 +86,7 @@ impl<'a> Agent<'a> {
     pub fn new(store: &'a dyn Datastore, kernel: &'a dyn Kernel, health: Arc<Health>, config: Config) -> Result<Self> {
         model::node::validate_name(&config.name)?;
         let local = local::detect(kernel, &config.name, &config.addresses)?;
-        let caps = Capabilities { ipip: kernel.links()?.iter().any(|l| l.name == "tunl0") };
+        let caps = Capabilities { ipip: kernel.links()?.iter().any(|l| l.name == "tunl0"), vxlan: None };
         tracing::info!(
             node = %config.name,
             ipv4 = ?local.ipv4.map(|n| n.to_string()),
@@ -84,6 +94,7 @@ impl<'a> Agent<'a> {
             uplink = %local.uplink.name,
             "calico-node starting"
         );
+        let vxlan = Vxlan::new(config.vxlan_mtu);
         Ok(Agent {
             store,
             kernel,
@@ -96,6 +107,9 @@ impl<'a> Agent<'a> {
             problems: BTreeMap::new(),
             left_to_bgp: BTreeMap::new(),
             failures: Vec::new(),
+            vxlan,
+            tunnel_failures: Vec::new(),
+            tunnels_checked: false,
             synced: false,
         })
     }
@@ -116,13 +130,54 @@ impl<'a> Agent<'a> {
             ipv4: self.local.ipv4,
             ipv6: self.local.ipv6,
             as_number: self.config.as_number,
+            vxlan_tunnel_addr: self.vxlan.tunnel,
+            vxlan_tunnel_mac: self.vxlan.tunnel.map(|_| model::node::Mac(dataplane::vxlan_mac(&self.config.name))),
             ..Node::new(self.config.name.clone())
         }
     }
 
     /// Write this node's record (refused when another node claims its address).
     pub fn register(&self) -> Result<()> {
-        register::register(self.store, &self.record())
+        let mut record = self.record();
+        if !self.tunnels_checked {
+            if let Some(stored) = register::read(self.store, &self.config.name)? {
+                record.vxlan_tunnel_addr = stored.vxlan_tunnel_addr;
+                record.vxlan_tunnel_mac = stored.vxlan_tunnel_mac;
+                record.ipip_tunnel_addr = stored.ipip_tunnel_addr;
+            }
+        }
+        register::register(self.store, &record)
+    }
+
+    /// Set up (or remove) the tunnels the pools need, write this node's record again when
+    /// its tunnel address changed, and bring the remote endpoints to the node records.
+    /// Returns true when the VXLAN device changed (every route through it is to be
+    /// computed again). Only an unreachable store is an error; other failures are noted.
+    fn ensure_tunnels(&mut self, full: bool) -> Result<bool> {
+        let before = self.caps.vxlan;
+        self.tunnel_failures.clear();
+        match self.vxlan.ensure(self.store, self.kernel, &self.cluster, &self.local) {
+            Ok(changed) => {
+                // The first time, the record written at start kept the stored tunnel
+                // addresses: write what is true now.
+                let first = !self.tunnels_checked;
+                self.tunnels_checked = true;
+                if changed || first {
+                    self.register()?;
+                }
+            }
+            Err(e) if e.is_unavailable() => return Err(e),
+            Err(e) => {
+                let line = format!("VXLAN: {}", chain(&e));
+                tracing::error!("{line}");
+                self.tunnel_failures.push(line);
+                self.vxlan.index = None;
+            }
+        }
+        self.caps.vxlan = self.vxlan.index;
+        let failures = self.vxlan.sync_vteps(self.kernel, &self.cluster, &self.config.name, full);
+        self.tunnel_failures.extend(failures);
+        Ok(before != self.caps.vxlan)
     }
 
     /// List the datastore, rebuild the view and sync every route with the kernel. Returns
@@ -143,6 +198,7 @@ impl<'a> Agent<'a> {
             }
         }
         self.cluster = view;
+        self.ensure_tunnels(true)?;
         let report = self.sync_kernel()?;
         self.health.metrics.full_syncs.inc();
         self.health.metrics.last_sync_seconds.set(started.elapsed().as_secs_f64());
@@ -190,6 +246,16 @@ impl<'a> Agent<'a> {
         }
         if dirty.is_empty() {
             return Ok(SyncReport::default());
+        }
+        if dirty.pools || dirty.nodes {
+            let device_changed = if dirty.pools {
+                self.ensure_tunnels(false)?
+            } else {
+                let failures = self.vxlan.sync_vteps(self.kernel, &self.cluster, &self.config.name, false);
+                self.tunnel_failures = failures;
+                false
+            };
+            dirty.all |= device_changed;
         }
         let mut dsts = dirty.dsts;
         if dirty.all {
@@ -262,6 +328,7 @@ impl<'a> Agent<'a> {
         let mut lines: Vec<String> =
             self.problem_pools().into_iter().map(|(pool, reason)| Error::Pool { pool, reason }.to_string()).collect();
         lines.extend(self.failures.iter().cloned());
+        lines.extend(self.tunnel_failures.iter().cloned());
         lines
     }
 
@@ -398,6 +465,7 @@ mod tests {
             addresses: AddressChoice { ipv4: Some("10.9.0.1/24".parse().unwrap()), ..AddressChoice::default() },
             as_number: None,
             resync_interval: Duration::from_secs(90),
+            vxlan_mtu: None,
         }
     }
 

@@ -41,6 +41,10 @@ pub struct Dirty {
     pub dsts: BTreeSet<IpNetwork>,
     /// Every route (this node's own record changed).
     pub all: bool,
+    /// A pool changed (tunnels may have to be set up or removed).
+    pub pools: bool,
+    /// A node record changed (tunnel endpoints may have changed).
+    pub nodes: bool,
 }
 
 impl Dirty {
@@ -50,7 +54,7 @@ impl Dirty {
 
     /// Nothing to do.
     pub fn is_empty(&self) -> bool {
-        !self.all && self.dsts.is_empty()
+        !self.all && !self.pools && !self.nodes && self.dsts.is_empty()
     }
 }
 
@@ -136,6 +140,7 @@ impl Cluster {
     pub fn apply(&mut self, me: &str, key: &str, value: Option<&[u8]>, dirty: &mut Dirty) -> Result<()> {
         match classify(key) {
             Key::Pool(cidr) => {
+                dirty.pools = true;
                 match value {
                     Some(v) => {
                         let pool: Pool =
@@ -179,6 +184,7 @@ impl Cluster {
                 }
                 outcome?;
                 if self.nodes.get(name) != Some(&before) {
+                    dirty.nodes = true;
                     if name == me {
                         dirty.all = true;
                     }

@@ -15,6 +15,10 @@ pub enum Error {
     #[error("dataplane")]
     Dataplane(#[from] dataplane::Error),
 
+    /// IPAM failed (the tunnel address).
+    #[error("IPAM")]
+    Ipam(#[from] ipam::Error),
+
     /// The node name cannot be used.
     #[error("node name")]
     NodeName(#[source] ipam::Error),
@@ -108,7 +112,7 @@ impl Error {
     /// with backoff and keep the kernel as it is.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            Error::Store(e) => e.is_unavailable(),
+            Error::Store(e) | Error::Ipam(ipam::Error::Store(e)) => e.is_unavailable(),
             _ => false,
         }
     }

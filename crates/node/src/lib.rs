@@ -7,6 +7,7 @@ pub mod kernel;
 pub mod local;
 pub mod register;
 pub mod routes;
+pub mod vxlan;
 
 pub use error::{Error, Result};
 

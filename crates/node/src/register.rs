@@ -34,6 +34,15 @@ pub fn register(store: &dyn Datastore, me: &Node) -> Result<()> {
     Ok(())
 }
 
+/// The record of node `name` as stored, if it has any key.
+pub fn read(store: &dyn Datastore, name: &str) -> Result<Option<Node>> {
+    let reads: Vec<Read> = node::keys_of(name).into_iter().map(Read::Key).collect();
+    let found = store.read_many(&reads)?;
+    let (mut nodes, _unreadable) =
+        node::decode_all(found.iter().flatten().map(|kv| (kv.key.as_str(), kv.value.as_slice())));
+    Ok(nodes.remove(name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,6 +60,8 @@ fn route(dst: IpNetwork, target: RouteTarget) -> TaggedRoute {
 pub struct Capabilities {
     /// `tunl0` exists (the kernel has CONFIG_NET_IPIP).
     pub ipip: bool,
+    /// The index of `vxlan.calico`, once it is set up.
+    pub vxlan: Option<u32>,
 }
 
 /// Work out what `dst` should have.
@@ -103,9 +105,19 @@ pub fn want(cluster: &Cluster, local: &Local, caps: Capabilities, dst: &IpNetwor
         EncapMode::CrossSubnet => !same_subnet,
     };
     if encapsulate(pool.vxlan) {
-        return Want::Problem {
-            pool: pool.cidr,
-            reason: "VXLAN is not programmed by this version of calico-node".into(),
+        let problem = |reason: &str| Want::Problem { pool: pool.cidr, reason: reason.into() };
+        if dst.is_ipv6() {
+            return problem("VXLAN for IPv6 pools is not programmed by this version of calico-node");
+        }
+        let Some(oif) = caps.vxlan else {
+            return problem("the VXLAN device vxlan.calico is not set up (see the error above)");
+        };
+        // A node that has not set up its VXLAN end yet gets its route once it has.
+        return match node.vxlan_tunnel_addr {
+            Some(tunnel) => {
+                Want::Route(route(*dst, RouteTarget::Via { gateway: IpAddr::V4(tunnel), oif, onlink: true }))
+            }
+            None => Want::Nothing,
         };
     }
     if encapsulate(pool.ipip) {
