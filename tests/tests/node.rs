@@ -202,3 +202,62 @@ fn a_host_cut_off_from_etcd_keeps_its_routes_and_catches_up() {
     eprintln!("caught up {took:?} after etcd became reachable");
     wait_for("host2 ready again", Duration::from_secs(5), || h2.ready());
 }
+
+/// Three hosts over VXLAN: routes through vxlan.calico to each remote tunnel address, the
+/// device as Calico makes it, the tunnel addresses in the node records, pings across.
+#[test]
+fn three_hosts_route_to_each_other_over_vxlan() {
+    let mut lab = Lab::new(3);
+    lab.ctl(0, &["pool", "add", "10.201.0.0/16", "--vxlan"]).success();
+    lab.start_agents();
+    let ips: Vec<String> = (0..3).map(|i| lab.add_container(i)).collect();
+    let shown = lab.ctl(0, &["node", "show", "-o", "json"]).expect_ok();
+    let tunnels: Vec<String> =
+        (0..3).map(|i| shown[i]["vxlan_tunnel_addr"].as_str().expect("tunnel address").to_owned()).collect();
+    for (i, n) in shown.as_array().unwrap().iter().enumerate() {
+        assert!(n["vxlan_tunnel_mac"].as_str().is_some_and(|m| m.starts_with("66:")), "{shown}");
+        assert_eq!(block_of(&tunnels[i]), block_of(&ips[i]), "the tunnel address comes from the host's block");
+    }
+    for (i, h) in lab.hosts.iter().enumerate() {
+        wait_for(&format!("{}'s VXLAN routes", h.name), Duration::from_secs(5), || {
+            let routes = h.our_routes();
+            (0..3)
+                .filter(|j| *j != i)
+                .all(|j| routes.contains(&format!("{} via {} dev vxlan.calico onlink", block_of(&ips[j]), tunnels[j])))
+        });
+        let device = h.ns.ip(&["-d", "link", "show", "vxlan.calico"]);
+        for part in ["mtu 1450", "vxlan id 4096", &format!("local {}", h.ip), "dev eth0", "dstport 4789", "nolearning"]
+        {
+            assert!(device.contains(part), "{part:?} missing: {device}");
+        }
+        let mut fdb = Command::new("ip");
+        fdb.args(["netns", "exec", &h.ns.name, "bridge", "fdb", "show", "dev", "vxlan.calico"]);
+        fdb.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let fdb = run_command(fdb, b"").stdout;
+        assert_eq!(fdb.lines().filter(|l| l.contains(" dst 10.200.0.") && l.contains("permanent")).count(), 2, "{fdb}");
+    }
+    for (a, b) in [(0, 1), (1, 2), (2, 0)] {
+        assert!(lab.container(a).ping(&ips[b]), "host{} -> host{} over VXLAN", a + 1, b + 1);
+    }
+    // The pool going removes the device and every route.
+    lab.ctl(0, &["pool", "remove", "10.201.0.0/16", "--force"]).success();
+    for h in &lab.hosts {
+        wait_for(&format!("{}'s VXLAN gone", h.name), Duration::from_secs(5), || {
+            h.our_routes().trim().is_empty() && !h.ns.links().iter().any(|l| l == "vxlan.calico")
+        });
+    }
+}
+
+/// VXLAN cross-subnet with every host on one subnet: direct routes, no encapsulation.
+#[test]
+fn vxlan_cross_subnet_routes_one_subnet_directly() {
+    let mut lab = Lab::new(2);
+    lab.ctl(0, &["pool", "add", "10.201.0.0/16", "--vxlan", "cross-subnet"]).success();
+    lab.start_agents();
+    let ips: Vec<String> = (0..2).map(|i| lab.add_container(i)).collect();
+    let h1 = &lab.hosts[0];
+    wait_for("the direct route", Duration::from_secs(5), || {
+        h1.our_routes().contains(&format!("{} via {} dev eth0 onlink", block_of(&ips[1]), lab.hosts[1].ip))
+    });
+    assert!(lab.container(0).ping(&ips[1]));
+}
