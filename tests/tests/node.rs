@@ -261,3 +261,53 @@ fn vxlan_cross_subnet_routes_one_subnet_directly() {
     });
     assert!(lab.container(0).ping(&ips[1]));
 }
+
+/// kill -9 of the agent at 20 moments of its start and first sync, then a restart: the
+/// routes end as wanted, and a route monitor saw no deletion of one of ours meanwhile.
+#[test]
+fn kill_9_during_syncs_never_deletes_a_wanted_route() {
+    let mut lab = Lab::new(1);
+    lab.ctl(0, &["pool", "add", "10.201.0.0/16"]).success();
+    let blocks = lab.fake_nodes(100, 3);
+    lab.start_agents();
+    let h = &lab.hosts[0];
+    wait_for("the fake nodes' routes", Duration::from_secs(10), || h.our_routes().lines().count() == blocks.len());
+    let mut monitor = Command::new("ip")
+        .args(["-n", &h.ns.name, "monitor", "route"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ip monitor");
+    std::thread::sleep(Duration::from_millis(200));
+    // Kill at moments spread over the start: process start, registration, listing, routes.
+    let mut seed = std::process::id() as u64;
+    let mut victims = Vec::new();
+    for i in 0..20 {
+        lab.hosts[0].agent.kill();
+        // A few routes deleted by hand, so that some syncs have work to do when killed.
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let victim = &blocks[(i * 7919) % blocks.len()]; // distinct: 7919 is prime
+        lab.hosts[0].ns.ip(&["route", "del", victim, "proto", "80"]);
+        victims.push(victim.clone());
+        lab.start_agent(0);
+        std::thread::sleep(Duration::from_millis(5 + (seed >> 40) % 60));
+    }
+    lab.hosts[0].agent.kill();
+    lab.start_agent(0);
+    let h = &lab.hosts[0];
+    wait_for("ready after the kills", Duration::from_secs(20), || h.ready());
+    wait_for("every route back", Duration::from_secs(10), || h.our_routes().lines().count() == blocks.len());
+    let _ = monitor.kill();
+    let out = monitor.wait_with_output().expect("monitor output");
+    let seen = String::from_utf8_lossy(&out.stdout);
+    // The only deletions are the ones made by hand (`ip route del` shows as Deleted too).
+    let deleted: Vec<&str> = seen.lines().filter(|l| l.starts_with("Deleted") && l.contains("proto 80")).collect();
+    assert_eq!(deleted.len(), victims.len(), "{deleted:#?}");
+    for line in deleted {
+        assert!(victims.iter().any(|v| line.starts_with(&format!("Deleted {v} "))), "not deleted by hand: {line}");
+    }
+    let routes = h.our_routes();
+    for block in &blocks {
+        assert!(routes.contains(&format!("{block} via")), "{block} missing:\n{routes}");
+    }
+}

@@ -281,3 +281,44 @@ impl Drop for Lab {
         self.etcd.stop();
     }
 }
+
+impl Lab {
+    /// Write `entries` (key, value) into etcd with etcdctl run in etcd's namespace, in
+    /// transactions of 100 puts (etcd's default limit is 128 operations).
+    pub fn etcd_put(&self, entries: &[(String, String)]) {
+        for chunk in entries.chunks(100) {
+            let mut script = String::from("\n");
+            for (k, v) in chunk {
+                assert!(!v.contains(['"', '\\', ' ']), "etcdctl txn takes simple values only: {v}");
+                script.push_str(&format!("put {k} \"{v}\"\n"));
+            }
+            script.push_str("\n\n");
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &self.etcd.ns.name, "etcdctl", "--endpoints", &self.etcd.url(), "txn"]);
+            cmd.env("ETCDCTL_API", "3").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            let out = run_command(cmd, script.as_bytes());
+            assert!(out.ok() && out.stdout.starts_with("SUCCESS"), "etcdctl txn: {out:#?}");
+        }
+    }
+
+    /// `n` made-up remote nodes on the hosts' subnet (`fake<i>` at `<SUBNET>.<101+i>`), each
+    /// with `blocks` blocks of `10.201.0.0/16` from `10.201.64.0` on. Returns the blocks.
+    pub fn fake_nodes(&self, n: usize, blocks: usize) -> Vec<String> {
+        let mut entries = Vec::new();
+        let mut all = Vec::new();
+        for i in 0..n {
+            let name = format!("fake{i}");
+            entries.push((format!("/calico/v1/host/{name}/metadata"), "{}".to_owned()));
+            entries.push((format!("/calico/bgp/v1/host/{name}/ip_addr_v4"), format!("{SUBNET}.{}", 101 + i)));
+            entries.push((format!("/calico/bgp/v1/host/{name}/network_v4"), format!("{SUBNET}.0/24")));
+            for b in 0..blocks {
+                let k = 256 + i * blocks + b; // /26 number inside the pool, past the real hosts'
+                let block = format!("10.201.{}.{}", k / 4, (k % 4) * 64);
+                entries.push((format!("/calico/ipam/v2/host/{name}/ipv4/block/{block}-26"), "{}".into()));
+                all.push(format!("{block}/26"));
+            }
+        }
+        self.etcd_put(&entries);
+        all
+    }
+}
