@@ -267,7 +267,7 @@ fn vxlan_cross_subnet_routes_one_subnet_directly() {
 #[test]
 fn kill_9_during_syncs_never_deletes_a_wanted_route() {
     let mut lab = Lab::new(1);
-    lab.ctl(0, &["pool", "add", "10.201.0.0/16"]).success();
+    lab.ctl(0, &["pool", "add", node_common::BIG_POOL]).success();
     let blocks = lab.fake_nodes(100, 3);
     lab.start_agents();
     let h = &lab.hosts[0];

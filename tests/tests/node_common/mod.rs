@@ -18,6 +18,14 @@ use serde_json::{json, Value};
 
 /// The hosts' subnet (inside our namespaces only).
 pub const SUBNET: &str = "10.200.0";
+/// A pool with room for many blocks (65,536 /26).
+pub const BIG_POOL: &str = "10.192.0.0/12";
+
+/// The `k`th /26 of [`BIG_POOL`], without its prefix.
+pub fn big_pool_block(k: usize) -> String {
+    format!("10.{}.{}.{}", 192 + k / 1024, (k % 1024) / 4, (k % 4) * 64)
+}
+
 /// etcd's address on it.
 pub const ETCD_IP: &str = "10.200.0.100";
 
@@ -301,19 +309,19 @@ impl Lab {
         }
     }
 
-    /// `n` made-up remote nodes on the hosts' subnet (`fake<i>` at `<SUBNET>.<101+i>`), each
-    /// with `blocks` blocks of `10.201.0.0/16` from `10.201.64.0` on. Returns the blocks.
+    /// `n` made-up remote nodes on the hosts' subnet (`fake<i>` at `<SUBNET>.<101+i%150>`),
+    /// each with `blocks` blocks of [`BIG_POOL`] from `10.192.64.0` on. Returns the blocks.
     pub fn fake_nodes(&self, n: usize, blocks: usize) -> Vec<String> {
         let mut entries = Vec::new();
         let mut all = Vec::new();
         for i in 0..n {
             let name = format!("fake{i}");
             entries.push((format!("/calico/v1/host/{name}/metadata"), "{}".to_owned()));
-            entries.push((format!("/calico/bgp/v1/host/{name}/ip_addr_v4"), format!("{SUBNET}.{}", 101 + i)));
+            entries.push((format!("/calico/bgp/v1/host/{name}/ip_addr_v4"), format!("{SUBNET}.{}", 101 + i % 150)));
             entries.push((format!("/calico/bgp/v1/host/{name}/network_v4"), format!("{SUBNET}.0/24")));
             for b in 0..blocks {
                 let k = 256 + i * blocks + b; // /26 number inside the pool, past the real hosts'
-                let block = format!("10.201.{}.{}", k / 4, (k % 4) * 64);
+                let block = big_pool_block(k);
                 entries.push((format!("/calico/ipam/v2/host/{name}/ipv4/block/{block}-26"), "{}".into()));
                 all.push(format!("{block}/26"));
             }
