@@ -311,3 +311,46 @@ fn kill_9_during_syncs_never_deletes_a_wanted_route() {
         assert!(routes.contains(&format!("{block} via")), "{block} missing:\n{routes}");
     }
 }
+
+/// Two subnets joined by a router: VXLAN cross-subnet encapsulates towards the other
+/// subnet (the router knows no pool route, so only the tunnel gets through) and routes
+/// directly within a subnet; a pool without encapsulation leaves the other subnet to BGP.
+#[test]
+fn vxlan_cross_subnet_across_a_router() {
+    let mut lab = Lab::with_subnets(&[2, 1]);
+    lab.ctl(0, &["pool", "add", "10.201.0.0/16", "--vxlan", "cross-subnet"]).success();
+    lab.start_agents();
+    let ips: Vec<String> = (0..3).map(|i| lab.add_container(i)).collect();
+    let shown = lab.ctl(0, &["node", "show", "-o", "json"]).expect_ok();
+    let tunnel = |i: usize| shown[i]["vxlan_tunnel_addr"].as_str().expect("tunnel").to_owned();
+    let (h1, h3) = (&lab.hosts[0], &lab.hosts[2]);
+    wait_for("host1's routes", Duration::from_secs(5), || {
+        let routes = h1.our_routes();
+        routes.contains(&format!("{} via 10.200.0.2 dev eth0 onlink", block_of(&ips[1])))
+            && routes.contains(&format!("{} via {} dev vxlan.calico onlink", block_of(&ips[2]), tunnel(2)))
+    });
+    wait_for("host3's routes", Duration::from_secs(5), || {
+        let routes = h3.our_routes();
+        (0..2).all(|j| routes.contains(&format!("{} via {} dev vxlan.calico onlink", block_of(&ips[j]), tunnel(j))))
+    });
+    for (a, b) in [(0, 1), (0, 2), (2, 1)] {
+        assert!(lab.container(a).ping(&ips[b]), "host{} -> host{}", a + 1, b + 1);
+    }
+    let router = lab.router.as_ref().expect("router").ip(&["route", "show"]);
+    assert!(!router.contains("10.201."), "the router knows no pool route: {router}");
+}
+
+/// A pool without encapsulation and a node on another subnet: no route, and a log line
+/// that leaves it to BGP.
+#[test]
+fn another_subnet_without_encapsulation_is_left_to_bgp() {
+    let mut lab = Lab::with_subnets(&[1, 1]);
+    lab.ctl(0, &["pool", "add", "10.201.0.0/16"]).success();
+    lab.start_agents();
+    lab.add_container(1);
+    let h1 = &lab.hosts[0];
+    wait_for("the BGP log line", Duration::from_secs(5), || {
+        h1.log().lines().any(|l| l.contains("left to BGP") && l.contains("host2"))
+    });
+    assert!(h1.our_routes().trim().is_empty(), "{}", h1.our_routes());
+}

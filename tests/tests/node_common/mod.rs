@@ -170,6 +170,8 @@ pub struct Lab {
     // Drop order: agents and etcd (in hosts/etcd) first, then the namespaces.
     pub hosts: Vec<Host>,
     pub etcd: EtcdNs,
+    /// The router between subnets, when there are several.
+    pub router: Option<Netns>,
     pub bridge: Netns,
     pub bins: CniBinDir,
     /// Containers made by [`Lab::add_container`].
@@ -182,30 +184,65 @@ impl Lab {
     /// `n` hosts (`<SUBNET>.1` … `.n`, named `host1` …) and etcd, all on one bridge; no agent
     /// running yet.
     pub fn new(n: usize) -> Lab {
+        Lab::with_subnets(&[n])
+    }
+
+    /// Hosts on several subnets: `counts[s]` hosts on `10.200.<s>.0/24` (`10.200.<s>.1` …,
+    /// named `host1` … across all subnets), one bridge per subnet, and with more than one
+    /// subnet a router (`10.200.<s>.254` on each) that every host routes through by
+    /// default. etcd is on the first subnet.
+    pub fn with_subnets(counts: &[usize]) -> Lab {
         let bridge = Netns::new("nodebr");
-        bridge.ip(&["link", "add", "br0", "type", "bridge"]);
-        bridge.ip(&["link", "set", "br0", "up"]);
-        let attach = |ns: &Netns, port: &str, addr: &str| {
-            ip(&["-n", &bridge.name, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name]);
-            ip(&["-n", &bridge.name, "link", "set", port, "master", "br0", "up"]);
-            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
-            ns.ip(&["link", "set", "eth0", "up"]);
+        let attach = |ns: &Netns, subnet: usize, port: &str, ifname: &str, addr: &str| {
+            let br = format!("br{subnet}");
+            ip(&["-n", &bridge.name, "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", &ns.name]);
+            ip(&["-n", &bridge.name, "link", "set", port, "master", &br, "up"]);
+            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", ifname]);
+            ns.ip(&["link", "set", ifname, "up"]);
         };
+        for s in 0..counts.len() {
+            bridge.ip(&["link", "add", &format!("br{s}"), "type", "bridge"]);
+            bridge.ip(&["link", "set", &format!("br{s}"), "up"]);
+        }
+        let router = (counts.len() > 1).then(|| {
+            let r = Netns::new("noderouter");
+            for s in 0..counts.len() {
+                attach(&r, s, &format!("pr{s}"), &format!("eth{s}"), &format!("10.200.{s}.254"));
+            }
+            r.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+            r
+        });
         let etcd_ns = Netns::new("nodeetcd");
-        attach(&etcd_ns, "pe", ETCD_IP);
+        attach(&etcd_ns, 0, "pe", "eth0", ETCD_IP);
+        if router.is_some() {
+            etcd_ns.ip(&["route", "add", "default", "via", "10.200.0.254"]);
+        }
         let dir = tempfile::Builder::new().prefix("calico-node-etcd-").tempdir().expect("tempdir");
         let mut etcd = EtcdNs { proc: Proc(None), dir, ns: etcd_ns };
         etcd.start();
-        let hosts = (1..=n)
-            .map(|i| {
+        let mut hosts = Vec::new();
+        for (s, count) in counts.iter().enumerate() {
+            for i in 1..=*count {
                 let ns = Netns::new("nodeh");
-                let ip = format!("{SUBNET}.{i}");
-                attach(&ns, &format!("p{i}"), &ip);
+                let ip = format!("10.200.{s}.{i}");
+                let number = hosts.len() + 1;
+                attach(&ns, s, &format!("p{number}"), "eth0", &ip);
+                if router.is_some() {
+                    ns.ip(&["route", "add", "default", "via", &format!("10.200.{s}.254")]);
+                }
                 let dir = tempfile::Builder::new().prefix("calico-node-host-").tempdir().expect("tempdir");
-                Host { name: format!("host{i}"), ns, ip, agent: Proc(None), dir, health_port: 9099 }
-            })
-            .collect();
-        let lab = Lab { hosts, etcd, bridge, bins: CniBinDir::new(), containers: Vec::new(), agent_flags: Vec::new() };
+                hosts.push(Host { name: format!("host{number}"), ns, ip, agent: Proc(None), dir, health_port: 9099 });
+            }
+        }
+        let lab = Lab {
+            hosts,
+            etcd,
+            router,
+            bridge,
+            bins: CniBinDir::new(),
+            containers: Vec::new(),
+            agent_flags: Vec::new(),
+        };
         wait_for("etcd to answer", Duration::from_secs(30), || lab.ctl(0, &["pool", "show"]).ok());
         lab
     }
