@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
+use anyhow::{bail, Context};
 use clap::Subcommand;
-use datastore::{Datastore, Read};
+use datastore::{Compare, Datastore, Op, Read};
 use model::node::{self, Node};
 use serde_json::json;
 
@@ -16,6 +17,15 @@ pub enum NodeCommand {
     Show {
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output: Output,
+    },
+    /// Remove a node that is gone: release its tunnel addresses, free its empty blocks (the
+    /// others lose their affinity), delete its affinities and record; the other nodes then
+    /// remove its routes. Stop its calico-node first.
+    Remove {
+        name: String,
+        /// also release the addresses of its workload endpoints and delete their records
+        #[arg(long)]
+        remove_endpoints: bool,
     },
 }
 
@@ -45,8 +55,103 @@ fn nodes(store: &dyn Datastore) -> anyhow::Result<(BTreeMap<String, Node>, Block
     Ok((records, blocks))
 }
 
+/// The IPAM handles of a node's tunnel addresses, as calico-node names them.
+fn tunnel_handles(name: &str) -> [String; 2] {
+    [format!("vxlan-tunnel-addr-{name}"), format!("ipip-tunnel-addr-{name}")]
+}
+
+fn remove(store: &dyn Datastore, name: &str, remove_endpoints: bool) -> anyhow::Result<ExitCode> {
+    let (records, blocks) = nodes(store)?;
+    let endpoints = calico_cni::endpoint::list(store, name).context("reading its workload endpoints")?;
+    if !records.contains_key(name) && !blocks.contains_key(name) && endpoints.is_empty() {
+        let known: Vec<&str> = records.keys().map(String::as_str).collect();
+        bail!(
+            "unknown node {name:?} (the nodes are: {})",
+            if known.is_empty() { "none".into() } else { known.join(", ") }
+        );
+    }
+    if !endpoints.is_empty() && !remove_endpoints {
+        bail!(
+            "node {name:?} still has {} workload endpoint(s); --remove-endpoints releases their addresses and \
+             deletes them",
+            endpoints.len()
+        );
+    }
+    let ipam = ipam::Ipam::new(store, name.to_owned());
+    let mut released = 0;
+    for ep in &endpoints {
+        let handle = ipam::handle::handle_id(&ep.network, &ep.container_id, &ep.ifname);
+        released += ipam.release_handle(&handle)?.len();
+        calico_cni::endpoint::delete(store, &ep.key())?;
+    }
+    for handle in tunnel_handles(name) {
+        released += ipam.release_handle(&handle)?.len();
+    }
+    let freed = release_blocks(store, name)?;
+    let mut ops: Vec<Op> = node::keys_of(name).into_iter().map(|key| Op::Delete { key }).collect();
+    for family in [4, 6] {
+        ops.push(Op::Delete { key: ipam::keys::cursor(name, family) });
+    }
+    store.txn(&[], &ops)?;
+    println!(
+        "Removed node {name}: {} endpoint(s), {released} address(es) released, {freed} block(s) freed",
+        endpoints.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Delete the node's affinities; its empty blocks go with them, the others stay (their
+/// addresses are still in use) with no affinity. Returns how many blocks were freed.
+fn release_blocks(store: &dyn Datastore, name: &str) -> anyhow::Result<usize> {
+    let mut freed = 0;
+    for family in [4, 6] {
+        let mut done = false;
+        for _attempt in 0..32 {
+            let mine: Vec<(ipam::block::Block, i64)> = ipam::allocator::blocks_of(store, family)?
+                .into_iter()
+                .filter(|(b, _)| b.host() == Some(name))
+                .collect();
+            let mut compares = Vec::new();
+            let mut ops = Vec::new();
+            let mut empty = 0;
+            for (block, revision) in &mine {
+                let key = ipam::keys::block(&block.cidr);
+                compares.push(Compare::Revision(key.clone(), *revision));
+                ops.push(Op::Delete { key: ipam::keys::affinity(name, &block.cidr) });
+                if block.used() == 0 {
+                    ops.push(Op::Delete { key });
+                    empty += 1;
+                } else {
+                    let mut orphan = block.clone();
+                    orphan.affinity = None;
+                    ops.push(Op::Put { key, value: serde_json::to_vec(&orphan)? });
+                }
+            }
+            // Affinities without a block (left by an interrupted claim) go too.
+            let prefix = ipam::keys::affinity_prefix(name, family);
+            for kv in store.list(&prefix)? {
+                if !ops.iter().any(|op| matches!(op, Op::Delete { key } if *key == kv.key)) {
+                    ops.push(Op::Delete { key: kv.key });
+                }
+            }
+            if ops.is_empty() || store.txn(&compares, &ops)?.committed() {
+                freed += empty;
+                done = true;
+                break;
+            }
+        }
+        if !done {
+            bail!("the blocks of node {name:?} kept changing (32 attempts): is its calico-node or a plugin still running?");
+        }
+    }
+    Ok(freed)
+}
+
 pub fn run(store: &dyn Datastore, cmd: NodeCommand) -> anyhow::Result<ExitCode> {
-    let NodeCommand::Show { output } = cmd;
+    let output = match cmd {
+        NodeCommand::Show { output } => output,
+        NodeCommand::Remove { name, remove_endpoints } => return remove(store, &name, remove_endpoints),
+    };
     let (records, blocks) = nodes(store)?;
     let none = || "-".to_owned();
     let text = |v: Option<String>| v.unwrap_or_else(none);

@@ -93,10 +93,26 @@ fn three_hosts_route_to_each_other_directly() {
     let metrics = h1.metrics();
     assert!(metrics.contains("calico_node_routes 3"), "{metrics}");
 
-    // A container removed on host2 releases nothing visible, but releasing its block does:
-    // removing the pool removes every block route on every host.
+    // Removing host3 (its agent stopped first) removes its routes everywhere.
+    let unknown = lab.ctl(0, &["node", "remove", "host9"]);
+    assert!(!unknown.ok() && unknown.stderr.contains("unknown node \"host9\""), "{unknown:#?}");
+    lab.hosts[2].agent.kill();
+    let refused = lab.ctl(0, &["node", "remove", "host3"]);
+    assert!(!refused.ok() && refused.stderr.contains("--remove-endpoints"), "{refused:#?}");
+    let removed = lab.ctl(0, &["node", "remove", "host3", "--remove-endpoints"]);
+    assert!(removed.ok() && removed.stdout.contains("1 block(s) freed"), "{removed:#?}");
+    for h in &lab.hosts[..2] {
+        wait_for(&format!("{} to drop host3's route", h.name), Duration::from_secs(5), || {
+            !h.our_routes().contains(&blocks[2])
+        });
+    }
+    let shown = lab.ctl(0, &["node", "show", "-o", "json"]).expect_ok();
+    assert_eq!(shown.as_array().unwrap().len(), 2, "{shown}");
+    lab.ctl(0, &["ipam", "check"]).success();
+
+    // Removing the pool removes every block route on every host.
     lab.ctl(0, &["pool", "remove", "10.201.0.0/16", "--force"]).success();
-    for h in &lab.hosts {
+    for h in &lab.hosts[..2] {
         wait_for(&format!("{}'s routes gone", h.name), Duration::from_secs(5), || h.our_routes().trim().is_empty());
     }
 }
