@@ -57,7 +57,7 @@ ctl pool add 10.98.0.0/16 --vxlan
 step "calico-node on each host (logs in $work/host*.log)"
 for i in 0 1 2; do
   ip netns exec "${HOSTS[$i]}" "$BIN/calico-node" --nodename "host$((i + 1))" --etcd-endpoints "$ETCD_URL" \
-    --health-listen 127.0.0.1:9099 >"$work/host$((i + 1)).log" 2>&1 &
+    --health-listen 127.0.0.1:9099 --mtu-file "$work/mtu$i" >"$work/host$((i + 1)).log" 2>&1 &
   pids+=($!)
 done
 for i in 0 1 2; do
@@ -76,7 +76,7 @@ step "one container per host, added by calico-cni"
 for i in 0 1 2; do
   cat >"$work/net$i.conf" <<CONF
 { "cniVersion": "1.0.0", "name": "demo-cluster", "type": "calico", "nodename": "host$((i + 1))",
-  "etcd_endpoints": "$ETCD_URL", "mtu": 1450, "log_level": "warning",
+  "etcd_endpoints": "$ETCD_URL", "mtu_file": "$work/mtu$i", "log_level": "warning",
   "ipam": { "type": "calico-ipam", "lock_file": "$work/ipam$i.lock" } }
 CONF
   CNI_COMMAND=ADD CNI_CONTAINERID=demo-$i CNI_NETNS=/var/run/netns/${CTRS[$i]} CNI_IFNAME=eth0 \
@@ -86,10 +86,11 @@ CONF
 done
 sleep 0.5
 
-step "host1's routes (proto 80) and its vxlan.calico"
+step "host1's routes (proto 80), its vxlan.calico, and the MTU it gave workloads"
 ip -n "${HOSTS[0]}" route show proto 80
 ip -n "${HOSTS[0]}" -d link show vxlan.calico | sed -n '1,3p'
 ip netns exec "${HOSTS[0]}" bridge fdb show dev vxlan.calico
+echo "MTU file: $(cat "$work/mtu0"); container 1: $(ip -n "${CTRS[0]}" -o link show eth0 | grep -o 'mtu [0-9]*')"
 
 step "pings across hosts"
 ip netns exec "${CTRS[0]}" ping -c 2 -W 2 "${ips[1]}"

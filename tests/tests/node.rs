@@ -121,6 +121,7 @@ fn three_hosts_route_to_each_other_directly() {
 fn agent_once(host: &Netns, store: &StoreDir, args: &[&str]) -> calico_tests::Outcome {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &host.name]).arg(bin("calico-node")).args(["--datastore-path", &store.db(), "--once"]);
+    cmd.arg("--mtu-file").arg(store.dir.path().join(format!("mtu-{}", host.name)));
     cmd.args(args).env_remove("ETCD_ENDPOINTS").env_remove("CALICO_DATASTORE_PATH").env_remove("NODENAME");
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     run_command(cmd, b"")
@@ -369,4 +370,56 @@ fn another_subnet_without_encapsulation_is_left_to_bgp() {
         h1.log().lines().any(|l| l.contains("left to BGP") && l.contains("host2"))
     });
     assert!(h1.our_routes().trim().is_empty(), "{}", h1.our_routes());
+}
+
+/// The MTU over VXLAN: the agent writes the uplink's MTU − 50 to its MTU file, calico-cni
+/// gives it to containers whose netconf has no `mtu`; the largest ping with DF set passes
+/// between hosts and one byte more is refused with a message, never dropped silently, also
+/// when a container's own MTU is too large (the host answers "frag needed").
+#[test]
+fn vxlan_mtu_is_written_used_and_never_a_silent_drop() {
+    let mut lab = Lab::new(2);
+    lab.ctl(0, &["pool", "add", "10.201.0.0/16", "--vxlan"]).success();
+    lab.start_agents();
+    let mtu_file = lab.hosts[0].dir.path().join("mtu");
+    wait_for("the MTU file", Duration::from_secs(5), || {
+        std::fs::read_to_string(&mtu_file).is_ok_and(|t| t == "1450\n")
+    });
+    let conf_without_mtu = |lab: &Lab, i: usize| {
+        let mut c: serde_json::Value = serde_json::from_slice(&lab.netconf(i)).unwrap();
+        c.as_object_mut().unwrap().remove("mtu");
+        c["mtu_file"] = serde_json::json!(lab.hosts[i].dir.path().join("mtu"));
+        serde_json::to_vec(&c).unwrap()
+    };
+    let mut ips = Vec::new();
+    for i in 0..2 {
+        let c = Netns::new("nodec");
+        let inv = calico_tests::Invocation::new("ADD", &format!("mtu-{i}")).netns(&c.path()).path(&lab.bins.path());
+        let out = inv.run_in(&lab.hosts[i].ns, &lab.bins.plugin("calico"), &conf_without_mtu(&lab, i)).expect_ok();
+        ips.push(calico_tests::result_ips(&out)[0].clone());
+        assert!(c.ip(&["link", "show", "eth0"]).contains("mtu 1450"), "the MTU file's MTU");
+        lab.containers.push(c);
+    }
+    let h2 = &lab.hosts[1];
+    wait_for("the VXLAN route", Duration::from_secs(5), || h2.our_routes().contains("vxlan.calico"));
+    let ping = |c: &Netns, size: &str, to: &str| {
+        let out = c.exec(&["ping", "-c", "1", "-W", "2", "-M", "do", "-s", size, to]);
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let (ok, text) = ping(&lab.containers[0], "1422", &ips[1]);
+    assert!(ok, "1450 bytes with DF: {text}");
+    let (ok, text) = ping(&lab.containers[0], "1423", &ips[1]);
+    assert!(!ok && text.contains("mtu=1450"), "one byte more: {text}");
+    // A container whose MTU is the uplink's (netconf mtu 1500): the host says frag needed.
+    let c = Netns::new("nodec");
+    let mut conf: serde_json::Value = serde_json::from_slice(&lab.netconf(0)).unwrap();
+    conf["mtu"] = serde_json::json!(1500);
+    let inv = calico_tests::Invocation::new("ADD", "mtu-big").netns(&c.path()).path(&lab.bins.path());
+    inv.run_in(&lab.hosts[0].ns, &lab.bins.plugin("calico"), &serde_json::to_vec(&conf).unwrap()).expect_ok();
+    let (ok, text) = ping(&c, "1472", &ips[1]);
+    assert!(!ok && text.contains("Frag needed") && text.contains("mtu = 1450"), "the host's answer: {text}");
+    lab.containers.push(c);
 }

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use datastore::{Datastore, Op};
+use datastore::Op;
 use node_common::{big_pool_block, wait_for, Lab, BIG_POOL};
 
 /// Run `f` on a thread of ours inside `ns` (sockets it opens live there).

@@ -38,6 +38,8 @@ pub struct Config {
     pub resync_interval: Duration,
     /// `--vxlan-mtu`: the VXLAN device's MTU instead of the uplink's − 50.
     pub vxlan_mtu: Option<u32>,
+    /// `--mtu-file`: where to write the MTU for workloads; not written when `None`.
+    pub mtu_file: Option<std::path::PathBuf>,
 }
 
 /// Retry delays: 100 ms, doubling, at most [`MAX_BACKOFF`].
@@ -177,7 +179,30 @@ impl<'a> Agent<'a> {
         self.caps.vxlan = self.vxlan.index;
         let failures = self.vxlan.sync_vteps(self.kernel, &self.cluster, &self.config.name, full);
         self.tunnel_failures.extend(failures);
+        self.write_mtu();
         Ok(before != self.caps.vxlan)
+    }
+
+    /// The MTU for workloads: the VXLAN device's while VXLAN is set up, else the uplink's.
+    pub fn workload_mtu(&self) -> u32 {
+        match self.vxlan.index {
+            Some(_) => self.vxlan.mtu(&self.local),
+            None => self.local.uplink.mtu,
+        }
+    }
+
+    fn write_mtu(&mut self) {
+        let Some(path) = self.config.mtu_file.clone() else { return };
+        let mtu = self.workload_mtu();
+        match crate::mtu::write_if_changed(&path, mtu) {
+            Ok(true) => tracing::info!(mtu, file = %path.display(), "wrote the MTU for workloads"),
+            Ok(false) => {}
+            Err(e) => {
+                let line = format!("cannot write the MTU file {}: {e}", path.display());
+                tracing::error!("{line}");
+                self.tunnel_failures.push(line);
+            }
+        }
     }
 
     /// List the datastore, rebuild the view and sync every route with the kernel. Returns
@@ -466,6 +491,7 @@ mod tests {
             as_number: None,
             resync_interval: Duration::from_secs(90),
             vxlan_mtu: None,
+            mtu_file: None,
         }
     }
 

@@ -5,6 +5,7 @@ mod error;
 pub mod health;
 pub mod kernel;
 pub mod local;
+pub mod mtu;
 pub mod register;
 pub mod routes;
 pub mod vxlan;

@@ -99,7 +99,7 @@ impl Vxlan {
             local: v4.ip(),
             parent: local.uplink.index,
             mac: dataplane::vxlan_mac(&local.name),
-            mtu: self.mtu_override.unwrap_or(local.uplink.mtu.saturating_sub(OVERHEAD)),
+            mtu: self.mtu(local),
             learning: false,
         };
         let index = match kernel.vxlan(DEVICE)? {
@@ -131,6 +131,11 @@ impl Vxlan {
         self.index = Some(index);
         self.tunnel = Some(tunnel);
         Ok(before != self.tunnel)
+    }
+
+    /// The device's MTU: `--vxlan-mtu`, else the uplink's − [`OVERHEAD`].
+    pub fn mtu(&self, local: &Local) -> u32 {
+        self.mtu_override.unwrap_or(local.uplink.mtu.saturating_sub(OVERHEAD))
     }
 
     /// The address the handle holds in a VXLAN pool, or a new one.
@@ -269,6 +274,7 @@ mod tests {
             as_number: None,
             resync_interval: Duration::from_secs(90),
             vxlan_mtu: None,
+            mtu_file: None,
         }
     }
 

@@ -263,6 +263,7 @@ impl Lab {
         cmd.args(["netns", "exec", &h.ns.name]).arg(bin("calico-node"));
         cmd.args(["--nodename", &h.name, "--etcd-endpoints", &self.etcd.url()]);
         cmd.args(["--health-listen", &format!("127.0.0.1:{}", h.health_port), "--log-level", "debug"]);
+        cmd.arg("--mtu-file").arg(h.dir.path().join("mtu"));
         cmd.args(&self.agent_flags).args(extra);
         cmd.env_remove("ETCD_ENDPOINTS").env_remove("CALICO_DATASTORE_PATH").env_remove("NODENAME");
         cmd

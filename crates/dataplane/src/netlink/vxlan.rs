@@ -117,8 +117,8 @@ fn fdb_of(message: &NeighbourMessage) -> Option<FdbEntry> {
             // Bridge-family entries: the kernel's address of the remote, by its length.
             NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
                 dst = match bytes.len() {
-                    4 => <[u8; 4]>::try_from(bytes.as_slice()).ok().map(|b| IpAddr::from(b)),
-                    16 => <[u8; 16]>::try_from(bytes.as_slice()).ok().map(|b| IpAddr::from(b)),
+                    4 => <[u8; 4]>::try_from(bytes.as_slice()).ok().map(IpAddr::from),
+                    16 => <[u8; 16]>::try_from(bytes.as_slice()).ok().map(IpAddr::from),
                     _ => None,
                 }
             }
