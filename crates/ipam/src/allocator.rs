@@ -16,9 +16,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use datastore::{Compare, Datastore, KeyValue, Op, Read};
 use ipnetwork::IpNetwork;
 
+use datastore::{Compare, Datastore, KeyValue, Op, Read};
 use model::affinity::Affinity;
 use model::block::{Attribute, Block};
 use model::handle::{Handle, HANDLE_NODE, HANDLE_PLUGIN};
