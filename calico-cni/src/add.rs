@@ -7,9 +7,10 @@ use std::path::Path;
 use cni::skel::Request;
 use cni::{CniResult, Interface};
 use dataplane::{ContainerConfig, Namespace, Rollback, VethEnd};
+use model::endpoint::Endpoint;
 
 use crate::context::Context;
-use crate::endpoint::{self, Endpoint};
+use crate::endpoint;
 use crate::Error;
 
 pub fn add(req: &Request) -> Result<CniResult, Error> {

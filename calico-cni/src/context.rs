@@ -1,12 +1,13 @@
 //! What every verb needs: the parsed netconf and CNI_ARGS, this node's name, the workload's
 //! identity and the datastore.
 
+use calico_netconf::CalicoConf;
 use cni::skel::Request;
 use cni::{CniArgs, CniResult};
 use datastore::Datastore;
-use ipam::CalicoConf;
+use model::keys;
 
-use crate::{endpoint, Error};
+use crate::Error;
 
 /// The IPAM type calico-cni runs in its own process instead of exec'ing it.
 pub const IN_PROCESS_IPAM: &str = "calico-ipam";
@@ -61,7 +62,7 @@ impl Context {
             conf: &self.conf,
             store: &*self.store,
             host: &self.node,
-            plugin: ipam::allocator::PLUGIN_CALICO_CNI,
+            plugin: model::handle::PLUGIN_CALICO_CNI,
         })
     }
 
@@ -127,7 +128,7 @@ impl Context {
     }
 
     pub fn endpoint_key(&self, req: &Request) -> String {
-        endpoint::key(&self.node, self.orchestrator(), &self.workload_id(req), &req.env.ifname)
+        keys::endpoint(&self.node, self.orchestrator(), &self.workload_id(req), &req.env.ifname)
     }
 
     /// `cali` + 11 hex characters of the workload identity (plus the interface when it is

@@ -7,7 +7,11 @@ pub enum Error {
     #[error(transparent)]
     Cni(#[from] cni::Error),
 
-    /// Netconf, node name or store errors from the shared Calico layer.
+    /// The netconf, or the node name it leads to.
+    #[error(transparent)]
+    Netconf(#[from] calico_netconf::Error),
+
+    /// IPAM run in this process (`ipam.type` calico-ipam).
     #[error(transparent)]
     Ipam(#[from] ipam::Error),
 
@@ -58,6 +62,7 @@ impl CniCode for Error {
     fn cni_code(&self) -> u32 {
         match self {
             Error::Cni(e) => e.cni_code(),
+            Error::Netconf(e) => e.cni_code(),
             Error::Ipam(e) => e.cni_code(),
             Error::Store(e) if e.is_unavailable() => code::TRY_AGAIN_LATER,
             Error::Store(_) | Error::CorruptEndpoint { .. } => code::IO,

@@ -8,7 +8,7 @@ mod add;
 mod check;
 mod context;
 mod del;
-pub mod endpoint;
+mod endpoint;
 mod error;
 mod gc;
 
