@@ -49,8 +49,11 @@ pub trait Dataplane {
     fn delete_host_link_detached(&self, name: &str) -> dataplane::Result<bool>;
 
     /// Configures the container end ([`dataplane::setup_container`]).
-    fn setup_container(&self, container: &Self::Netns, config: &ContainerConfig<'_>)
-        -> dataplane::Result<ContainerInfo>;
+    fn setup_container(
+        &self,
+        container: &Self::Netns,
+        config: &ContainerConfig<'_>,
+    ) -> dataplane::Result<ContainerInfo>;
 
     /// Configures the host end ([`dataplane::setup_host`]).
     fn setup_host(&self, host_veth: &str, addresses: &[IpAddr]) -> dataplane::Result<HostInfo>;

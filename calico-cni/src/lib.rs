@@ -17,6 +17,8 @@ pub mod endpoint;
 mod error;
 mod gc;
 mod linux;
+#[cfg(test)]
+mod tests;
 
 pub use error::{Error, CODE_CHECK_FAILED, CODE_DATAPLANE, CODE_ROUTE_CONFLICT};
 
@@ -30,7 +32,10 @@ use crate::linux::Linux;
 
 /// Runs `verb` with the real dependencies: this host's kernel, the store the netconf
 /// selects, and the IPAM plugin it names.
-fn with_real_deps<T>(req: &Request, verb: impl FnOnce(&Context, &Deps<'_, Linux>) -> Result<T, Error>) -> Result<T, Error> {
+fn with_real_deps<T>(
+    req: &Request,
+    verb: impl FnOnce(&Context, &Deps<'_, Linux>) -> Result<T, Error>,
+) -> Result<T, Error> {
     let ctx = Context::load(req)?;
     let store = ctx.open_store()?;
     let ipam = Delegate::new(&ctx, &*store);
