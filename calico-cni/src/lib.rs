@@ -2,10 +2,10 @@
 //! 169.254.1.1 gateway answered by proxy ARP, addresses from the IPAM plugin, and a workload
 //! endpoint record in the datastore.
 //!
-//! One file per verb: [`add`], [`del`], [`check`], [`gc`], each a function of the request,
-//! its parsed [`Context`] and its [`Deps`]: the kernel, the datastore and the IPAM plugin,
-//! behind the traits of [`deps`]. [`CalicoCni`] passes the real ones ([`linux::Linux`], the
-//! store the netconf selects, [`delegate::Delegate`]); the unit tests pass recording fakes.
+//! One file per verb: `add`, `del`, `check`, `gc`, each a function of the request,
+//! its parsed `Context` and its `Deps`: the kernel, the datastore and the IPAM plugin,
+//! behind the traits of `deps`. [`CalicoCni`] passes the real ones (`linux::Linux`, the
+//! store the netconf selects, `delegate::Delegate`); the unit tests pass recording fakes.
 
 mod add;
 mod check;
