@@ -12,7 +12,7 @@ pub mod endpoint;
 mod error;
 mod gc;
 
-pub use error::{Error, CODE_CHECK_FAILED, CODE_DATAPLANE, CODE_ROUTE_CONFLICT};
+pub use error::{Error, CODE_CHECK_FAILED, CODE_DATAPLANE, CODE_NO_ADDRESS, CODE_ROUTE_CONFLICT};
 
 use cni::skel::{Plugin, Request};
 use cni::CniResult;

@@ -154,13 +154,14 @@ impl CalicoConf {
             Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.nodename_file.is_none() => {}
-            Err(e) => return Err(Error::NodeName { reason: format!("reading {}: {e}", file.display()) }),
+            Err(source) => return Err(Error::NodeNameUnreadable { path: file.to_owned(), source }),
         }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map_err(|e| Error::NodeName { reason: format!("reading the hostname: {e}") })?;
+        let hostname = Path::new("/proc/sys/kernel/hostname");
+        let host = std::fs::read_to_string(hostname)
+            .map_err(|source| Error::NodeNameUnreadable { path: hostname.to_owned(), source })?;
         let host = host.trim().to_ascii_lowercase();
         if host.is_empty() {
-            return Err(Error::NodeName { reason: "the hostname is empty".into() });
+            return Err(Error::EmptyHostname);
         }
         Ok(host)
     }

@@ -23,4 +23,4 @@ mod store;
 
 pub use allocator::{Assigned, Ipam, Owner, Request};
 pub use config::CalicoConf;
-pub use error::{Error, CODE_ADDRESS_IN_USE, CODE_CHECK_FAILED, CODE_EXHAUSTED};
+pub use error::{Error, CODE_ADDRESS_IN_USE, CODE_CHECK_FAILED, CODE_EXHAUSTED, CODE_NOT_ALLOCATED};
