@@ -375,3 +375,21 @@ fn prefetching_the_right_block_saves_a_round_trip() {
     plain.release_handle("net.c0").unwrap();
     assert_clean(&s);
 }
+
+#[test]
+fn releasing_an_address_that_is_not_allocated_is_not_in_use() {
+    let s = MemoryStore::new();
+    add_pool(&s, "10.1.0.0/24", 26);
+    let ipam = Ipam::new(&s, "n");
+    let held = ips(&ipam.assign(&v4("c1")).unwrap());
+    // Free in a claimed block, and in a block nobody claimed.
+    for free in ["10.1.0.9", "10.1.0.200"] {
+        let free: IpAddr = free.parse().unwrap();
+        let err = ipam.release_ips(&[free]).unwrap_err();
+        assert!(matches!(err, Error::AddressNotAllocated { ip } if ip == free), "{err}");
+        assert_eq!(err.cni_code(), crate::CODE_NOT_ALLOCATED);
+        assert_ne!(err.cni_code(), crate::CODE_ADDRESS_IN_USE);
+    }
+    assert_eq!(ipam.release_ips(&held).unwrap(), vec![(held[0], Some("net.c1".to_owned()))]);
+    assert_clean(&s);
+}
