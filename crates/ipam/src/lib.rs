@@ -3,7 +3,8 @@
 //! etcd and on the embedded store.
 //!
 //! - [`pool`]: pools and their options;
-//! - [`allocator`]: claim, allocate, borrow and release with compare-and-swap;
+//! - [`allocator`]: claim, allocate, borrow and release with compare-and-swap, each step
+//!   retried by the one loop in `retry` while other writers win;
 //! - [`report`]: usage and consistency checks for operators;
 //! - [`plugin`]: the CNI verbs of the `calico-ipam` executable.
 
@@ -19,6 +20,7 @@ pub mod net;
 pub mod plugin;
 pub mod pool;
 pub mod report;
+mod retry;
 mod store;
 
 pub use allocator::{Assigned, Ipam, Owner, Request};

@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use cni::CniCode;
 use datastore::memory::MemoryStore;
+use datastore::Op;
 use ipnetwork::IpNetwork;
 
 use super::*;
 use crate::pool::{self, Pool};
-use crate::report;
+use crate::{net, report};
 
 fn cidr(s: &str) -> IpNetwork {
     s.parse().unwrap()
