@@ -5,7 +5,7 @@
 //! (both must be absent), and an allocation rewrites the block and the handle together. A
 //! process killed at any instant therefore leaves either all or nothing of a step — never an
 //! address without its handle. Conflicts retry with jittered backoff, a bounded number of
-//! times ([`crate::retry`]).
+//! times (`retry.rs`, shared with the pool removal).
 //!
 //! The affinity value carries a hint of how many addresses the block has free, written in
 //! the same transaction as the block, so that a host with many full blocks finds the one with
