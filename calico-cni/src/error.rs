@@ -19,20 +19,24 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] datastore::Error),
 
-    #[error("CNI_NETNS {path}: {source}")]
+    /// CNI_NETNS cannot be used (no such path, not a netns, the plugin's own): the runtime's
+    /// input, so code 4 whatever the dataplane's reason.
+    #[error("invalid CNI_NETNS {path}")]
     Netns {
         path: String,
         #[source]
         source: dataplane::Error,
     },
 
-    #[error("{step}: {source}")]
+    /// A dataplane step failed; the code is the dataplane's own ([`CniCode`] in `dataplane`).
+    #[error("{step} failed")]
     Dataplane {
         step: &'static str,
         #[source]
         source: dataplane::Error,
     },
 
+    /// A delegated IPAM plugin succeeded but gave no address to configure.
     #[error("the IPAM plugin {plugin} returned no address")]
     NoAddress { plugin: String },
 
@@ -91,10 +95,10 @@ impl Error {
     }
 }
 
-/// Our own codes (100+), documented in the README.
-pub const CODE_DATAPLANE: u32 = 120;
-pub const CODE_ROUTE_CONFLICT: u32 = 121;
-pub const CODE_CHECK_FAILED: u32 = 122;
+/// Our own codes (100+), documented in the README: the dataplane's (120-122) and this one.
+pub use dataplane::{CODE_CHECK_FAILED, CODE_DATAPLANE, CODE_ROUTE_CONFLICT};
+/// The IPAM plugin returned no address.
+pub const CODE_NO_ADDRESS: u32 = 123;
 
 impl CniCode for Error {
     fn cni_code(&self) -> u32 {
@@ -102,13 +106,12 @@ impl CniCode for Error {
             Error::Cni(e) => e.cni_code(),
             Error::Netconf(e) => e.cni_code(),
             Error::Ipam(e) => e.cni_code(),
-            Error::Store(e) if e.is_unavailable() => code::TRY_AGAIN_LATER,
-            Error::Store(_) | Error::CorruptEndpoint { .. } => code::IO,
+            Error::Store(e) => e.cni_code(),
+            Error::CorruptEndpoint { .. } => code::IO,
             Error::Netns { .. } => code::INVALID_ENV,
-            Error::Dataplane { source: dataplane::Error::RouteConflict { .. }, .. } => CODE_ROUTE_CONFLICT,
-            Error::Dataplane { source: dataplane::Error::Check(_), .. } | Error::Check(_) => CODE_CHECK_FAILED,
-            Error::Dataplane { .. } => CODE_DATAPLANE,
-            Error::NoAddress { .. } => code::IO,
+            Error::Dataplane { source, .. } => source.cni_code(),
+            Error::Check(_) => CODE_CHECK_FAILED,
+            Error::NoAddress { .. } => CODE_NO_ADDRESS,
             Error::InvalidMac { .. } => code::INVALID_CONFIG,
             Error::NotAvailable(_) => code::NOT_AVAILABLE,
             Error::RollbackIncomplete(r) => r.error.cni_code(),
@@ -124,5 +127,52 @@ impl CniCode for Error {
             failure.details = if failure.details.is_empty() { note } else { format!("{}; {note}", failure.details) };
         }
         failure
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use cni::Failure;
+
+    use super::*;
+
+    fn failure(err: &Error) -> Failure {
+        Failure::from_error(err.cni_code(), err)
+    }
+
+    #[test]
+    fn netns_and_dataplane_causes_are_printed_once() {
+        let source = dataplane::Error::NetNsOpen { path: "/run/netns/x".into(), source: io::Error::other("gone") };
+        let f = failure(&Error::Netns { path: "/run/netns/x".into(), source });
+        assert_eq!(f.code, code::INVALID_ENV);
+        assert_eq!(f.msg, "invalid CNI_NETNS /run/netns/x");
+        assert_eq!(f.details, "cannot open network namespace /run/netns/x: gone");
+
+        let source = dataplane::Error::LinkNotFound { name: "eth0".into() };
+        let f = failure(&Error::Dataplane { step: "configuring the container interface", source });
+        assert_eq!(f.code, CODE_DATAPLANE);
+        assert_eq!(f.msg, "configuring the container interface failed");
+        assert_eq!(f.details, "link eth0 not found");
+    }
+
+    #[test]
+    fn codes() {
+        let dst = "10.0.0.1/32".parse().unwrap();
+        let source = dataplane::Error::RouteConflict { dst, wanted: "cali1".into(), existing: "eth0".into() };
+        assert_eq!(Error::Dataplane { step: "configuring the host side", source }.cni_code(), CODE_ROUTE_CONFLICT);
+        let source = dataplane::Error::Check("route missing".into());
+        assert_eq!(Error::Dataplane { step: "checking the dataplane", source }.cni_code(), CODE_CHECK_FAILED);
+        assert_eq!(Error::Check("no record".into()).cni_code(), CODE_CHECK_FAILED);
+        let err = Error::NoAddress { plugin: "host-local".into() };
+        assert_eq!(
+            (err.cni_code(), err.to_string().as_str()),
+            (CODE_NO_ADDRESS, "the IPAM plugin host-local returned no address")
+        );
+        let down = datastore::Error::Unavailable { reason: "etcd down".into(), source: None };
+        assert_eq!(Error::Store(down).cni_code(), code::TRY_AGAIN_LATER);
+        let ip = "10.0.0.1".parse().unwrap();
+        assert_eq!(Error::Ipam(ipam::Error::AddressNotAllocated { ip }).cni_code(), ipam::CODE_NOT_ALLOCATED);
     }
 }

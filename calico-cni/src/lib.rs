@@ -20,7 +20,7 @@ mod linux;
 #[cfg(test)]
 mod tests;
 
-pub use error::{Error, CODE_CHECK_FAILED, CODE_DATAPLANE, CODE_ROUTE_CONFLICT};
+pub use error::{Error, CODE_CHECK_FAILED, CODE_DATAPLANE, CODE_NO_ADDRESS, CODE_ROUTE_CONFLICT};
 
 use cni::skel::{Plugin, Request};
 use cni::CniResult;

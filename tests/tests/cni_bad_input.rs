@@ -362,6 +362,21 @@ fn self_delegation_names_the_plugin_itself() {
     }
 }
 
+/// An IPAM plugin that succeeds without an address: its own code (not I/O), named in `msg`,
+/// and the rollback's IPAM DEL leaves nothing behind.
+#[test]
+fn an_ipam_plugin_that_returns_no_address_gets_its_own_code() {
+    use std::os::unix::fs::PermissionsExt;
+    let rig = Rig::new();
+    let fake = rig.bins.plugin("empty-ipam");
+    std::fs::write(&fake, "#!/bin/sh\ncat >/dev/null\necho '{\"cniVersion\":\"1.0.0\",\"ips\":[]}'\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let stdin = set(rig.base("1.0.0"), &["ipam", "type"], json!("empty-ipam"));
+    let v = rig.run(&rig.inv("ADD"), &stdin).expect_err(calico_cni::CODE_NO_ADDRESS.into());
+    assert_eq!(v["msg"], "the IPAM plugin empty-ipam returned no address", "{v}");
+    rig.assert_nothing_left("empty-ipam");
+}
+
 #[test]
 fn help_and_version_flags_print_usage_without_cni_command() {
     for plugin in ["calico-cni", "calico-ipam"] {

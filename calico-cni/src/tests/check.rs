@@ -106,5 +106,8 @@ fn check_fails_with_the_dataplanes_verdict() {
     rig.dp.kernel.borrow_mut().host_links.clear();
     let err = check(&rig, "c1", &conf).unwrap_err();
     assert_eq!(err.cni_code(), crate::CODE_CHECK_FAILED);
-    assert!(err.to_string().contains(&format!("host interface {} does not exist", host_veth("c1"))), "{err}");
+    // The verdict is the cause: in `details`, under the step's `msg`.
+    let failure = err.failure();
+    assert_eq!(failure.msg, "checking the dataplane failed");
+    assert!(failure.details.contains(&format!("host interface {} does not exist", host_veth("c1"))), "{failure:?}");
 }

@@ -35,7 +35,7 @@ pub mod rollback;
 pub mod sysctl;
 pub mod workload;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, CODE_CHECK_FAILED, CODE_DATAPLANE, CODE_ROUTE_CONFLICT};
 pub use namespace::Namespace;
 pub use naming::{host_veth_name, link_local_from_mac, HOST_VETH_MAC, HOST_VETH_PREFIX};
 pub use netlink::{Change, IpFamily, Link, NeighbourInfo, NeighbourSpec, Netlink, RouteInfo, RouteSpec, VethEnd};

@@ -4,7 +4,8 @@
 //! `model` crate; this crate is what is done with them.
 //!
 //! - [`pool`]: adding, listing and removing pools;
-//! - [`allocator`]: claim, allocate, borrow and release with compare-and-swap;
+//! - [`allocator`]: claim, allocate, borrow and release with compare-and-swap, each step
+//!   retried by the one loop in `retry` while other writers win;
 //! - [`report`]: usage and consistency checks for operators;
 //! - [`plugin`]: the CNI verbs of the `calico-ipam` executable.
 
@@ -15,7 +16,8 @@ pub mod lock;
 pub mod plugin;
 pub mod pool;
 pub mod report;
+mod retry;
 mod store;
 
 pub use allocator::{Assigned, Ipam, Owner, Request};
-pub use error::{Error, CODE_ADDRESS_IN_USE, CODE_CHECK_FAILED, CODE_EXHAUSTED};
+pub use error::{Error, CODE_ADDRESS_IN_USE, CODE_CHECK_FAILED, CODE_EXHAUSTED, CODE_NOT_ALLOCATED};

@@ -67,16 +67,7 @@ pub fn default_v4() -> Pool {
 /// Remove a pool with its blocks and affinities. Refuses while addresses are allocated from
 /// it, unless `force`, which also drops those allocations from their handles.
 pub fn remove(store: &dyn Datastore, cidr: &IpNetwork, force: bool) -> Result<usize, Error> {
-    use crate::allocator::{backoff, MAX_ATTEMPTS};
-    for attempt in 0..MAX_ATTEMPTS {
-        if attempt > 0 {
-            backoff(attempt);
-        }
-        if let Some(released) = try_remove(store, cidr, force)? {
-            return Ok(released);
-        }
-    }
-    Err(Error::TooMuchContention { key: keys::pool(cidr), attempts: MAX_ATTEMPTS })
+    crate::retry::with_backoff(|| keys::pool(cidr), |_| try_remove(store, cidr, force))
 }
 
 /// One attempt of [`remove`]; `None` when a concurrent writer changed what it read.

@@ -249,7 +249,8 @@ fn settings_errors_are_reported_before_connecting() {
     ];
     for cfg in &cases {
         let err = EtcdStore::connect(cfg).unwrap_err();
-        assert!(matches!(err, Error::EtcdConfig { .. }), "{cfg:?}: {err}");
+        assert!(matches!(err, Error::EtcdConfig { .. } | Error::EtcdEndpoint { .. }), "{cfg:?}: {err}");
+        assert_eq!(cni::CniCode::cni_code(&err), cni::code::INVALID_CONFIG, "{cfg:?}: {err}");
         assert!(!err.is_unavailable());
     }
     let missing = Config {
