@@ -33,9 +33,10 @@ impl Netns {
         ns
     }
 
-    /// `/run/netns/NAME`, as a runtime passes it in `CNI_NETNS`.
+    /// `/var/run/netns/NAME`, as runtimes pass it in `CNI_NETNS` (`/var/run` is a link to
+    /// `/run`).
     pub fn path(&self) -> String {
-        format!("/run/netns/{}", self.name)
+        format!("/var/run/netns/{}", self.name)
     }
 
     /// `ip -n NAME ARGS...`, panicking with its stderr on failure; its stdout.
