@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use serde_json::{json, Value};
 
 use crate::netns::{CniBinDir, Netns};
-use crate::{Backend, Invocation, Outcome};
+use crate::{result_ips, with_prev, Backend, Invocation, Outcome};
 
 pub struct CniHost {
     pub host: Netns,
@@ -58,6 +58,31 @@ impl CniHost {
         inv.run_in(&self.host, &self.bins.plugin("calico"), stdin)
     }
 
+    /// ADD two new containers (netns of role `role`) with the netconf of `version` and
+    /// `ipam`; both must succeed.
+    pub fn add_pair(&self, role: &str, version: &str, ipam: Value) -> Pair {
+        let netns = [Netns::new(role), Netns::new(role)];
+        let conf = self.conf(version, ipam);
+        let adds = netns.each_ref().map(|ns| self.inv("ADD", &format!("ctr-{}", ns.name), ns));
+        let results = adds.each_ref().map(|add| self.run(add, &conf).expect_ok());
+        Pair { netns, adds, results, conf }
+    }
+
+    /// CHECK container `i` of `pair` against its ADD's result.
+    pub fn check(&self, pair: &Pair, i: usize) -> Outcome {
+        self.run(&pair.adds[i].with_command("CHECK"), &with_prev(&pair.conf, &pair.results[i]))
+    }
+
+    /// DEL both containers of `pair`, each twice (the second finds nothing, and succeeds);
+    /// then nothing may be left.
+    pub fn del_pair_twice(&self, pair: &Pair, what: &str) {
+        for add in &pair.adds {
+            self.run(&add.with_command("DEL"), &pair.conf).expect_ok();
+            self.run(&add.with_command("DEL"), &pair.conf).expect_ok();
+        }
+        self.assert_nothing_left(what);
+    }
+
     /// Nothing of ours left on the host: no cali link, no route into a pool, no allocation,
     /// and `calicoctl ipam check` is clean.
     pub fn assert_nothing_left(&self, what: &str) {
@@ -71,6 +96,22 @@ impl CniHost {
         assert_eq!(into_pool, None, "{what}: a route into a pool is left:\n{routes}");
         assert_eq!(self.store.used(), 0, "{what}: addresses left allocated");
         self.store.assert_clean();
+    }
+}
+
+/// Two containers attached with one netconf ([`CniHost::add_pair`]).
+pub struct Pair {
+    pub netns: [Netns; 2],
+    pub adds: [Invocation; 2],
+    /// The ADD results.
+    pub results: [Value; 2],
+    pub conf: Vec<u8>,
+}
+
+impl Pair {
+    /// The addresses of container `i`, without prefix.
+    pub fn ips(&self, i: usize) -> Vec<String> {
+        result_ips(&self.results[i])
     }
 }
 

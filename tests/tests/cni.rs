@@ -41,14 +41,10 @@ fn assert_result_shape(version: &str, r: &Value, netns: &Netns) {
 fn add_ping_check_del(v: &str) {
     let env = env();
     let root_links_before = root_cali_links();
-    let (c1, c2) = (Netns::new("cc"), Netns::new("cc"));
-    let conf = env.conf(v, json!({}));
-    let add1 = env.inv("ADD", &format!("a-{}", c1.name), &c1);
-    let add2 = env.inv("ADD", &format!("b-{}", c2.name), &c2);
-    let r1 = env.run(&add1, &conf).expect_ok();
-    let r2 = env.run(&add2, &conf).expect_ok();
-    assert_result_shape(v, &r1, &c1);
-    let (ip1, ip2) = (result_ips(&r1)[0].clone(), result_ips(&r2)[0].clone());
+    let pair = env.add_pair("cc", v, json!({}));
+    let ([c1, c2], r1) = (&pair.netns, &pair.results[0]);
+    assert_result_shape(v, r1, c1);
+    let (ip1, ip2) = (pair.ips(0)[0].clone(), pair.ips(1)[0].clone());
     // The container side as Calico lays it out.
     let addr = c1.ip(&["-4", "addr", "show", "eth0"]);
     assert!(addr.contains(&format!("{ip1}/32")), "{addr}");
@@ -66,13 +62,9 @@ fn add_ping_check_del(v: &str) {
     assert!(c1.ping(HOST_V4), "{v}: container cannot reach the host");
     assert!(c1.ping(&ip2) && c2.ping(&ip1), "{v}: containers cannot reach each other");
     if v >= "0.4.0" {
-        env.run(&add1.with_command("CHECK"), &with_prev(&conf, &r1)).expect_ok();
+        env.check(&pair, 0).expect_ok();
     }
-    for inv in [&add1, &add2] {
-        env.run(&inv.with_command("DEL"), &conf).expect_ok();
-        env.run(&inv.with_command("DEL"), &conf).expect_ok();
-    }
-    env.assert_nothing_left(v);
+    env.del_pair_twice(&pair, v);
     assert_eq!(root_cali_links(), root_links_before, "the plugin touched the machine's own netns");
 }
 
@@ -81,19 +73,14 @@ calico_tests::spec_version_tests!(add_ping_check_del);
 #[test]
 fn dual_stack_pings_over_both_families() {
     let env = env();
-    let (c1, c2) = (Netns::new("cd"), Netns::new("cd"));
-    let conf = env.conf("1.0.0", json!({"assign_ipv4": "true", "assign_ipv6": "true"}));
-    let r1 = env.run(&env.inv("ADD", "d1", &c1), &conf).expect_ok();
-    let r2 = env.run(&env.inv("ADD", "d2", &c2), &conf).expect_ok();
-    let (ips1, ips2) = (result_ips(&r1), result_ips(&r2));
-    assert_eq!(ips1.len(), 2, "{r1}");
+    let pair = env.add_pair("cd", "1.0.0", json!({"assign_ipv4": "true", "assign_ipv6": "true"}));
+    let ([c1, c2], ips1, ips2) = (&pair.netns, pair.ips(0), pair.ips(1));
+    assert_eq!(ips1.len(), 2, "{}", pair.results[0]);
     assert!(c1.ping(&ips2[0]) && c2.ping(&ips1[0]), "IPv4");
     assert!(c1.ping(&ips2[1]) && c2.ping(&ips1[1]), "IPv6");
     assert!(c1.ping(HOST_V6), "IPv6 to the host");
-    env.run(&env.inv("CHECK", "d1", &c1), &with_prev(&conf, &r1)).expect_ok();
-    env.run(&env.inv("DEL", "d1", &c1), &conf).expect_ok();
-    env.run(&env.inv("DEL", "d2", &c2), &conf).expect_ok();
-    env.assert_nothing_left("dual-stack");
+    env.check(&pair, 0).expect_ok();
+    env.del_pair_twice(&pair, "dual-stack");
 }
 
 #[test]

@@ -4,8 +4,7 @@
 //! it. Every spec version, IPv4, and dual-stack once.
 
 use calico_tests::cni_host::CniHost;
-use calico_tests::netns::{bare_host, Netns, BARE_HOST_V4, BARE_HOST_V6};
-use calico_tests::{result_ips, with_prev};
+use calico_tests::netns::{bare_host, BARE_HOST_V4, BARE_HOST_V6};
 use serde_json::json;
 
 /// A bare host with the pools 10.124.0.0/16 and fd00:124::/112.
@@ -20,31 +19,22 @@ fn env() -> CniHost {
 /// between them, CHECK (0.4.0 on) before and after the entry is deleted, DEL, DEL again.
 fn reaches_host_and_neighbour(v: &str) {
     let env = env();
-    let (c1, c2) = (Netns::new("cn"), Netns::new("cn"));
-    let conf = env.conf(v, json!({}));
-    let add1 = env.inv("ADD", &format!("a-{}", c1.name), &c1);
-    let add2 = env.inv("ADD", &format!("b-{}", c2.name), &c2);
-    let r1 = env.run(&add1, &conf).expect_ok();
-    let r2 = env.run(&add2, &conf).expect_ok();
-    assert_eq!(r1["cniVersion"], v, "{r1}");
-    let (ip1, ip2) = (result_ips(&r1)[0].clone(), result_ips(&r2)[0].clone());
+    let pair = env.add_pair("cn", v, json!({}));
+    let [c1, c2] = &pair.netns;
+    assert_eq!(pair.results[0]["cniVersion"], v, "{}", pair.results[0]);
+    let (ip1, ip2) = (pair.ips(0)[0].clone(), pair.ips(1)[0].clone());
     let neigh = c1.ip(&["-4", "neigh", "show", "dev", "eth0"]);
     assert!(neigh.contains("169.254.1.1 lladdr ee:ee:ee:ee:ee:ee PERMANENT"), "{v}: {neigh}");
     assert!(c1.ping(BARE_HOST_V4), "{v}: container cannot reach the host's address");
     assert!(c1.ping(&ip2) && c2.ping(&ip1), "{v}: containers cannot reach each other");
     if v >= "0.4.0" {
-        let check = with_prev(&conf, &r1);
-        env.run(&add1.with_command("CHECK"), &check).expect_ok();
+        env.check(&pair, 0).expect_ok();
         c1.ip(&["neigh", "del", "169.254.1.1", "dev", "eth0"]);
-        let err = env.run(&add1.with_command("CHECK"), &check).expect_err(122);
+        let err = env.check(&pair, 0).expect_err(122);
         let msg = err["msg"].as_str().unwrap_or_default().to_owned() + err["details"].as_str().unwrap_or_default();
         assert!(msg.contains("neighbour") && msg.contains("169.254.1.1"), "{v}: {err}");
     }
-    for inv in [&add1, &add2] {
-        env.run(&inv.with_command("DEL"), &conf).expect_ok();
-        env.run(&inv.with_command("DEL"), &conf).expect_ok();
-    }
-    env.assert_nothing_left(v);
+    env.del_pair_twice(&pair, v);
 }
 
 calico_tests::spec_version_tests!(reaches_host_and_neighbour);
@@ -52,22 +42,16 @@ calico_tests::spec_version_tests!(reaches_host_and_neighbour);
 #[test]
 fn dual_stack_reaches_host_and_neighbour_without_a_default_route() {
     let env = env();
-    let (c1, c2) = (Netns::new("cn"), Netns::new("cn"));
-    let conf = env.conf("1.0.0", json!({"assign_ipv4": "true", "assign_ipv6": "true"}));
-    let r1 = env.run(&env.inv("ADD", "n1", &c1), &conf).expect_ok();
-    let r2 = env.run(&env.inv("ADD", "n2", &c2), &conf).expect_ok();
-    let (ips1, ips2) = (result_ips(&r1), result_ips(&r2));
+    let pair = env.add_pair("cn", "1.0.0", json!({"assign_ipv4": "true", "assign_ipv6": "true"}));
+    let ([c1, c2], ips1, ips2) = (&pair.netns, pair.ips(0), pair.ips(1));
     let neigh = c1.ip(&["-6", "neigh", "show", "dev", "eth0"]);
     assert!(neigh.contains("fe80::ecee:eeff:feee:eeee lladdr ee:ee:ee:ee:ee:ee PERMANENT"), "{neigh}");
     assert!(c1.ping(BARE_HOST_V4) && c1.ping(BARE_HOST_V6), "container cannot reach the host");
     assert!(c1.ping(&ips2[0]) && c2.ping(&ips1[0]), "IPv4 between containers");
     assert!(c1.ping(&ips2[1]) && c2.ping(&ips1[1]), "IPv6 between containers");
-    let check = with_prev(&conf, &r1);
-    env.run(&env.inv("CHECK", "n1", &c1), &check).expect_ok();
+    env.check(&pair, 0).expect_ok();
     c1.ip(&["-6", "neigh", "del", "fe80::ecee:eeff:feee:eeee", "dev", "eth0"]);
-    let err = env.run(&env.inv("CHECK", "n1", &c1), &check).expect_err(122);
+    let err = env.check(&pair, 0).expect_err(122);
     assert!(err.to_string().contains("fe80::ecee:eeff:feee:eeee"), "{err}");
-    env.run(&env.inv("DEL", "n1", &c1), &conf).expect_ok();
-    env.run(&env.inv("DEL", "n2", &c2), &conf).expect_ok();
-    env.assert_nothing_left("dual-stack");
+    env.del_pair_twice(&pair, "dual-stack");
 }
