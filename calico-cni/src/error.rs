@@ -1,4 +1,5 @@
-use cni::{code, CniCode};
+use cni::{code, CniCode, Failure};
+use dataplane::UndoFailure;
 
 /// Errors of calico-cni. [`CniCode`] below is the one place they map to CNI codes.
 #[derive(Debug, thiserror::Error)]
@@ -7,7 +8,11 @@ pub enum Error {
     #[error(transparent)]
     Cni(#[from] cni::Error),
 
-    /// Netconf, node name or store errors from the shared Calico layer.
+    /// The netconf, or the node name it leads to.
+    #[error(transparent)]
+    Netconf(#[from] calico_netconf::Error),
+
+    /// IPAM run in this process (`ipam.type` calico-ipam).
     #[error(transparent)]
     Ipam(#[from] ipam::Error),
 
@@ -47,6 +52,43 @@ pub enum Error {
     /// STATUS: the plugin cannot serve ADD (its netconf or its store is unusable).
     #[error("calico-cni is not available")]
     NotAvailable(#[source] Box<Error>),
+
+    /// A step of ADD failed, and undoing an earlier step failed too. It reads and maps like
+    /// the step's error; the reply's `details` also names what could not be undone.
+    #[error(transparent)]
+    RollbackIncomplete(Box<RollbackIncomplete>),
+}
+
+/// See [`Error::RollbackIncomplete`].
+#[derive(Debug)]
+pub struct RollbackIncomplete {
+    /// The step that failed.
+    pub error: Error,
+    /// The undos that failed, in the order they ran.
+    pub undos: Vec<UndoFailure>,
+}
+
+impl std::fmt::Display for RollbackIncomplete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for RollbackIncomplete {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
+impl Error {
+    /// `error` after its rollback: unchanged when every undo succeeded.
+    pub fn rolled_back(error: Error, undos: Vec<UndoFailure>) -> Error {
+        if undos.is_empty() {
+            error
+        } else {
+            Error::RollbackIncomplete(Box::new(RollbackIncomplete { error, undos }))
+        }
+    }
 }
 
 /// Our own codes (100+), documented in the README.
@@ -58,6 +100,7 @@ impl CniCode for Error {
     fn cni_code(&self) -> u32 {
         match self {
             Error::Cni(e) => e.cni_code(),
+            Error::Netconf(e) => e.cni_code(),
             Error::Ipam(e) => e.cni_code(),
             Error::Store(e) if e.is_unavailable() => code::TRY_AGAIN_LATER,
             Error::Store(_) | Error::CorruptEndpoint { .. } => code::IO,
@@ -68,6 +111,18 @@ impl CniCode for Error {
             Error::NoAddress { .. } => code::IO,
             Error::InvalidMac { .. } => code::INVALID_CONFIG,
             Error::NotAvailable(_) => code::NOT_AVAILABLE,
+            Error::RollbackIncomplete(r) => r.error.cni_code(),
         }
+    }
+
+    /// An incomplete rollback adds `rollback incomplete: <undo>: <why>; ...` to the details.
+    fn failure(&self) -> Failure {
+        let mut failure = Failure::from_error(self.cni_code(), self);
+        if let Error::RollbackIncomplete(r) = self {
+            let undos: Vec<String> = r.undos.iter().map(ToString::to_string).collect();
+            let note = format!("rollback incomplete: {}", undos.join("; "));
+            failure.details = if failure.details.is_empty() { note } else { format!("{}; {note}", failure.details) };
+        }
+        failure
     }
 }

@@ -162,6 +162,38 @@ fn failures_roll_back_every_step() {
 }
 
 #[test]
+fn an_undo_that_fails_during_rollback_is_named_in_details() {
+    let env = env();
+    // An IPAM plugin that hands out 10.123.9.8 and refuses to release it.
+    let sticky = env.bins.plugin("sticky-ipam");
+    let script = r#"#!/bin/sh
+cat >/dev/null
+case "$CNI_COMMAND" in
+ADD) echo '{"cniVersion":"1.0.0","ips":[{"address":"10.123.9.8/32"}]}' ;;
+*) echo '{"cniVersion":"1.0.0","code":11,"msg":"release refused"}'; exit 1 ;;
+esac
+"#;
+    std::fs::write(&sticky, script).unwrap();
+    std::fs::set_permissions(&sticky, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let conf = env.conf("1.0.0", json!({"type": "sticky-ipam"}));
+    let before = env.host.links();
+
+    // The host route is taken, so ADD fails at its host side and rolls back.
+    let c = Netns::new("cf");
+    env.host.ip(&["route", "add", "10.123.9.8/32", "dev", "up1"]);
+    let err = env.run(&env.inv("ADD", "sticky", &c), &conf).expect_err(calico_cni::CODE_ROUTE_CONFLICT as u64);
+    env.host.ip(&["route", "del", "10.123.9.8/32", "dev", "up1"]);
+    let details = err["details"].as_str().unwrap_or_default();
+    assert!(
+        details
+            .contains("rollback incomplete: releasing the IPAM allocation: plugin sticky-ipam failed: release refused"),
+        "{err}"
+    );
+    // The veth's undo still ran.
+    assert_eq!(env.host.links(), before);
+}
+
+#[test]
 fn gc_removes_what_the_runtime_no_longer_knows() {
     let env = env();
     let conf = env.conf("1.1.0", json!({}));

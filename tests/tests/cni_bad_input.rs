@@ -73,7 +73,9 @@ impl Rig {
         let routes = self.host.routes();
         assert!(!routes.contains("10.96.0."), "{what}: routes left:\n{routes}");
         assert_eq!(self.container.links(), ["lo"], "{what}: links left in the container");
-        for (prefix, kind) in [("/calico/ipam/v2/handle/", "IPAM handles"), ("/calico/v1/host/", "endpoint records")] {
+        for (prefix, kind) in
+            [(model::keys::HANDLE_PREFIX, "IPAM handles"), (model::keys::ENDPOINT_HOST_PREFIX, "endpoint records")]
+        {
             let left: Vec<String> =
                 self.db.list(prefix).expect("listing the store").into_iter().map(|kv| kv.key).collect();
             assert!(left.is_empty(), "{what}: {kind} left: {left:?}");

@@ -85,6 +85,16 @@ impl std::fmt::Display for Failure {
 pub trait CniCode: std::error::Error {
     /// The CNI error code printed with this error (see [`code`]).
     fn cni_code(&self) -> u32;
+
+    /// The reply for this error: its code, its message, and its causes as `details`
+    /// ([`Failure::from_error`]). An error with more to say than its causes overrides this
+    /// (calico-cni's incomplete rollback names what it could not undo).
+    fn failure(&self) -> Failure
+    where
+        Self: Sized,
+    {
+        Failure::from_error(self.cni_code(), self)
+    }
 }
 
 /// Errors of the CNI protocol layer. [`CniCode`] gives each one's code.

@@ -41,7 +41,7 @@ pub use naming::{host_veth_name, link_local_from_mac, HOST_VETH_MAC, HOST_VETH_P
 pub use netlink::{Change, IpFamily, Link, NeighbourInfo, NeighbourSpec, Netlink, RouteInfo, RouteSpec, VethEnd};
 pub use netlink_packet_route::route::RouteScope;
 pub use netns::NetNs;
-pub use rollback::Rollback;
+pub use rollback::{Rollback, UndoFailure};
 pub use sysctl::{get_sysctl, set_sysctl};
 pub use workload::{
     check, delete_container_link, list_host_veths, open_for_teardown, setup_container, setup_host, teardown, CheckSpec,

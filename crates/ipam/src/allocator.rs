@@ -17,14 +17,17 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnetwork::IpNetwork;
-use serde::{Deserialize, Serialize};
 
 use datastore::{Compare, Datastore, KeyValue, Op, Read};
+use model::affinity::Affinity;
+use model::block::{Attribute, Block};
+use model::handle::{Handle, HANDLE_NODE, HANDLE_PLUGIN};
+use model::pool::Pool;
+use model::{keys, net};
 
-use crate::block::{Attribute, Block};
-use crate::handle::Handle;
-use crate::pool::{self, Pool};
-use crate::{keys, net, store, Error};
+use crate::pool;
+use crate::store::{self, BlockReads};
+use crate::Error;
 
 /// How many times a step is retried when other writers keep winning the race.
 pub const MAX_ATTEMPTS: u32 = 32;
@@ -70,13 +73,6 @@ impl Owner {
     }
 }
 
-/// The handle attribute naming the node that made the allocation.
-pub const HANDLE_NODE: &str = "node";
-/// The handle attribute naming the plugin an allocation is for (see [`Owner::plugin`]).
-pub const HANDLE_PLUGIN: &str = "plugin";
-/// [`HANDLE_PLUGIN`] of calico-cni's allocations: each has an endpoint record.
-pub const PLUGIN_CALICO_CNI: &str = "calico-cni";
-
 /// What to allocate.
 #[derive(Clone, Debug, Default)]
 pub struct Request {
@@ -93,14 +89,6 @@ pub struct Request {
 pub struct Assigned {
     pub ip: IpAddr,
     pub pool: Pool,
-}
-
-/// The hint stored in an affinity key.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Affinity {
-    state: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    free: Option<usize>,
 }
 
 /// What trying one affine block gave.

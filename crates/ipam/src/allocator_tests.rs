@@ -8,7 +8,7 @@ use datastore::memory::MemoryStore;
 use ipnetwork::IpNetwork;
 
 use super::*;
-use crate::pool::{self, Pool};
+use crate::pool;
 use crate::report;
 
 fn cidr(s: &str) -> IpNetwork {

@@ -13,6 +13,10 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] datastore::Error),
 
+    /// The netconf, or the node name it leads to.
+    #[error(transparent)]
+    Netconf(#[from] calico_netconf::Error),
+
     /// A stored value could not be decoded: the datastore holds something we did not write.
     #[error("corrupt datastore value at {key}")]
     Corrupt {
@@ -67,9 +71,6 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("could not determine the node name: {reason}")]
-    NodeName { reason: String },
-
     /// STATUS: the plugin cannot serve ADD now (store unreachable, no free address).
     #[error("calico-ipam is not available")]
     NotAvailable {
@@ -92,6 +93,7 @@ impl CniCode for Error {
     fn cni_code(&self) -> u32 {
         match self {
             Error::Cni(e) => e.cni_code(),
+            Error::Netconf(e) => e.cni_code(),
             Error::Store(e) if e.is_unavailable() => code::TRY_AGAIN_LATER,
             Error::Store(_) | Error::Corrupt { .. } => code::IO,
             Error::LockTimeout { .. } | Error::TooMuchContention { .. } => code::TRY_AGAIN_LATER,
@@ -100,8 +102,7 @@ impl CniCode for Error {
             | Error::PoolNotFound { .. }
             | Error::PoolDisabled { .. }
             | Error::NoPools { .. }
-            | Error::AddressNotInPool { .. }
-            | Error::NodeName { .. } => code::INVALID_CONFIG,
+            | Error::AddressNotInPool { .. } => code::INVALID_CONFIG,
             Error::PoolOverlap { .. } | Error::PoolExists { .. } | Error::PoolInUse { .. } => code::INVALID_CONFIG,
             Error::Exhausted { .. } => CODE_EXHAUSTED,
             Error::AddressInUse { .. } => CODE_ADDRESS_IN_USE,
