@@ -23,6 +23,12 @@ use tempfile::TempDir;
 
 use crate::netns::Netns;
 
+mod builder;
+mod certs;
+
+pub use builder::EtcdBuilder;
+pub use certs::Certs;
+
 /// How long a member (or a restarted cluster) may take to answer.
 const READY_WITHIN: Duration = Duration::from_secs(30);
 
@@ -44,68 +50,6 @@ pub fn etcd_binary() -> PathBuf {
     let path = PathBuf::from(std::env::var("ETCD_BIN").unwrap_or_else(|_| "/usr/bin/etcd".into()));
     assert!(path.exists(), "{} is missing: install etcd-server (the test command does)", path.display());
     path
-}
-
-/// A CA, a server certificate and a client certificate (EC P-256, valid two days), made with
-/// the openssl command-line tool in a temporary directory.
-pub struct Certs {
-    pub dir: TempDir,
-}
-
-impl Certs {
-    /// The server certificate is for 127.0.0.1.
-    pub fn generate() -> Certs {
-        Self::generate_for(&["127.0.0.1"])
-    }
-
-    /// The server certificate is for the addresses `ips` (a member in a netns listens on one
-    /// of that netns's addresses).
-    pub fn generate_for(ips: &[&str]) -> Certs {
-        let dir = tempfile::Builder::new().prefix("calico-certs-").tempdir().expect("tempdir for certificates");
-        let run = |args: String| {
-            let out = Command::new("openssl")
-                .args(args.split_whitespace())
-                .current_dir(dir.path())
-                .output()
-                .expect("run openssl (apt-get install openssl)");
-            assert!(out.status.success(), "openssl {args}: {}", String::from_utf8_lossy(&out.stderr));
-        };
-        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-        run(format!(
-            "req -x509 {ec} -keyout ca.key -out ca.crt -days 2 -subj /CN=calico-test-CA \
-             -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
-        ));
-        let san = ips.iter().map(|ip| format!("IP:{ip}")).collect::<Vec<_>>().join(",");
-        for (name, ext) in [
-            ("server", format!("subjectAltName={san}\nextendedKeyUsage=serverAuth\n")),
-            ("client", "extendedKeyUsage=clientAuth\n".to_owned()),
-        ] {
-            std::fs::write(dir.path().join(format!("{name}.ext")), ext).expect("write extensions");
-            run(format!("req {ec} -keyout {name}.key -out {name}.csr -subj /CN={name}"));
-            run(format!(
-                "x509 -req -in {name}.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out {name}.crt -days 2 \
-                 -extfile {name}.ext"
-            ));
-        }
-        Certs { dir }
-    }
-
-    /// A file of the set: `ca.crt`, `server.crt`, `server.key`, `client.crt`, `client.key`.
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    pub fn ca(&self) -> PathBuf {
-        self.path("ca.crt")
-    }
-
-    pub fn client_cert(&self) -> PathBuf {
-        self.path("client.crt")
-    }
-
-    pub fn client_key(&self) -> PathBuf {
-        self.path("client.key")
-    }
 }
 
 /// The files a client presents to a TLS member (etcdctl here; plugins get them in netconf).
@@ -186,105 +130,6 @@ fn in_netns(netns: Option<&str>, program: impl AsRef<std::ffi::OsStr>) -> Comman
     }
 }
 
-/// How to start an [`EtcdCluster`]: `EtcdCluster::builder().members(3).start()`.
-pub struct EtcdBuilder<'a> {
-    members: usize,
-    certs: Option<&'a Certs>,
-    netns: Option<(&'a Netns, String)>,
-    fast_elections: bool,
-}
-
-impl<'a> EtcdBuilder<'a> {
-    /// How many members (1 unless told).
-    pub fn members(mut self, n: usize) -> Self {
-        assert!(n > 0, "a cluster has at least one member");
-        self.members = n;
-        self
-    }
-
-    /// https client URLs that require a client certificate signed by `certs`' CA (the server
-    /// certificate must name the address the members listen on).
-    pub fn tls(mut self, certs: &'a Certs) -> Self {
-        self.certs = Some(certs);
-        self
-    }
-
-    /// Run the members inside `netns` (`ip netns exec`), listening on `address`, one of its
-    /// own addresses, instead of the test's loopback.
-    pub fn in_netns(mut self, netns: &'a Netns, address: &str) -> Self {
-        self.netns = Some((netns, address.to_owned()));
-        self
-    }
-
-    /// Heartbeats every 50 ms and elections after 500 ms (etcd's defaults: 100 ms, 1 s), so
-    /// that a failover test waits less for a new leader. On a busy machine a member may then
-    /// call an election it did not need.
-    pub fn fast_elections(mut self) -> Self {
-        self.fast_elections = true;
-        self
-    }
-
-    /// Start every member and wait until each one answers.
-    pub fn start(self) -> EtcdCluster {
-        let scheme = if self.certs.is_some() { "https" } else { "http" };
-        let host = self.netns.as_ref().map_or("127.0.0.1", |(_, address)| address.as_str()).to_owned();
-        let host = if host.contains(':') { format!("[{host}]") } else { host };
-        let token = format!("calico-test-{}-{}", std::process::id(), free_port());
-        let ports: Vec<(u16, u16)> = (0..self.members).map(|_| (free_port(), free_port())).collect();
-        let initial = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (_, peer))| format!("m{i}=http://{host}:{peer}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let netns = self.netns.as_ref().map(|(ns, _)| ns.name.clone());
-        let members = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (client, peer))| {
-                let dir = tempfile::Builder::new().prefix("calico-etcd-").tempdir().expect("tempdir for etcd");
-                let name = format!("m{i}");
-                let client_url = format!("{scheme}://{host}:{client}");
-                let peer_url = format!("http://{host}:{peer}");
-                let mut args: Vec<String> = [
-                    ("--name", name.as_str()),
-                    ("--data-dir", &dir.path().join("data").display().to_string()),
-                    ("--listen-client-urls", &client_url),
-                    ("--advertise-client-urls", &client_url),
-                    ("--listen-peer-urls", &peer_url),
-                    ("--initial-advertise-peer-urls", &peer_url),
-                    ("--initial-cluster", &initial),
-                    ("--initial-cluster-token", &token),
-                    ("--initial-cluster-state", "new"),
-                    ("--log-level", "warn"),
-                ]
-                .iter()
-                .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
-                .collect();
-                if self.fast_elections {
-                    args.extend(["--heartbeat-interval", "50", "--election-timeout", "500"].map(String::from));
-                }
-                if let Some(c) = self.certs {
-                    args.push("--client-cert-auth".into());
-                    for (flag, file) in
-                        [("--trusted-ca-file", "ca.crt"), ("--cert-file", "server.crt"), ("--key-file", "server.key")]
-                    {
-                        args.extend([flag.to_string(), c.path(file).display().to_string()]);
-                    }
-                }
-                Member { name, client_url, args, netns: netns.clone(), child: None, dir }
-            })
-            .collect();
-        let tls = self.certs.map(|c| ClientTls { ca: c.ca(), cert: c.client_cert(), key: c.client_key() });
-        let mut cluster = EtcdCluster { members, tls, netns };
-        for m in &mut cluster.members {
-            m.spawn();
-        }
-        cluster.wait_ready();
-        cluster
-    }
-}
-
 /// A cluster of members. Stopped members keep their data and rejoin when started again.
 pub struct EtcdCluster {
     pub members: Vec<Member>,
@@ -295,7 +140,7 @@ pub struct EtcdCluster {
 impl EtcdCluster {
     /// One plain-http member on loopback unless told otherwise.
     pub fn builder<'a>() -> EtcdBuilder<'a> {
-        EtcdBuilder { members: 1, certs: None, netns: None, fast_elections: false }
+        EtcdBuilder::new()
     }
 
     /// `n` plain-http members on loopback, each answering when this returns.
