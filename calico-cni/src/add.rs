@@ -6,13 +6,15 @@ use std::path::Path;
 
 use cni::skel::Request;
 use cni::{CniResult, Interface};
-use dataplane::{ContainerConfig, Namespace, Rollback, VethEnd};
+use dataplane::{ContainerConfig, Rollback, VethEnd};
+use model::endpoint::Endpoint;
 
 use crate::context::Context;
-use crate::endpoint::{self, Endpoint};
+use crate::deps::{Dataplane, Deps};
+use crate::endpoint;
 use crate::Error;
 
-pub fn add(req: &Request) -> Result<CniResult, Error> {
+pub fn add<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Result<CniResult, Error> {
     if req.env.ifname == "lo" {
         return Err(cni::Error::InvalidEnv {
             var: "CNI_IFNAME",
@@ -21,62 +23,84 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
         }
         .into());
     }
-    let ctx = Context::load(req)?;
     let key = ctx.endpoint_key(req);
     // A repeated ADD for an attachment that is already set up answers from the record.
-    if let Some(ep) = endpoint::get(&*ctx.store, &key)? {
+    if let Some(ep) = endpoint::get(deps.store, &key)? {
         if ep.container_id == req.env.container_id {
             tracing::info!(%key, "endpoint exists; returning its result");
             return Ok(CniResult::from_json(&ep.result)?);
         }
         tracing::info!(%key, old = %ep.container_id, "replacing the endpoint of an earlier sandbox");
     }
-    let container_mac = container_mac(&ctx)?;
+    let container_mac = container_mac(ctx)?;
     let netns_path = req.env.netns.as_deref().unwrap_or(Path::new(""));
-    let container = Namespace::open(netns_path)
+    let container = deps
+        .dataplane
+        .open_netns(netns_path)
         .map_err(|source| Error::Netns { path: netns_path.display().to_string(), source })?;
-    let host = Namespace::current().map_err(|source| Error::Dataplane { step: "opening the host netns", source })?;
 
-    let host_veth = ctx.host_veth(req);
     let mut undo = Rollback::new();
-    let ipam_result = ctx.ipam_add(req)?;
-    undo.push("releasing the IPAM allocation", || ctx.ipam_del(req));
+    match attach(req, ctx, deps, &container, container_mac, &mut undo) {
+        Ok(result) => {
+            undo.disarm();
+            tracing::debug!(netlink_requests = deps.dataplane.netlink_requests(&container), "ADD cost");
+            Ok(result)
+        }
+        Err(error) => Err(Error::rolled_back(error, undo.rollback())),
+    }
+}
+
+/// The steps that change something, each followed by its undo: IPAM, the veth pair, the
+/// container side, the host side, the endpoint record.
+fn attach<'a, D: Dataplane>(
+    req: &'a Request,
+    ctx: &Context,
+    deps: &'a Deps<'a, D>,
+    container: &D::Netns,
+    container_mac: Option<[u8; 6]>,
+    undo: &mut Rollback<'a>,
+) -> Result<CniResult, Error> {
+    let dp = deps.dataplane;
+    let host_veth = ctx.host_veth(req);
+    let ipam_result = deps.ipam.add(req)?;
+    undo.push("releasing the IPAM allocation", || deps.ipam.del(req));
     let addresses: Vec<IpAddr> = ipam_result.ips.iter().map(|c| c.address.ip()).collect();
     if addresses.is_empty() {
         return Err(Error::NoAddress { plugin: ctx.ipam_type.clone() });
     }
 
-    let dp = |step: &'static str| move |source| Error::Dataplane { step, source };
+    let step = |step: &'static str| move |source| Error::Dataplane { step, source };
     let mtu = ctx.conf.workload_mtu();
     let host_end = VethEnd::host(&host_veth, Some(mtu));
     let peer = VethEnd { name: req.env.ifname.clone(), mac: container_mac, mtu: Some(mtu) };
-    let create = || host.netlink().create_veth(&host_end, &peer, container.netns());
+    let create = || dp.create_veth(&host_end, &peer, container);
     match create() {
         // A host end left by an ADD that died half-way, or by an earlier sandbox of this pod
         // (same workload, same name): remove it and try once more. Checked only on EEXIST,
         // so the usual ADD pays no extra netlink request.
-        Err(e)
-            if e.is_exists() && host.netlink().delete_link(&host_veth).map_err(dp("removing a stale host veth"))? =>
-        {
+        Err(e) if e.is_exists() && dp.delete_host_link(&host_veth).map_err(step("removing a stale host veth"))? => {
             tracing::warn!(%host_veth, "removed a stale host veth");
             create()
         }
         other => other,
     }
-    .map_err(dp("creating the veth pair"))?;
-    undo.push("deleting the veth pair", || host.netlink().delete_link(&host_veth).map(|_| ()));
+    .map_err(step("creating the veth pair"))?;
+    let veth = host_veth.clone();
+    undo.push("deleting the veth pair", move || dp.delete_host_link(&veth).map(|_| ()));
 
-    let info = dataplane::setup_container(
-        &container,
-        &ContainerConfig {
-            ifname: &req.env.ifname,
-            addresses: &addresses,
-            ip_forward: ctx.conf.container_settings.allow_ip_forwarding,
-        },
-    )
-    .map_err(dp("configuring the container interface"))?;
-    dataplane::setup_host(&host, &host_veth, &addresses).map_err(dp("configuring the host side"))?;
+    let info = dp
+        .setup_container(
+            container,
+            &ContainerConfig {
+                ifname: &req.env.ifname,
+                addresses: &addresses,
+                ip_forward: ctx.conf.container_settings.allow_ip_forwarding,
+            },
+        )
+        .map_err(step("configuring the container interface"))?;
+    dp.setup_host(&host_veth, &addresses).map_err(step("configuring the host side"))?;
 
+    let netns_path = req.env.netns.as_deref().unwrap_or(Path::new("")).display().to_string();
     let result = CniResult {
         interfaces: vec![
             Interface {
@@ -87,7 +111,7 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
             Interface {
                 name: req.env.ifname.clone(),
                 mac: Some(dataplane::naming::format_mac(info.mac)),
-                sandbox: Some(netns_path.display().to_string()),
+                sandbox: Some(netns_path.clone()),
                 ..Default::default()
             },
         ],
@@ -109,20 +133,15 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
         workload_id: ctx.workload_id(req),
         container_id: req.env.container_id.clone(),
         ifname: req.env.ifname.clone(),
-        netns: netns_path.display().to_string(),
+        netns: netns_path,
         network: ctx.conf.common.name.clone(),
         host_veth: host_veth.clone(),
         mac: dataplane::naming::format_mac(info.mac),
         ips: result.ips.iter().map(|c| c.address.to_string()).collect(),
         result: result.to_json(cni::Version::LATEST),
     };
-    endpoint::put(&*ctx.store, &ep)?;
-    undo.disarm();
+    endpoint::put(deps.store, &ep)?;
     tracing::info!(container = %req.env.container_id, %host_veth, ips = ?addresses, "workload attached");
-    tracing::debug!(
-        netlink_requests = host.netlink().request_count() + container.netlink().request_count(),
-        "ADD cost"
-    );
     Ok(result)
 }
 

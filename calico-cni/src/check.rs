@@ -5,14 +5,14 @@ use std::net::IpAddr;
 
 use cni::skel::Request;
 use cni::CniResult;
-use dataplane::{CheckSpec, Namespace};
+use dataplane::CheckSpec;
 
 use crate::context::Context;
+use crate::deps::{Dataplane, Deps};
 use crate::endpoint;
 use crate::Error;
 
-pub fn check(req: &Request) -> Result<(), Error> {
-    let ctx = Context::load(req)?;
+pub fn check<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Result<(), Error> {
     let prev = ctx
         .conf
         .common
@@ -20,10 +20,10 @@ pub fn check(req: &Request) -> Result<(), Error> {
         .as_ref()
         .ok_or_else(|| Error::Check("the netconf has no prevResult to check against".into()))?;
     let prev = CniResult::from_json(prev)?;
-    ctx.ipam_check(req)?;
+    deps.ipam.check(req)?;
 
     let key = ctx.endpoint_key(req);
-    let ep = endpoint::get(&*ctx.store, &key)?
+    let ep = endpoint::get(deps.store, &key)?
         .filter(|ep| ep.container_id == req.env.container_id)
         .ok_or_else(|| Error::Check(format!("no workload endpoint record {key}")))?;
     let container_index = prev.interfaces.iter().position(|i| i.name == req.env.ifname);
@@ -39,13 +39,11 @@ pub fn check(req: &Request) -> Result<(), Error> {
         }
     }
     let netns = req.env.netns.as_deref().unwrap_or(std::path::Path::new(""));
-    let container =
-        Namespace::open(netns).map_err(|source| Error::Netns { path: netns.display().to_string(), source })?;
-    let host = Namespace::current().map_err(|source| Error::Dataplane { step: "opening the host netns", source })?;
-    dataplane::check(
-        &host,
-        &container,
-        &CheckSpec { host_veth: &ep.host_veth, ifname: &req.env.ifname, addresses: &addresses },
-    )
-    .map_err(|source| Error::Dataplane { step: "checking the dataplane", source })
+    let container = deps
+        .dataplane
+        .open_netns(netns)
+        .map_err(|source| Error::Netns { path: netns.display().to_string(), source })?;
+    deps.dataplane
+        .check(&container, &CheckSpec { host_veth: &ep.host_veth, ifname: &req.env.ifname, addresses: &addresses })
+        .map_err(|source| Error::Dataplane { step: "checking the dataplane", source })
 }

@@ -1,15 +1,13 @@
-//! What every verb needs: the parsed netconf and CNI_ARGS, this node's name, the workload's
-//! identity and the datastore.
+//! What every verb needs from the request: the parsed netconf and CNI_ARGS, this node's
+//! name and the workload's identity.
 
+use calico_netconf::CalicoConf;
 use cni::skel::Request;
-use cni::{CniArgs, CniResult};
+use cni::CniArgs;
 use datastore::Datastore;
-use ipam::CalicoConf;
+use model::keys;
 
-use crate::{endpoint, Error};
-
-/// The IPAM type calico-cni runs in its own process instead of exec'ing it.
-pub const IN_PROCESS_IPAM: &str = "calico-ipam";
+use crate::Error;
 
 /// The names calico-cni is installed under: never an IPAM type. (Any other name that
 /// resolves to this executable is refused by [`cni::delegate::exec`].)
@@ -21,7 +19,6 @@ pub struct Context {
     pub node: String,
     /// The IPAM plugin to delegate to (`ipam.type`).
     pub ipam_type: String,
-    pub store: Box<dyn Datastore>,
 }
 
 impl Context {
@@ -48,61 +45,12 @@ impl Context {
             .into());
         }
         let node = conf.nodename()?;
-        let store = datastore::config::open(&conf.store_config())?;
-        Ok(Context { ipam_type: conf.ipam.plugin_type.clone(), conf, args, node, store })
+        Ok(Context { ipam_type: conf.ipam.plugin_type.clone(), conf, args, node })
     }
 
-    /// The IPAM verbs to run in this process: `Some` when `ipam.type` is `calico-ipam`, whose
-    /// code is linked in (the same library the `calico-ipam` executable runs, on the store
-    /// this process already opened), saving an exec and a store open per call. Any other
-    /// type is exec'd from CNI_PATH as the spec describes.
-    fn in_process_ipam(&self) -> Option<ipam::plugin::Verbs<'_>> {
-        (self.ipam_type == IN_PROCESS_IPAM).then(|| ipam::plugin::Verbs {
-            conf: &self.conf,
-            store: &*self.store,
-            host: &self.node,
-            plugin: ipam::allocator::PLUGIN_CALICO_CNI,
-        })
-    }
-
-    /// IPAM ADD, in process or delegated (see [`Context::in_process_ipam`]).
-    pub fn ipam_add(&self, req: &Request) -> Result<CniResult, Error> {
-        match self.in_process_ipam() {
-            Some(verbs) => Ok(verbs.add(&req.env)?),
-            None => Ok(cni::delegate::delegate_add(&self.ipam_type, &req.env, &req.stdin)?),
-        }
-    }
-
-    /// IPAM DEL, in process or delegated.
-    pub fn ipam_del(&self, req: &Request) -> Result<(), Error> {
-        match self.in_process_ipam() {
-            Some(verbs) => Ok(verbs.del(&req.env)?),
-            None => Ok(cni::delegate::delegate_del(&self.ipam_type, &req.env, &req.stdin)?),
-        }
-    }
-
-    /// IPAM CHECK, in process or delegated.
-    pub fn ipam_check(&self, req: &Request) -> Result<(), Error> {
-        match self.in_process_ipam() {
-            Some(verbs) => Ok(verbs.check(&req.env)?),
-            None => Ok(cni::delegate::delegate_check(&self.ipam_type, &req.env, &req.stdin)?),
-        }
-    }
-
-    /// IPAM GC, in process or delegated.
-    pub fn ipam_gc(&self, req: &Request) -> Result<(), Error> {
-        match self.in_process_ipam() {
-            Some(verbs) => Ok(verbs.gc()?),
-            None => Ok(cni::delegate::delegate_gc(&self.ipam_type, &req.env, &req.stdin)?),
-        }
-    }
-
-    /// IPAM STATUS, in process or delegated.
-    pub fn ipam_status(&self, req: &Request) -> Result<(), Error> {
-        match self.in_process_ipam() {
-            Some(verbs) => Ok(verbs.status()?),
-            None => Ok(cni::delegate::delegate_status(&self.ipam_type, &req.env, &req.stdin)?),
-        }
+    /// The datastore the netconf selects (etcd, else the embedded store).
+    pub fn open_store(&self) -> Result<Box<dyn Datastore>, Error> {
+        Ok(datastore::config::open(&self.conf.store_config())?)
     }
 
     /// `k8s` when the runtime names the pod, else `cni`.
@@ -127,7 +75,7 @@ impl Context {
     }
 
     pub fn endpoint_key(&self, req: &Request) -> String {
-        endpoint::key(&self.node, self.orchestrator(), &self.workload_id(req), &req.env.ifname)
+        keys::endpoint(&self.node, self.orchestrator(), &self.workload_id(req), &req.env.ifname)
     }
 
     /// `cali` + 11 hex characters of the workload identity (plus the interface when it is

@@ -1,53 +1,12 @@
-//! Workload endpoint records: what calico-cni set up for one (container, interface), under
-//! `/calico/v1/host/<node>/workload/<orchestrator>/<workload id>/endpoint/<ifname>`.
-//! Repeated ADDs answer from it, DEL and GC find the host veth through it, and calicoctl
-//! reads it.
+//! Reading and writing workload endpoint records ([`model::endpoint::Endpoint`]): what
+//! calico-cni set up for one (container, interface). Repeated ADDs answer from it, and DEL
+//! and GC find the host veth through it.
 
 use datastore::{Datastore, Op};
-use serde::{Deserialize, Serialize};
+use model::endpoint::Endpoint;
+use model::keys;
 
 use crate::Error;
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Endpoint {
-    pub node: String,
-    /// `k8s` when the runtime passed K8S_POD_NAMESPACE and K8S_POD_NAME, else `cni`.
-    pub orchestrator: String,
-    pub workload_id: String,
-    pub container_id: String,
-    pub ifname: String,
-    pub netns: String,
-    pub network: String,
-    pub host_veth: String,
-    pub mac: String,
-    /// Addresses with their prefix (`10.0.0.5/32`).
-    pub ips: Vec<String>,
-    /// The result handed to the runtime (latest spec version), for repeated ADDs.
-    pub result: serde_json::Value,
-}
-
-/// Where every node's records live.
-const HOST_PREFIX: &str = "/calico/v1/host/";
-
-/// Where the endpoints of `node` live.
-pub fn node_prefix(node: &str) -> String {
-    format!("{HOST_PREFIX}{node}/workload/")
-}
-
-pub fn key(node: &str, orchestrator: &str, workload_id: &str, ifname: &str) -> String {
-    format!("{}{orchestrator}/{workload_id}/endpoint/{ifname}", node_prefix(node))
-}
-
-impl Endpoint {
-    pub fn key(&self) -> String {
-        key(&self.node, &self.orchestrator, &self.workload_id, &self.ifname)
-    }
-
-    /// The endpoint's addresses without their prefix length (unparsable entries skipped).
-    pub fn addresses(&self) -> Vec<std::net::IpAddr> {
-        self.ips.iter().filter_map(|ip| ip.split('/').next()?.parse().ok()).collect()
-    }
-}
 
 pub fn get(store: &dyn Datastore, key: &str) -> Result<Option<Endpoint>, Error> {
     store.get(key)?.map(|kv| decode(&kv)).transpose()
@@ -69,13 +28,7 @@ pub fn delete(store: &dyn Datastore, key: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Every endpoint record of every node.
-pub fn list_all(store: &dyn Datastore) -> Result<Vec<Endpoint>, Error> {
-    let is_endpoint = |key: &str| key.contains("/workload/") && key.contains("/endpoint/");
-    store.list(HOST_PREFIX)?.iter().filter(|kv| is_endpoint(&kv.key)).map(decode).collect()
-}
-
 /// Every endpoint record of `node`.
 pub fn list(store: &dyn Datastore, node: &str) -> Result<Vec<Endpoint>, Error> {
-    store.list(&node_prefix(node))?.iter().map(decode).collect()
+    store.list(&keys::endpoint_node_prefix(node))?.iter().map(decode).collect()
 }

@@ -4,14 +4,14 @@
 use std::collections::HashSet;
 
 use cni::skel::Request;
-use dataplane::Namespace;
 
 use crate::context::Context;
+use crate::del::remove_veth;
+use crate::deps::{Dataplane, Deps};
 use crate::endpoint;
 use crate::Error;
 
-pub fn gc(req: &Request) -> Result<(), Error> {
-    let ctx = Context::load(req)?;
+pub fn gc<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Result<(), Error> {
     let valid: HashSet<(String, String)> = ctx
         .conf
         .common
@@ -24,17 +24,16 @@ pub fn gc(req: &Request) -> Result<(), Error> {
         .iter()
         .map(|a| (a.container_id.clone(), a.ifname.clone()))
         .collect();
-    ctx.ipam_gc(req)?;
+    deps.ipam.gc(req)?;
 
-    let host = Namespace::current().map_err(|source| Error::Dataplane { step: "opening the host netns", source })?;
-    for ep in endpoint::list(&*ctx.store, &ctx.node)? {
+    for ep in endpoint::list(deps.store, &ctx.node)? {
         if ep.network != ctx.conf.common.name || valid.contains(&(ep.container_id.clone(), ep.ifname.clone())) {
             continue;
         }
         let netns = std::path::Path::new(&ep.netns);
-        dataplane::teardown(&host, &ep.host_veth, Some(netns), &ep.ifname)
+        remove_veth(deps.dataplane, &ep.host_veth, Some(netns), &ep.ifname)
             .map_err(|source| Error::Dataplane { step: "removing a stale veth", source })?;
-        endpoint::delete(&*ctx.store, &ep.key())?;
+        endpoint::delete(deps.store, &ep.key())?;
         tracing::info!(container = %ep.container_id, ifname = %ep.ifname, host_veth = %ep.host_veth, "garbage collected");
     }
     Ok(())

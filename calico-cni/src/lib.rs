@@ -2,20 +2,45 @@
 //! 169.254.1.1 gateway answered by proxy ARP, addresses from the IPAM plugin, and a workload
 //! endpoint record in the datastore.
 //!
-//! One file per verb: [`add`], [`del`], [`check`], [`gc`]; [`context`] holds what they share.
+//! One file per verb: `add`, `del`, `check`, `gc`, each a function of the request,
+//! its parsed `Context` and its `Deps`: the kernel, the datastore and the IPAM plugin,
+//! behind the traits of `deps`. [`CalicoCni`] passes the real ones (`linux::Linux`, the
+//! store the netconf selects, `delegate::Delegate`); the unit tests pass recording fakes.
 
 mod add;
 mod check;
 mod context;
 mod del;
-pub mod endpoint;
+mod delegate;
+mod deps;
+mod endpoint;
 mod error;
 mod gc;
+mod linux;
+#[cfg(test)]
+mod tests;
 
-pub use error::{Error, CODE_CHECK_FAILED, CODE_DATAPLANE, CODE_ROUTE_CONFLICT};
+pub use error::{Error, CODE_CHECK_FAILED, CODE_DATAPLANE, CODE_NO_ADDRESS, CODE_ROUTE_CONFLICT};
 
 use cni::skel::{Plugin, Request};
 use cni::CniResult;
+
+use crate::context::Context;
+use crate::delegate::Delegate;
+use crate::deps::{Deps, Ipam};
+use crate::linux::Linux;
+
+/// Runs `verb` with the real dependencies: this host's kernel, the store the netconf
+/// selects, and the IPAM plugin it names.
+fn with_real_deps<T>(
+    req: &Request,
+    verb: impl FnOnce(&Context, &Deps<'_, Linux>) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let ctx = Context::load(req)?;
+    let store = ctx.open_store()?;
+    let ipam = Delegate::new(&ctx, &*store);
+    verb(&ctx, &Deps { dataplane: &Linux::new(), store: &*store, ipam: &ipam })
+}
 
 /// The plugin handed to [`cni::skel::run`].
 pub struct CalicoCni;
@@ -29,25 +54,27 @@ impl Plugin for CalicoCni {
     }
 
     fn add(&self, req: &Request) -> Result<CniResult, Error> {
-        add::add(req)
+        with_real_deps(req, |ctx, deps| add::add(req, ctx, deps))
     }
 
     fn del(&self, req: &Request) -> Result<(), Error> {
-        del::del(req)
+        with_real_deps(req, |ctx, deps| del::del(req, ctx, deps))
     }
 
     fn check(&self, req: &Request) -> Result<(), Error> {
-        check::check(req)
+        with_real_deps(req, |ctx, deps| check::check(req, ctx, deps))
     }
 
     fn gc(&self, req: &Request) -> Result<(), Error> {
-        gc::gc(req)
+        with_real_deps(req, |ctx, deps| gc::gc(req, ctx, deps))
     }
 
     /// Code 50 when the netconf or the store is unusable, as calico-ipam answers; the IPAM
     /// verdict (pools with room) passes through.
     fn status(&self, req: &Request) -> Result<(), Error> {
-        let ctx = context::Context::load(req).map_err(|e| Error::NotAvailable(Box::new(e)))?;
-        ctx.ipam_status(req)
+        let not_available = |e| Error::NotAvailable(Box::new(e));
+        let ctx = Context::load(req).map_err(not_available)?;
+        let store = ctx.open_store().map_err(not_available)?;
+        Delegate::new(&ctx, &*store).status(req)
     }
 }

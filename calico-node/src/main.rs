@@ -50,7 +50,7 @@ struct Cli {
     #[arg(long, value_parser = clap::value_parser!(u32).range(68..=65535))]
     vxlan_mtu: Option<u32>,
     /// where to write the MTU for workloads (calico-cni reads it when its netconf has none)
-    #[arg(long, default_value = ipam::config::DEFAULT_MTU_FILE)]
+    #[arg(long, default_value = calico_netconf::DEFAULT_MTU_FILE)]
     mtu_file: PathBuf,
     /// one full sync, then exit: 0, or 1 naming what could not be programmed
     #[arg(long)]
@@ -62,7 +62,8 @@ struct Cli {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     // The plugins' rule, by the plugins' code.
-    let conf = ipam::CalicoConf { nodename: cli.nodename, nodename_file: cli.nodename_file, ..Default::default() };
+    let conf =
+        calico_netconf::CalicoConf { nodename: cli.nodename, nodename_file: cli.nodename_file, ..Default::default() };
     let name = conf.nodename().map_err(node::Error::NodeName)?;
     let store = datastore::config::open(&cli.store.config(false)).context("opening the datastore")?;
     let kernel = node::kernel::NetlinkKernel::new().context("opening netlink")?;

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 
-use calico_cni::endpoint;
 use datastore::Datastore;
 use ipam::report;
 
@@ -63,17 +62,7 @@ pub fn run(store: &dyn Datastore, cmd: IpamCommand) -> anyhow::Result<ExitCode> 
         }
         IpamCommand::Check { output } => {
             let mut r = report::check(store)?;
-            let endpoints: Vec<report::EndpointRef> = endpoint::list_all(store)?
-                .into_iter()
-                .map(|ep| report::EndpointRef {
-                    ips: ep.addresses(),
-                    key: ep.key(),
-                    node: ep.node,
-                    network: ep.network,
-                    container_id: ep.container_id,
-                    ifname: ep.ifname,
-                })
-                .collect();
+            let endpoints = report::endpoints(store)?;
             report::check_endpoints(store, &endpoints, &mut r)?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&r)?),
@@ -94,7 +83,7 @@ pub fn run(store: &dyn Datastore, cmd: IpamCommand) -> anyhow::Result<ExitCode> 
         }
         IpamCommand::Release { ip, force } => {
             let ip: IpAddr = ip.parse().with_context(|| format!("{ip:?} is not an IP address"))?;
-            if let Some(ep) = endpoint::list_all(store)?.into_iter().find(|ep| ep.addresses().contains(&ip)) {
+            if let Some(ep) = report::endpoints(store)?.into_iter().find(|ep| ep.addresses().contains(&ip)) {
                 let holder = format!(
                     "endpoint {} (container {}, interface {}, node {})",
                     ep.key(),

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use datastore::{Compare, Datastore, Op, Read};
+use model::keys;
 use model::node::{self, Node};
 use serde_json::json;
 
@@ -34,7 +35,7 @@ type Blocks = BTreeMap<String, Vec<String>>;
 
 /// Every node record and the blocks affine to each node, read in one snapshot.
 fn nodes(store: &dyn Datastore) -> anyhow::Result<(BTreeMap<String, Node>, Blocks)> {
-    let reads = [node::BGP_HOST_PREFIX, node::HOST_PREFIX, ipam::keys::HOST_PREFIX].map(|p| Read::Prefix(p.into()));
+    let reads = [node::BGP_HOST_PREFIX, node::HOST_PREFIX, keys::IPAM_HOST_PREFIX].map(|p| Read::Prefix(p.into()));
     let found = store.read_many(&reads)?;
     let (records, errors) =
         node::decode_all(found[..2].iter().flatten().map(|kv| (kv.key.as_str(), kv.value.as_slice())));
@@ -43,9 +44,9 @@ fn nodes(store: &dyn Datastore) -> anyhow::Result<(BTreeMap<String, Node>, Block
     }
     let mut blocks = Blocks::new();
     for kv in &found[2] {
-        let parts: Vec<&str> = kv.key.trim_start_matches(ipam::keys::HOST_PREFIX).split('/').collect();
+        let parts: Vec<&str> = kv.key.trim_start_matches(keys::IPAM_HOST_PREFIX).split('/').collect();
         if let [name, "ipv4" | "ipv6", "block", segment] = parts.as_slice() {
-            if let Some(cidr) = ipam::keys::parse_cidr_segment(segment) {
+            if let Some(cidr) = keys::parse_cidr_segment(segment) {
                 blocks.entry((*name).to_owned()).or_default().push(cidr.to_string());
             }
         }
@@ -62,7 +63,13 @@ fn tunnel_handles(name: &str) -> [String; 2] {
 
 fn remove(store: &dyn Datastore, name: &str, remove_endpoints: bool) -> anyhow::Result<ExitCode> {
     let (records, blocks) = nodes(store)?;
-    let endpoints = calico_cni::endpoint::list(store, name).context("reading its workload endpoints")?;
+    let endpoints: Vec<model::endpoint::Endpoint> = store
+        .list(&keys::endpoint_node_prefix(name))
+        .context("reading its workload endpoints")?
+        .iter()
+        .filter(|kv| keys::is_endpoint(&kv.key))
+        .map(|kv| model::decode(&kv.key, &kv.value))
+        .collect::<Result<_, _>>()?;
     if !records.contains_key(name) && !blocks.contains_key(name) && endpoints.is_empty() {
         let known: Vec<&str> = records.keys().map(String::as_str).collect();
         bail!(
@@ -80,9 +87,9 @@ fn remove(store: &dyn Datastore, name: &str, remove_endpoints: bool) -> anyhow::
     let ipam = ipam::Ipam::new(store, name.to_owned());
     let mut released = 0;
     for ep in &endpoints {
-        let handle = ipam::handle::handle_id(&ep.network, &ep.container_id, &ep.ifname);
+        let handle = model::handle::handle_id(&ep.network, &ep.container_id, &ep.ifname);
         released += ipam.release_handle(&handle)?.len();
-        calico_cni::endpoint::delete(store, &ep.key())?;
+        store.txn(&[], &[Op::Delete { key: ep.key() }])?;
     }
     for handle in tunnel_handles(name) {
         released += ipam.release_handle(&handle)?.len();
@@ -90,7 +97,7 @@ fn remove(store: &dyn Datastore, name: &str, remove_endpoints: bool) -> anyhow::
     let freed = release_blocks(store, name)?;
     let mut ops: Vec<Op> = node::keys_of(name).into_iter().map(|key| Op::Delete { key }).collect();
     for family in [4, 6] {
-        ops.push(Op::Delete { key: ipam::keys::cursor(name, family) });
+        ops.push(Op::Delete { key: keys::cursor(name, family) });
     }
     store.txn(&[], &ops)?;
     println!(
@@ -107,7 +114,7 @@ fn release_blocks(store: &dyn Datastore, name: &str) -> anyhow::Result<usize> {
     for family in [4, 6] {
         let mut done = false;
         for _attempt in 0..32 {
-            let mine: Vec<(ipam::block::Block, i64)> = ipam::allocator::blocks_of(store, family)?
+            let mine: Vec<(model::block::Block, i64)> = ipam::allocator::blocks_of(store, family)?
                 .into_iter()
                 .filter(|(b, _)| b.host() == Some(name))
                 .collect();
@@ -115,9 +122,9 @@ fn release_blocks(store: &dyn Datastore, name: &str) -> anyhow::Result<usize> {
             let mut ops = Vec::new();
             let mut empty = 0;
             for (block, revision) in &mine {
-                let key = ipam::keys::block(&block.cidr);
+                let key = keys::block(&block.cidr);
                 compares.push(Compare::Revision(key.clone(), *revision));
-                ops.push(Op::Delete { key: ipam::keys::affinity(name, &block.cidr) });
+                ops.push(Op::Delete { key: keys::affinity(name, &block.cidr) });
                 if block.used() == 0 {
                     ops.push(Op::Delete { key });
                     empty += 1;
@@ -128,7 +135,7 @@ fn release_blocks(store: &dyn Datastore, name: &str) -> anyhow::Result<usize> {
                 }
             }
             // Affinities without a block (left by an interrupted claim) go too.
-            let prefix = ipam::keys::affinity_prefix(name, family);
+            let prefix = keys::affinity_prefix(name, family);
             for kv in store.list(&prefix)? {
                 if !ops.iter().any(|op| matches!(op, Op::Delete { key } if *key == kv.key)) {
                     ops.push(Op::Delete { key: kv.key });

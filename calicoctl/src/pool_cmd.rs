@@ -7,7 +7,8 @@ use clap::Subcommand;
 use ipnetwork::IpNetwork;
 
 use datastore::Datastore;
-use ipam::pool::{self, EncapMode, Pool};
+use ipam::pool;
+use model::pool::{EncapMode, Pool};
 
 use crate::Output;
 

@@ -1,9 +1,12 @@
 //! Shared helpers for the integration tests: a driver that execs the real binaries exactly
-//! as a runtime does (CNI_* environment, netconf on stdin), throwaway store directories,
-//! and an etcd server started on a free loopback port.
+//! as a runtime does (CNI_* environment, netconf on stdin), throwaway store directories, a
+//! datastore [`Backend`] (embedded, or a real etcd), and the netns and etcd harness of
+//! `testkit` (re-exported as [`netns`] and [`etcd`]).
 
-pub mod etcd;
+pub mod cni_host;
 pub mod netns;
+
+pub use testkit::{etcd, unique};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,6 +16,33 @@ use serde_json::Value;
 
 /// Every CNI spec version the plugins support.
 pub const VERSIONS: [&str; 7] = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
+/// One `#[test]` per spec version, named after it, so that a failure names the version:
+/// `spec_version_tests!(body)` makes the module `body` of tests `spec_0_1_0` ... `spec_1_1_0`,
+/// each calling `body("0.1.0")` ... (`cargo test spec_0_4_0` runs one version everywhere),
+/// and a test that the list is [`VERSIONS`].
+#[macro_export]
+macro_rules! spec_version_tests {
+    ($body:ident) => {
+        $crate::spec_version_tests!(@ $body: spec_0_1_0 "0.1.0", spec_0_2_0 "0.2.0", spec_0_3_0 "0.3.0",
+            spec_0_3_1 "0.3.1", spec_0_4_0 "0.4.0", spec_1_0_0 "1.0.0", spec_1_1_0 "1.1.0");
+    };
+    (@ $body:ident: $($test:ident $version:literal),+) => {
+        mod $body {
+            $(
+                #[test]
+                fn $test() {
+                    super::$body($version)
+                }
+            )+
+
+            #[test]
+            fn one_test_per_version() {
+                assert_eq!([$($version),+], $crate::VERSIONS);
+            }
+        }
+    };
+}
 
 /// Where the workspace's binaries are: `CALICO_BIN_DIR`, else the target directory of the
 /// profile these tests were built with (build them first: `cargo build --workspace --bins`).
@@ -208,13 +238,6 @@ pub fn calicoctl(store_env: &[(String, String)], args: &[&str]) -> Outcome {
     run_command(cmd, b"")
 }
 
-/// A name unique to this process and call, for netns, links and containers.
-pub fn unique(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}{}x{}", std::process::id() % 100_000, N.fetch_add(1, Ordering::Relaxed))
-}
-
 /// A datastore for one test: the embedded store in a temp dir, or a real etcd.
 pub enum Backend {
     Embedded(StoreDir),
@@ -307,4 +330,11 @@ pub fn result_ips(result: &Value) -> Vec<String> {
         return ips.iter().filter_map(|i| i["address"].as_str()).map(strip).collect();
     }
     ["ip4", "ip6"].iter().filter_map(|f| result[f]["ip"].as_str()).map(strip).collect()
+}
+
+/// `conf` with `prevResult` set to `result`, for CHECK.
+pub fn with_prev(conf: &[u8], result: &Value) -> Vec<u8> {
+    let mut c: Value = serde_json::from_slice(conf).unwrap();
+    c["prevResult"] = result.clone();
+    serde_json::to_vec(&c).unwrap()
 }

@@ -2,127 +2,90 @@
 //! container namespaces: every spec version, dual-stack, rollback on real failures, DEL
 //! idempotence, GC, and 64 containers at once.
 
-use calico_tests::netns::{host, CniBinDir, Netns, HOST_V4, HOST_V6};
-use calico_tests::{result_ips, Backend, Invocation, Outcome, VERSIONS};
+use calico_tests::cni_host::CniHost;
+use calico_tests::netns::{host, Netns, HOST_V4, HOST_V6};
+use calico_tests::{result_ips, with_prev, Invocation};
 use serde_json::{json, Value};
 
-struct Env {
-    host: Netns,
-    bins: CniBinDir,
-    store: Backend,
+/// A host with an uplink, the pools 10.123.0.0/16 and fd00:123::/112, and an MTU of 1400.
+fn env() -> CniHost {
+    CniHost::new(host(), &["10.123.0.0/16", "fd00:123::/112"], json!({"name": "calinet", "mtu": 1400}))
 }
 
-impl Env {
-    fn new() -> Env {
-        let store = Backend::embedded();
-        store.ctl(&["pool", "add", "10.123.0.0/16"]).success();
-        store.ctl(&["pool", "add", "fd00:123::/112"]).success();
-        Env { host: host(), bins: CniBinDir::new(), store }
-    }
-
-    fn conf(&self, version: &str, ipam: Value) -> Vec<u8> {
-        let mut c = json!({"cniVersion": version, "name": "calinet", "type": "calico", "nodename": "node1",
-                           "mtu": 1400, "log_level": "debug", "ipam": ipam});
-        if c["ipam"].get("type").is_none() {
-            c["ipam"]["type"] = json!("calico-ipam");
-        }
-        self.store.apply(&mut c);
-        serde_json::to_vec(&c).unwrap()
-    }
-
-    fn inv(&self, command: &str, id: &str, netns: &Netns) -> Invocation {
-        Invocation::new(command, id).netns(&netns.path()).path(&self.bins.path())
-    }
-
-    fn run(&self, inv: &Invocation, stdin: &[u8]) -> Outcome {
-        inv.run_in(&self.host, &self.bins.plugin("calico"), stdin)
-    }
-
-    /// Nothing of ours left on the host: no cali link, no route to a pool, no allocation.
-    fn assert_nothing_left(&self, what: &str) {
-        assert_eq!(self.host.cali_links(), Vec::<String>::new(), "{what}: cali links left");
-        let routes = self.host.routes();
-        assert!(!routes.contains("10.123.") && !routes.contains("fd00:123:"), "{what}: routes left:\n{routes}");
-        assert_eq!(self.store.used(), 0, "{what}: addresses left allocated");
-        self.store.assert_clean();
-    }
+/// The machine's own links named like ours.
+fn root_cali_links() -> Vec<String> {
+    let links = calico_tests::netns::ip(&["-o", "link", "show"]);
+    links.lines().filter_map(|l| l.split(": ").nth(1)).filter(|n| n.starts_with("cali")).map(str::to_owned).collect()
 }
 
-fn with_prev(conf: &[u8], result: &Value) -> Vec<u8> {
-    let mut c: Value = serde_json::from_slice(conf).unwrap();
-    c["prevResult"] = result.clone();
-    serde_json::to_vec(&c).unwrap()
+/// The result of an ADD in `version`: its shape, and the address it gives the container.
+fn assert_result_shape(version: &str, r: &Value, netns: &Netns) {
+    assert_eq!(r["cniVersion"], version, "{r}");
+    if version < "0.3.0" {
+        assert!(r["ip4"]["ip"].as_str().is_some_and(|ip| ip.ends_with("/32")), "{r}");
+        assert!(r.get("interfaces").is_none() && r.get("ips").is_none(), "{r}");
+        return;
+    }
+    assert!(r.get("ip4").is_none(), "{r}");
+    assert!(r["interfaces"][0]["name"].as_str().unwrap().starts_with("cali"), "{r}");
+    assert_eq!(r["interfaces"][1]["name"], "eth0", "{r}");
+    assert_eq!(r["interfaces"][1]["sandbox"], netns.path().as_str(), "{r}");
+    assert_eq!(r["ips"][0]["interface"], 1, "{r}");
+    // Only the 0.x results name the family of each address.
+    assert_eq!(r["ips"][0].get("version").is_some(), version.starts_with("0."), "{r}");
 }
 
-#[test]
-fn every_version_add_ping_check_del() {
-    let env = Env::new();
-    let root_links_before = calico_tests::netns::ip(&["-o", "link", "show"]).lines().count();
-    for v in VERSIONS {
-        let (c1, c2) = (Netns::new("cc"), Netns::new("cc"));
-        let conf = env.conf(v, json!({}));
-        let add1 = env.inv("ADD", &format!("a-{}", c1.name), &c1);
-        let add2 = env.inv("ADD", &format!("b-{}", c2.name), &c2);
-        let r1 = env.run(&add1, &conf).expect_ok();
-        let r2 = env.run(&add2, &conf).expect_ok();
-        assert_eq!(r1["cniVersion"], v, "{r1}");
-        let (ip1, ip2) = (result_ips(&r1)[0].clone(), result_ips(&r2)[0].clone());
-        if !v.starts_with("0.1") && !v.starts_with("0.2") {
-            assert!(r1["interfaces"][0]["name"].as_str().unwrap().starts_with("cali"), "{r1}");
-            assert_eq!(r1["interfaces"][1]["sandbox"], c1.path().as_str(), "{r1}");
-            assert_eq!(r1["ips"][0]["interface"], 1, "{r1}");
-        }
-        // The container side as Calico lays it out.
-        let addr = c1.ip(&["-4", "addr", "show", "eth0"]);
-        assert!(addr.contains(&format!("{ip1}/32")), "{addr}");
-        assert!(addr.contains("mtu 1400"), "{addr}");
-        let routes = c1.ip(&["-4", "route", "show"]);
-        assert!(routes.contains("default via 169.254.1.1 dev eth0"), "{routes}");
-        assert!(routes.lines().any(|r| r.starts_with("169.254.1.1 dev eth0") && r.contains("scope link")), "{routes}");
-        // The host side.
-        let veth =
-            env.host.cali_links().into_iter().find(|l| r1.to_string().contains(l.as_str()) || v < "0.3.0").unwrap();
-        let host_link = env.host.ip(&["link", "show", &veth]);
-        assert!(host_link.contains("ee:ee:ee:ee:ee:ee") && host_link.contains("mtu 1400"), "{host_link}");
-        assert_eq!(env.host.sysctl(&format!("net.ipv4.conf.{veth}.proxy_arp")), "1");
-        assert!(env.host.routes().contains(&format!("{ip1} dev")), "{}", env.host.routes());
-        // Traffic: container -> host, container <-> container.
-        assert!(c1.ping(HOST_V4), "{v}: container cannot reach the host");
-        assert!(c1.ping(&ip2) && c2.ping(&ip1), "{v}: containers cannot reach each other");
-        if v >= "0.4.0" {
-            env.run(&add1.with_command("CHECK"), &with_prev(&conf, &r1)).expect_ok();
-        }
-        for inv in [&add1, &add2] {
-            env.run(&inv.with_command("DEL"), &conf).expect_ok();
-            env.run(&inv.with_command("DEL"), &conf).expect_ok();
-        }
-        env.assert_nothing_left(v);
+/// Two containers: ADD, the result's shape, the links and routes on both sides, pings to the
+/// host and between them, CHECK (0.4.0 on), DEL, DEL again; nothing left, and nothing in the
+/// machine's own netns.
+fn add_ping_check_del(v: &str) {
+    let env = env();
+    let root_links_before = root_cali_links();
+    let pair = env.add_pair("cc", v, json!({}));
+    let ([c1, c2], r1) = (&pair.netns, &pair.results[0]);
+    assert_result_shape(v, r1, c1);
+    let (ip1, ip2) = (pair.ips(0)[0].clone(), pair.ips(1)[0].clone());
+    // The container side as Calico lays it out.
+    let addr = c1.ip(&["-4", "addr", "show", "eth0"]);
+    assert!(addr.contains(&format!("{ip1}/32")), "{addr}");
+    assert!(addr.contains("mtu 1400"), "{addr}");
+    let routes = c1.ip(&["-4", "route", "show"]);
+    assert!(routes.contains("default via 169.254.1.1 dev eth0"), "{routes}");
+    assert!(routes.lines().any(|r| r.starts_with("169.254.1.1 dev eth0") && r.contains("scope link")), "{routes}");
+    // The host side.
+    let veth = env.host.cali_links().into_iter().find(|l| r1.to_string().contains(l.as_str()) || v < "0.3.0").unwrap();
+    let host_link = env.host.ip(&["link", "show", &veth]);
+    assert!(host_link.contains("ee:ee:ee:ee:ee:ee") && host_link.contains("mtu 1400"), "{host_link}");
+    assert_eq!(env.host.sysctl(&format!("net/ipv4/conf/{veth}/proxy_arp")), "1");
+    assert!(env.host.routes().contains(&format!("{ip1} dev")), "{}", env.host.routes());
+    // Traffic: container -> host, container <-> container.
+    assert!(c1.ping(HOST_V4), "{v}: container cannot reach the host");
+    assert!(c1.ping(&ip2) && c2.ping(&ip1), "{v}: containers cannot reach each other");
+    if v >= "0.4.0" {
+        env.check(&pair, 0).expect_ok();
     }
-    let root_links_after = calico_tests::netns::ip(&["-o", "link", "show"]).lines().count();
-    assert_eq!(root_links_before, root_links_after, "the plugin touched the machine's own netns");
+    env.del_pair_twice(&pair, v);
+    assert_eq!(root_cali_links(), root_links_before, "the plugin touched the machine's own netns");
 }
+
+calico_tests::spec_version_tests!(add_ping_check_del);
 
 #[test]
 fn dual_stack_pings_over_both_families() {
-    let env = Env::new();
-    let (c1, c2) = (Netns::new("cd"), Netns::new("cd"));
-    let conf = env.conf("1.0.0", json!({"assign_ipv4": "true", "assign_ipv6": "true"}));
-    let r1 = env.run(&env.inv("ADD", "d1", &c1), &conf).expect_ok();
-    let r2 = env.run(&env.inv("ADD", "d2", &c2), &conf).expect_ok();
-    let (ips1, ips2) = (result_ips(&r1), result_ips(&r2));
-    assert_eq!(ips1.len(), 2, "{r1}");
+    let env = env();
+    let pair = env.add_pair("cd", "1.0.0", json!({"assign_ipv4": "true", "assign_ipv6": "true"}));
+    let ([c1, c2], ips1, ips2) = (&pair.netns, pair.ips(0), pair.ips(1));
+    assert_eq!(ips1.len(), 2, "{}", pair.results[0]);
     assert!(c1.ping(&ips2[0]) && c2.ping(&ips1[0]), "IPv4");
     assert!(c1.ping(&ips2[1]) && c2.ping(&ips1[1]), "IPv6");
     assert!(c1.ping(HOST_V6), "IPv6 to the host");
-    env.run(&env.inv("CHECK", "d1", &c1), &with_prev(&conf, &r1)).expect_ok();
-    env.run(&env.inv("DEL", "d1", &c1), &conf).expect_ok();
-    env.run(&env.inv("DEL", "d2", &c2), &conf).expect_ok();
-    env.assert_nothing_left("dual-stack");
+    env.check(&pair, 0).expect_ok();
+    env.del_pair_twice(&pair, "dual-stack");
 }
 
 #[test]
 fn repeated_add_returns_the_same_result_and_changes_nothing() {
-    let env = Env::new();
+    let env = env();
     let c = Netns::new("cr");
     let conf = env.conf("1.0.0", json!({}));
     let add = env.inv("ADD", "rep", &c);
@@ -138,7 +101,7 @@ fn repeated_add_returns_the_same_result_and_changes_nothing() {
 
 #[test]
 fn del_without_netns_and_after_the_netns_is_gone() {
-    let env = Env::new();
+    let env = env();
     let conf = env.conf("1.0.0", json!({}));
     let c = Netns::new("cg");
     let add = env.inv("ADD", "gone", &c);
@@ -157,7 +120,7 @@ fn del_without_netns_and_after_the_netns_is_gone() {
 
 #[test]
 fn failures_roll_back_every_step() {
-    let env = Env::new();
+    let env = env();
     let conf = env.conf("1.0.0", json!({}));
     let before = env.host.links();
 
@@ -199,8 +162,40 @@ fn failures_roll_back_every_step() {
 }
 
 #[test]
+fn an_undo_that_fails_during_rollback_is_named_in_details() {
+    let env = env();
+    // An IPAM plugin that hands out 10.123.9.8 and refuses to release it.
+    let sticky = env.bins.plugin("sticky-ipam");
+    let script = r#"#!/bin/sh
+cat >/dev/null
+case "$CNI_COMMAND" in
+ADD) echo '{"cniVersion":"1.0.0","ips":[{"address":"10.123.9.8/32"}]}' ;;
+*) echo '{"cniVersion":"1.0.0","code":11,"msg":"release refused"}'; exit 1 ;;
+esac
+"#;
+    std::fs::write(&sticky, script).unwrap();
+    std::fs::set_permissions(&sticky, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let conf = env.conf("1.0.0", json!({"type": "sticky-ipam"}));
+    let before = env.host.links();
+
+    // The host route is taken, so ADD fails at its host side and rolls back.
+    let c = Netns::new("cf");
+    env.host.ip(&["route", "add", "10.123.9.8/32", "dev", "up1"]);
+    let err = env.run(&env.inv("ADD", "sticky", &c), &conf).expect_err(calico_cni::CODE_ROUTE_CONFLICT as u64);
+    env.host.ip(&["route", "del", "10.123.9.8/32", "dev", "up1"]);
+    let details = err["details"].as_str().unwrap_or_default();
+    assert!(
+        details
+            .contains("rollback incomplete: releasing the IPAM allocation: plugin sticky-ipam failed: release refused"),
+        "{err}"
+    );
+    // The veth's undo still ran.
+    assert_eq!(env.host.links(), before);
+}
+
+#[test]
 fn gc_removes_what_the_runtime_no_longer_knows() {
-    let env = Env::new();
+    let env = env();
     let conf = env.conf("1.1.0", json!({}));
     let (c1, c2) = (Netns::new("cx"), Netns::new("cx"));
     env.run(&env.inv("ADD", "keep", &c1), &conf).expect_ok();
@@ -235,7 +230,7 @@ fn gc_removes_what_the_runtime_no_longer_knows() {
 
 #[test]
 fn sixty_four_containers_at_once() {
-    let env = Env::new();
+    let env = env();
     let conf = env.conf("1.0.0", json!({}));
     let containers: Vec<Netns> = (0..64).map(|_| Netns::new("cm")).collect();
     let spawn = |command: &str| -> Vec<std::process::Child> {
@@ -273,7 +268,7 @@ fn sixty_four_containers_at_once() {
 
 #[test]
 fn a_replaced_pod_sandbox_takes_over_and_the_old_del_leaves_it_alone() {
-    let env = Env::new();
+    let env = env();
     let conf = env.conf("1.0.0", json!({}));
     let pod = "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;IgnoreUnknown=1";
     let (old, new, peer) = (Netns::new("ck"), Netns::new("ck"), Netns::new("ck"));

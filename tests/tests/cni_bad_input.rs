@@ -73,7 +73,9 @@ impl Rig {
         let routes = self.host.routes();
         assert!(!routes.contains("10.96.0."), "{what}: routes left:\n{routes}");
         assert_eq!(self.container.links(), ["lo"], "{what}: links left in the container");
-        for (prefix, kind) in [("/calico/ipam/v2/handle/", "IPAM handles"), ("/calico/v1/host/", "endpoint records")] {
+        for (prefix, kind) in
+            [(model::keys::HANDLE_PREFIX, "IPAM handles"), (model::keys::ENDPOINT_HOST_PREFIX, "endpoint records")]
+        {
             let left: Vec<String> =
                 self.db.list(prefix).expect("listing the store").into_iter().map(|kv| kv.key).collect();
             assert!(left.is_empty(), "{what}: {kind} left: {left:?}");
@@ -358,6 +360,21 @@ fn self_delegation_names_the_plugin_itself() {
         assert!(msg.contains("names this plugin itself"), "{ipam}: {msg}");
         rig.assert_nothing_left(ipam);
     }
+}
+
+/// An IPAM plugin that succeeds without an address: its own code (not I/O), named in `msg`,
+/// and the rollback's IPAM DEL leaves nothing behind.
+#[test]
+fn an_ipam_plugin_that_returns_no_address_gets_its_own_code() {
+    use std::os::unix::fs::PermissionsExt;
+    let rig = Rig::new();
+    let fake = rig.bins.plugin("empty-ipam");
+    std::fs::write(&fake, "#!/bin/sh\ncat >/dev/null\necho '{\"cniVersion\":\"1.0.0\",\"ips\":[]}'\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let stdin = set(rig.base("1.0.0"), &["ipam", "type"], json!("empty-ipam"));
+    let v = rig.run(&rig.inv("ADD"), &stdin).expect_err(calico_cni::CODE_NO_ADDRESS.into());
+    assert_eq!(v["msg"], "the IPAM plugin empty-ipam returned no address", "{v}");
+    rig.assert_nothing_left("empty-ipam");
 }
 
 #[test]

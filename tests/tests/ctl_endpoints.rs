@@ -71,7 +71,7 @@ fn release_refuses_live_endpoints_and_check_cross_checks_them() {
 
         // An allocation whose endpoint record is gone.
         let store = open(&backend);
-        let key = calico_cni::endpoint::key("node-1", "cni", "ep-two", "eth0");
+        let key = model::keys::endpoint("node-1", "cni", "ep-two", "eth0");
         assert!(store.get(&key).unwrap().is_some(), "[{name}] no endpoint record at {key}");
         store.txn(&[], &[Op::Delete { key }]).unwrap();
         let (_, report) = check(&backend);

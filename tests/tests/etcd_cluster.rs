@@ -12,11 +12,8 @@ use std::time::{Duration, Instant};
 
 use calico_tests::etcd::{Certs, Etcd, EtcdCluster};
 use calico_tests::{bin, calicoctl, result_ips, Invocation, Outcome};
+use model::keys::{HANDLE_PREFIX as HANDLES, IPAM_HOST_PREFIX as AFFINITIES};
 use serde_json::{json, Value};
-
-const HANDLES: &str = "/calico/ipam/v2/handle/";
-const AFFINITIES: &str = "/calico/ipam/v2/host/";
-const BLOCKS: &str = "/calico/ipam/v2/assignment/ipv4/block/";
 
 /// These tests load both cores with hundreds of processes; one at a time keeps a busy
 /// machine from starving another test's etcd into a leader election.
@@ -228,7 +225,7 @@ fn hosts_borrow_when_the_pool_has_fewer_blocks_than_hosts() {
 
     let ips = add_all_at_once(&site, &hosts, 7);
     assert_distinct(&ips, 28);
-    assert_eq!(etcd.keys(BLOCKS).len(), 2);
+    assert_eq!(etcd.keys(&model::keys::block_prefix(4)).len(), 2);
     let affine = affinities(&etcd.keys(AFFINITIES));
     assert!(affine.values().all(|owners| owners.len() == 1), "{affine:?}");
     let borrowed: usize = ips

@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use calico_netconf::CalicoConf;
 use calico_tests::VERSIONS;
-use ipam::CalicoConf;
 use serde_json::{json, Value};
 
 fn dir() -> PathBuf {

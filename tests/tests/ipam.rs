@@ -1,6 +1,6 @@
 //! calico-ipam exec'd exactly as a runtime does, for every spec version and every backend.
 
-use calico_tests::{bin, result_ips, Backend, Invocation, VERSIONS};
+use calico_tests::{bin, result_ips, with_prev, Backend, Invocation, VERSIONS};
 use serde_json::{json, Value};
 
 fn netconf(backend: &Backend, version: &str, ipam: Value) -> Vec<u8> {
@@ -21,43 +21,41 @@ fn ipam(inv: &Invocation, stdin: &[u8]) -> calico_tests::Outcome {
     inv.run(&bin("calico-ipam"), stdin)
 }
 
-#[test]
-fn add_check_del_del_for_every_version() {
+/// On each backend: ADD, the result's shape in `v`, a repeated ADD, CHECK (0.4.0 on), DEL,
+/// DEL again, and CHECK of what is gone.
+fn add_check_del_del(v: &str) {
     for backend in Backend::all() {
         backend.ctl(&["pool", "add", "10.20.0.0/16"]).success();
-        for (i, v) in VERSIONS.iter().enumerate() {
-            let conf = netconf(&backend, v, json!({}));
-            let add = Invocation::new("ADD", &format!("c{i}"));
-            let result = ipam(&add, &conf).expect_ok();
-            assert_eq!(result["cniVersion"], *v, "[{}] answers in the version asked", backend.name());
-            let ips = result_ips(&result);
-            assert_eq!(ips.len(), 1, "{result}");
-            assert!(ips[0].starts_with("10.20."), "{result}");
-            if v.starts_with("0.1") || v.starts_with("0.2") {
-                assert!(result["ip4"]["ip"].as_str().unwrap().ends_with("/32"), "{result}");
-            } else {
-                assert!(result.get("interfaces").is_none(), "IPAM results carry no interfaces: {result}");
-                let has_version = result["ips"][0].get("version").is_some();
-                assert_eq!(has_version, v.starts_with("0."), "{v}: {result}");
-            }
-            // A repeated ADD returns the same address.
-            assert_eq!(result_ips(&ipam(&add, &conf).expect_ok()), ips);
-            if *v >= "0.4.0" {
-                let mut with_prev: Value = serde_json::from_slice(&conf).unwrap();
-                with_prev["prevResult"] = result.clone();
-                let stdin = serde_json::to_vec(&with_prev).unwrap();
-                ipam(&add.with_command("CHECK"), &stdin).expect_ok();
-            }
-            ipam(&add.with_command("DEL"), &conf).expect_ok();
-            ipam(&add.with_command("DEL"), &conf).expect_ok();
-            if *v >= "0.4.0" {
-                ipam(&add.with_command("CHECK"), &conf).expect_err(112);
-            }
+        let conf = netconf(&backend, v, json!({}));
+        let add = Invocation::new("ADD", "c1");
+        let result = ipam(&add, &conf).expect_ok();
+        assert_eq!(result["cniVersion"], v, "[{}] answers in the version asked", backend.name());
+        let ips = result_ips(&result);
+        assert_eq!(ips.len(), 1, "{result}");
+        assert!(ips[0].starts_with("10.20."), "{result}");
+        if v < "0.3.0" {
+            assert!(result["ip4"]["ip"].as_str().unwrap().ends_with("/32"), "{result}");
+        } else {
+            assert!(result.get("interfaces").is_none(), "IPAM results carry no interfaces: {result}");
+            let has_version = result["ips"][0].get("version").is_some();
+            assert_eq!(has_version, v.starts_with("0."), "{v}: {result}");
+        }
+        // A repeated ADD returns the same address.
+        assert_eq!(result_ips(&ipam(&add, &conf).expect_ok()), ips);
+        if v >= "0.4.0" {
+            ipam(&add.with_command("CHECK"), &with_prev(&conf, &result)).expect_ok();
+        }
+        ipam(&add.with_command("DEL"), &conf).expect_ok();
+        ipam(&add.with_command("DEL"), &conf).expect_ok();
+        if v >= "0.4.0" {
+            ipam(&add.with_command("CHECK"), &conf).expect_err(112);
         }
         assert_eq!(backend.used(), 0, "[{}]", backend.name());
         backend.assert_clean();
     }
 }
+
+calico_tests::spec_version_tests!(add_check_del_del);
 
 #[test]
 fn specific_ip_from_every_source() {

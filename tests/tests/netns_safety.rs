@@ -59,7 +59,12 @@ impl Env {
     }
 
     fn endpoint_records(&self) -> Vec<String> {
-        self.store().list("/calico/v1/host/").expect("listing endpoints").into_iter().map(|kv| kv.key).collect()
+        self.store()
+            .list(model::keys::ENDPOINT_HOST_PREFIX)
+            .expect("listing endpoints")
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect()
     }
 
     /// Nothing of ours left, and the host's own eth0 untouched.

@@ -72,6 +72,7 @@ pub fn exec(plugin: &str, command: Command, env: &Env, stdin: &[u8]) -> Result<V
         Ok(failure) => Err(Error::Delegated { plugin: plugin.to_string(), failure }),
         Err(_) => Err(Error::InvalidResult {
             plugin: plugin.to_string(),
+            source: None,
             reason: format!(
                 "it failed ({}) without a CNI error on stdout; stdout was {:?}",
                 output.status,
@@ -142,11 +143,11 @@ fn write_stdin(pipe: Option<ChildStdin>, data: &[u8]) -> io::Result<()> {
 /// ADD through `plugin`; its stdout parsed as a result of any version.
 pub fn delegate_add(plugin: &str, env: &Env, stdin: &[u8]) -> Result<CniResult, Error> {
     let stdout = exec(plugin, Command::Add, env, stdin)?;
-    let invalid = |reason: String| Error::InvalidResult { plugin: plugin.to_string(), reason };
+    let invalid = |reason: String, source| Error::InvalidResult { plugin: plugin.to_string(), reason, source };
     let value: serde_json::Value =
-        serde_json::from_slice(&stdout).map_err(|err| invalid(format!("output is not JSON: {err}")))?;
+        serde_json::from_slice(&stdout).map_err(|err| invalid("output is not JSON".into(), Some(err)))?;
     CniResult::from_json(&value).map_err(|err| match err {
-        Error::InvalidResult { reason, .. } => invalid(reason),
+        Error::InvalidResult { reason, source, .. } => invalid(reason, source),
         other => other,
     })
 }

@@ -118,6 +118,9 @@ fn bad_result_is_invalid_result() {
     fake.plugin("ipam", "echo 'not json'");
     let err = delegate_add("ipam", &fake.env(), b"{}").unwrap_err();
     assert!(matches!(&err, Error::InvalidResult { plugin, .. } if plugin == "ipam"), "{err:?}");
+    let failure = crate::Failure::from_error(err.cni_code(), &err);
+    assert_eq!(failure.msg, "invalid CNI result from plugin ipam: output is not JSON");
+    assert!(failure.details.starts_with("expected ident"), "{failure}");
     fake.plugin("ipam2", r#"echo '{"cniVersion":"1.0.0","ips":[{"address":"nope"}]}'"#);
     let err = delegate_add("ipam2", &fake.env(), b"{}").unwrap_err();
     assert!(matches!(&err, Error::InvalidResult { plugin, .. } if plugin == "ipam2"), "{err:?}");

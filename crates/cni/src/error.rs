@@ -85,6 +85,16 @@ impl std::fmt::Display for Failure {
 pub trait CniCode: std::error::Error {
     /// The CNI error code printed with this error (see [`code`]).
     fn cni_code(&self) -> u32;
+
+    /// The reply for this error: its code, its message, and its causes as `details`
+    /// ([`Failure::from_error`]). An error with more to say than its causes overrides this
+    /// (calico-cni's incomplete rollback names what it could not undo).
+    fn failure(&self) -> Failure
+    where
+        Self: Sized,
+    {
+        Failure::from_error(self.cni_code(), self)
+    }
 }
 
 /// Errors of the CNI protocol layer. [`CniCode`] gives each one's code.
@@ -163,9 +173,15 @@ pub enum Error {
     Delegated { plugin: String, failure: Failure },
 
     /// A result (a delegated plugin's output or a `prevResult`) could not be decoded. Code 6:
-    /// "failed to decode content". `plugin` is empty when the source is not a plugin.
+    /// "failed to decode content". `plugin` is empty when the source is not a plugin; `source`
+    /// is the JSON error when there is one (`reason` then says where: `field ips[0].address`).
     #[error("invalid CNI result{}: {reason}", from_plugin(plugin))]
-    InvalidResult { plugin: String, reason: String },
+    InvalidResult {
+        plugin: String,
+        reason: String,
+        #[source]
+        source: Option<serde_json::Error>,
+    },
 }
 
 fn display_path(path: &[PathBuf]) -> String {
@@ -241,7 +257,7 @@ mod tests {
         };
         assert_eq!(err.cni_code(), 7);
         assert_eq!(err.to_string(), "plugin \"host-local\" not found in CNI_PATH [/opt/cni/bin:/usr/lib/cni]");
-        let err = Error::InvalidResult { plugin: String::new(), reason: "x".into() };
+        let err = Error::InvalidResult { plugin: String::new(), reason: "x".into(), source: None };
         assert_eq!(err.to_string(), "invalid CNI result: x");
         let err = Error::CommandNotSupported { command: Command::Check, version: Version::V0_3_1 };
         assert_eq!(err.to_string(), "config version 0.3.1 does not allow CHECK");

@@ -104,7 +104,11 @@ impl CniResult {
     /// by the presence of `ip4`/`ip6`. Anything malformed is [`Error::InvalidResult`].
     pub fn from_json(v: &Value) -> Result<CniResult, Error> {
         let crate::object::Object::<wire::Result>(wire) =
-            serde_path_to_error::deserialize(v).map_err(|e| invalid(format!("field {}: {}", e.path(), e.inner())))?;
+            serde_path_to_error::deserialize(v).map_err(|e| Error::InvalidResult {
+                plugin: String::new(),
+                reason: format!("field {}", e.path()),
+                source: Some(e.into_inner()),
+            })?;
         let legacy = match wire.cni_version.as_deref() {
             Some(raw) => {
                 Version::parse(raw).map_err(|_| invalid(format!("unknown cniVersion {raw:?}")))? <= Version::V0_2_0
@@ -212,7 +216,7 @@ fn insert_opt<T: Into<Value>>(out: &mut Map<String, Value>, key: &str, value: Op
 }
 
 fn invalid(reason: String) -> Error {
-    Error::InvalidResult { plugin: String::new(), reason }
+    Error::InvalidResult { plugin: String::new(), reason, source: None }
 }
 
 /// `null` reads as the default, as Go reads it.

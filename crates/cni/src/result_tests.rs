@@ -283,6 +283,9 @@ fn results_are_objects_all_the_way_down() {
         json!({"cniVersion": "0.2.0", "ip4": ["10.0.0.5/32"]}),
     ] {
         let err = CniResult::from_json(&bad).unwrap_err();
-        assert!(err.to_string().contains("expected an object"), "{bad}: {err}");
+        // The JSON error is the cause: in `details`, once.
+        let failure = crate::Failure::from_error(err.cni_code(), &err);
+        assert!(failure.msg.starts_with("invalid CNI result: field "), "{bad}: {failure}");
+        assert!(failure.details.contains("expected an object"), "{bad}: {failure}");
     }
 }

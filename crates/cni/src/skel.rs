@@ -260,7 +260,7 @@ fn read_stdin(stdin: Option<&mut dyn Read>) -> Result<Vec<u8>, Error> {
 }
 
 fn failure<E: CniCode>(err: &E) -> Failure {
-    Failure::from_error(err.cni_code(), err)
+    err.failure()
 }
 
 fn version_index(v: Version) -> usize {

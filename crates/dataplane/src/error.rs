@@ -3,10 +3,19 @@
 //! Every variant names what was being done and keeps the underlying cause, and
 //! [`Error::errno`] digs the kernel errno out of it, so callers can decide
 //! what is idempotent (`EEXIST` on ADD, `ENOENT`/`ENODEV`/`ESRCH` on DEL).
+//! [`CniCode`] maps it to CNI error codes, in this one place for every plugin.
 
 use std::{io, path::PathBuf, time::Duration};
 
+use cni::CniCode;
 use nix::errno::Errno;
+
+/// A dataplane step failed (CNI code, plugin-specific; listed in the README).
+pub const CODE_DATAPLANE: u32 = 120;
+/// A workload's host route already exists on another interface.
+pub const CODE_ROUTE_CONFLICT: u32 = 121;
+/// CHECK found the dataplane not as ADD left it.
+pub const CODE_CHECK_FAILED: u32 = 122;
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -169,6 +178,18 @@ impl Error {
     }
 }
 
+/// The CNI code of a dataplane error. A caller that knows better (an unusable `CNI_NETNS` is
+/// the runtime's input, code 4) says so in its own error variant, not by matching on these.
+impl CniCode for Error {
+    fn cni_code(&self) -> u32 {
+        match self {
+            Error::RouteConflict { .. } => CODE_ROUTE_CONFLICT,
+            Error::Check(_) => CODE_CHECK_FAILED,
+            _ => CODE_DATAPLANE,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::num::NonZeroI32;
@@ -197,5 +218,15 @@ mod tests {
         let err = Error::Sysctl { path: "net/x".into(), source: io::Error::from_raw_os_error(libc::ENOENT) };
         assert!(err.is_not_found());
         assert_eq!(err.to_string(), "sysctl net/x");
+    }
+
+    #[test]
+    fn codes() {
+        let dst = "10.0.0.1/32".parse().unwrap();
+        let conflict = Error::RouteConflict { dst, wanted: "cali1".into(), existing: "eth0".into() };
+        assert_eq!(conflict.cni_code(), CODE_ROUTE_CONFLICT);
+        assert_eq!(Error::check("no route").cni_code(), CODE_CHECK_FAILED);
+        assert_eq!(nack(libc::EEXIST).cni_code(), CODE_DATAPLANE);
+        assert_eq!(Error::LinkNotFound { name: "eth0".into() }.cni_code(), CODE_DATAPLANE);
     }
 }

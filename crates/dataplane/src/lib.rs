@@ -35,7 +35,7 @@ pub mod rollback;
 pub mod sysctl;
 pub mod workload;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, CODE_CHECK_FAILED, CODE_DATAPLANE, CODE_ROUTE_CONFLICT};
 pub use namespace::Namespace;
 pub use naming::{host_veth_name, link_local_from_mac, vxlan_mac, HOST_VETH_MAC, HOST_VETH_PREFIX};
 pub use netlink::{
@@ -44,7 +44,7 @@ pub use netlink::{
 };
 pub use netlink_packet_route::route::RouteScope;
 pub use netns::NetNs;
-pub use rollback::Rollback;
+pub use rollback::{Rollback, UndoFailure};
 pub use sysctl::{get_sysctl, set_sysctl};
 pub use workload::{
     check, delete_container_link, list_host_veths, open_for_teardown, setup_container, setup_host, teardown, CheckSpec,

@@ -5,10 +5,15 @@
 //! run in reverse order; an undo that fails is logged and the others still
 //! run. This makes "leave nothing behind on failure" structural instead of a
 //! cleanup call on every error path.
+//!
+//! A caller that must report what could not be undone (calico-cni puts it in
+//! the CNI error's `details`) runs [`Rollback::rollback`] itself, which
+//! returns each failed undo as an [`UndoFailure`].
 
 use std::borrow::Cow;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The error of an undo, whatever its type.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Undo<'a> = Box<dyn FnOnce() -> Result<(), BoxError> + 'a>;
 
 /// Undo guard; see the module docs.
@@ -54,17 +59,18 @@ impl<'a> Rollback<'a> {
         self.undos.clear();
     }
 
-    /// Runs the undos now, in reverse order; returns how many failed.
-    pub fn rollback(mut self) -> usize {
+    /// Runs the undos now, in reverse order; returns the ones that failed, in
+    /// the order they ran (each is logged too).
+    pub fn rollback(mut self) -> Vec<UndoFailure> {
         self.run()
     }
 
-    fn run(&mut self) -> usize {
-        let mut failures = 0;
-        while let Some((desc, undo)) = self.undos.pop() {
-            if let Err(err) = undo() {
-                failures += 1;
-                tracing::warn!(undo = %desc, error = %ErrorChain(&*err), "rollback step failed");
+    fn run(&mut self) -> Vec<UndoFailure> {
+        let mut failures = Vec::new();
+        while let Some((undo, run)) = self.undos.pop() {
+            if let Err(error) = run() {
+                tracing::warn!(%undo, error = %ErrorChain(&*error), "rollback step failed");
+                failures.push(UndoFailure { undo, error });
             }
         }
         failures
@@ -74,6 +80,22 @@ impl<'a> Rollback<'a> {
 impl Drop for Rollback<'_> {
     fn drop(&mut self) {
         self.run();
+    }
+}
+
+/// An undo that failed: what it was to undo, and why it could not. Its
+/// `Display` is `<undo>: <error>: <causes>`.
+#[derive(Debug)]
+pub struct UndoFailure {
+    /// The description the undo was pushed with.
+    pub undo: Cow<'static, str>,
+    /// Why it failed.
+    pub error: BoxError,
+}
+
+impl std::fmt::Display for UndoFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.undo, ErrorChain(&*self.error))
     }
 }
 
@@ -133,10 +155,12 @@ mod tests {
     }
 
     #[test]
-    fn explicit_rollback_counts_failures() {
+    fn explicit_rollback_returns_the_failures() {
         let mut rollback = Rollback::new();
+        rollback.push("first", || Err(std::io::Error::other("gone")));
         rollback.push("ok", || Ok::<_, String>(()));
         rollback.push("bad", || Err("no"));
-        assert_eq!(rollback.rollback(), 1);
+        let failures: Vec<String> = rollback.rollback().iter().map(ToString::to_string).collect();
+        assert_eq!(failures, ["bad: no", "first: gone"]);
     }
 }

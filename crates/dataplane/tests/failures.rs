@@ -18,7 +18,7 @@ fn container_ifname_taken_fails_with_eexist_and_leaves_nothing() {
     c0.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "other0"]);
     lab.in_host(|| {
         let host = Namespace::current().expect("host namespace");
-        let container = Namespace::open(&c0.path).expect("open c0");
+        let container = Namespace::open(c0.path()).expect("open c0");
         let veth = host_veth_name("taken");
         let err = create_pair(&host, &container, &veth).expect_err("eth0 is taken");
         assert!(err.is_exists(), "{err:?}");
@@ -36,7 +36,7 @@ fn route_conflict_names_both_interfaces_and_rolls_back() {
         let (v0, _) = add(&host, c0, "c0", &ips(&["10.65.2.9"]));
 
         let v1 = host_veth_name("c1");
-        let container = Namespace::open(&c1.path).expect("open c1");
+        let container = Namespace::open(c1.path()).expect("open c1");
         create_pair(&host, &container, &v1).expect("create veth");
         let addrs = ips(&["10.65.2.10", "10.65.2.9"]);
         let err = setup_host(&host, &v1, &addrs).expect_err("10.65.2.9 is on c0");
@@ -69,7 +69,7 @@ fn failed_setup_container_undoes_itself() {
     c0.ip(&["route", "add", "default", "dev", "x0"]);
     lab.in_host(|| {
         let host = Namespace::current().expect("host namespace");
-        let container = Namespace::open(&c0.path).expect("open c0");
+        let container = Namespace::open(c0.path()).expect("open c0");
         create_pair(&host, &container, &host_veth_name("c0")).expect("create veth");
         let config = ContainerConfig { ifname: "eth0", addresses: &ips(&["10.65.3.2"]), ip_forward: true };
         let err = setup_container(&container, &config).expect_err("default route exists");

@@ -60,7 +60,7 @@ fn median(mut values: Vec<Duration>) -> Duration {
 
 fn measure(label: &str, addrs: &[IpAddr], gap: Duration, expected_requests: u64) {
     let lab = Lab::new(1);
-    let path = lab.containers[0].path.clone();
+    let path = std::path::PathBuf::from(lab.containers[0].path());
     let samples: Vec<Sample> = lab.in_host(|| {
         let host = Namespace::current().expect("host namespace");
         (0..ROUNDS).map(|_| one_round(&host, &path, addrs, gap)).collect()

@@ -123,13 +123,13 @@ fn tagged_routes_are_listed_replaced_and_deleted_by_protocol() {
         assert!(ours(IpFamily::V4).contains(&via("172.31.0.8")));
         assert!(!ours(IpFamily::V4).contains(&via("172.31.0.7")));
         // A static route of someone else, same prefix, another metric.
-        let text = lab.host.ip(&["route", "add", "10.77.0.0/26", "via", "192.0.2.2", "metric", "10"]);
+        let text = lab.host.ip(&["route", "add", "10.77.0.0/26", "via", "10.255.255.2", "metric", "10"]);
         assert!(text.is_empty());
         let outcomes = nl.delete_routes(&[blackhole, via("172.31.0.8"), v6, blackhole]).expect("delete");
         assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
         assert!(ours(IpFamily::V4).is_empty() && ours(IpFamily::V6).is_empty());
         let left = lab.host.ip(&["route", "show", "10.77.0.0/26"]);
-        assert!(left.contains("via 192.0.2.2") && left.contains("metric 10"), "{left}");
+        assert!(left.contains("via 10.255.255.2") && left.contains("metric 10"), "{left}");
     });
 }
 
@@ -146,7 +146,7 @@ fn vxlan_devices_and_their_fdb() {
             name: "vxlan.calico".into(),
             vni: 4096,
             port: 4789,
-            local: "192.0.2.1".parse().unwrap(),
+            local: "10.255.255.1".parse().unwrap(),
             parent: up0,
             mac: [0x66, 1, 2, 3, 4, 5],
             mtu: 1450,

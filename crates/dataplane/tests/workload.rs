@@ -6,12 +6,13 @@ mod common;
 
 use common::{
     steps::{add, create_pair, del, ips},
-    thread_netns_inode, Lab, HOST_V4,
+    thread_netns_inode, Lab,
 };
 use dataplane::{
     check, host_veth_name, list_host_veths, naming::format_mac, setup_container, teardown, CheckSpec, ContainerConfig,
     Namespace,
 };
+use testkit::netns::HOST_V4;
 
 #[test]
 fn ipv4_add_check_ping_del() {
@@ -55,7 +56,7 @@ fn ipv4_add_check_ping_del() {
         assert!(c0.ping("10.65.0.3"), "c0 -> c1");
         assert!(c1.ping("10.65.0.2"), "c1 -> c0");
 
-        let container = Namespace::open(&c0.path).expect("open c0");
+        let container = Namespace::open(c0.path()).expect("open c0");
         let spec = CheckSpec { host_veth: &v0, ifname: "eth0", addresses: &a0 };
         check(&host, &container, &spec).expect("check after add");
         let found = list_host_veths(host.netlink(), "cali").expect("list veths");
@@ -99,7 +100,7 @@ fn dual_stack_ping6() {
         assert!(c0.ping("fe80::ecee:eeff:feee:eeee%eth0"), "c0 -> host end link-local");
         assert!(c0.ping("10.65.1.3"), "c0 -> c1 over IPv4");
 
-        let container = Namespace::open(&c0.path).expect("open c0");
+        let container = Namespace::open(c0.path()).expect("open c0");
         let spec = CheckSpec { host_veth: &v0, ifname: "eth0", addresses: &a0 };
         check(&host, &container, &spec).expect("dual-stack check");
 
@@ -113,12 +114,12 @@ fn dual_stack_ping6() {
 fn teardown_after_container_netns_is_gone() {
     let lab = Lab::new(1);
     let c0 = &lab.containers[0];
-    let path = c0.path.clone();
+    let path = std::path::PathBuf::from(c0.path());
     let veth = lab.in_host(|| {
         let host = Namespace::current().expect("host namespace");
         add(&host, c0, "c0", &ips(&["10.65.5.2"])).0
     });
-    common::run("ip", &["netns", "del", &c0.name]);
+    testkit::ip(&["netns", "del", &c0.name]);
     lab.in_host(|| {
         let host = Namespace::current().expect("host namespace");
         teardown(&host, &veth, Some(&path), "eth0").expect("netns gone");
@@ -134,7 +135,7 @@ fn calling_thread_stays_in_its_netns() {
     lab.in_host(|| {
         let before = thread_netns_inode();
         let host = Namespace::current().expect("host namespace");
-        let container = Namespace::open(&c0.path).expect("open c0");
+        let container = Namespace::open(c0.path()).expect("open c0");
         assert_ne!(container.netns().inode().expect("inode"), before);
         create_pair(&host, &container, &host_veth_name("c0")).expect("create veth");
         let config = ContainerConfig { ifname: "eth0", addresses: &ips(&["10.65.6.2"]), ip_forward: true };
@@ -158,7 +159,7 @@ fn teardown_without_a_host_end_removes_the_container_interface() {
     let lab = Lab::new(1);
     let c0 = &lab.containers[0];
     c0.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "leftover0"]);
-    let path = c0.path.clone();
+    let path = std::path::PathBuf::from(c0.path());
     lab.in_host(|| {
         let host = Namespace::current().expect("host namespace");
         let veth = host_veth_name("no-host-end");

@@ -1,7 +1,10 @@
 use std::path::PathBuf;
 
+use cni::{code, CniCode};
+
 /// Errors of the datastore layer. `is_unavailable` tells callers which ones mean "try again
-/// later" (CNI code 11) rather than a bug or bad input.
+/// later" rather than a bug or bad input; [`CniCode`] below is the one place where they map to
+/// CNI error codes, for every plugin that uses the store.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A compare of a single-key helper failed: someone else wrote the key first.
@@ -56,6 +59,17 @@ pub enum Error {
     /// only in part, or a call from inside an async runtime.
     #[error("etcd configuration: {reason}")]
     EtcdConfig { reason: String },
+
+    /// The transport cannot use an etcd endpoint: `problem` says what (its URL, or the TLS
+    /// settings for it) and `source` why. `url` has no credentials.
+    #[cfg(feature = "etcd")]
+    #[error("etcd configuration: endpoint {url:?} {problem}")]
+    EtcdEndpoint {
+        url: String,
+        problem: &'static str,
+        #[source]
+        source: tonic::transport::Error,
+    },
 
     /// A TLS file for etcd (key, certificate or CA bundle) could not be read.
     #[error("etcd TLS file {path}")]
@@ -118,6 +132,22 @@ impl Error {
     }
 }
 
+/// The CNI code of a datastore error, whichever plugin meets it.
+impl CniCode for Error {
+    fn cni_code(&self) -> u32 {
+        match self {
+            // A concurrent writer won: a fresh read and another try can succeed.
+            Error::Conflict { .. } => code::TRY_AGAIN_LATER,
+            e if e.is_unavailable() => code::TRY_AGAIN_LATER,
+            // The store settings in the netconf (or the environment) cannot work.
+            Error::EtcdNotBuiltIn { .. } | Error::EtcdConfig { .. } => code::INVALID_CONFIG,
+            #[cfg(feature = "etcd")]
+            Error::EtcdEndpoint { .. } => code::INVALID_CONFIG,
+            _ => code::IO,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +166,22 @@ mod tests {
         let err = Error::Io { path: "/s.db".into(), source: std::io::Error::other("boom") };
         assert_eq!(err.to_string(), "embedded datastore /s.db");
         assert_eq!(std::error::Error::source(&err).map(ToString::to_string).as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn codes() {
+        let unavailable = Error::Unavailable { reason: "etcd down".into(), source: None };
+        assert_eq!(unavailable.cni_code(), code::TRY_AGAIN_LATER);
+        assert_eq!(Error::Conflict { key: "/k".into() }.cni_code(), code::TRY_AGAIN_LATER);
+        assert_eq!(Error::EtcdConfig { reason: "no endpoints".into() }.cni_code(), code::INVALID_CONFIG);
+        assert_eq!(Error::EtcdNotBuiltIn { endpoints: vec!["h:2379".into()] }.cni_code(), code::INVALID_CONFIG);
+        let io = Error::Io { path: "/s.db".into(), source: std::io::Error::other("boom") };
+        assert_eq!(io.cni_code(), code::IO);
+        assert_eq!(Error::Missing { path: "/s.db".into() }.cni_code(), code::IO);
+        assert_eq!(Error::Protocol("odd answer".into()).cni_code(), code::IO);
+        let busy = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY), None);
+        assert_eq!(Error::Sqlite { path: "/s.db".into(), cause: busy }.cni_code(), code::TRY_AGAIN_LATER);
+        let full = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL), None);
+        assert_eq!(Error::Sqlite { path: "/s.db".into(), cause: full }.cni_code(), code::IO);
     }
 }

@@ -28,6 +28,12 @@ struct Helper {
     size: usize,
 }
 
+/// At most this many helpers run at once. A long-lived process deleting faster than the
+/// kernel finishes its RCU barriers (a loaded host) would otherwise hold one stack mapping
+/// and one process per deletion in flight; past the cap [`spawn_shared`] refuses with
+/// `WouldBlock`, and the caller does the work in place, as when no process can be forked.
+pub const MAX_RUNNING: usize = 32;
+
 /// Helpers still to reap. A short-lived plugin exits before reaping anything (init reaps
 /// them); a long-lived caller reaps on every call, so it keeps neither zombies nor mappings.
 static HELPERS: Mutex<Vec<Helper>> = Mutex::new(Vec::new());
@@ -38,7 +44,8 @@ static HELPERS: Mutex<Vec<Helper>> = Mutex::new(Vec::new());
 /// later writes cause no copy-on-write faults.
 ///
 /// Each call first [`reap`]s the helpers of earlier calls that have exited, so a long-lived
-/// process holds at most the helpers still running: no zombies, no mappings left behind.
+/// process holds at most the helpers still running (never more than [`MAX_RUNNING`]): no
+/// zombies, no mappings left behind.
 ///
 /// # Safety
 /// `entry` runs concurrently with this process, on the same memory and with this thread's
@@ -46,7 +53,9 @@ static HELPERS: Mutex<Vec<Helper>> = Mutex::new(Vec::new());
 /// write `errno`, a thread-local of this thread) and read its `arg`; it must not allocate,
 /// lock, panic or touch anything else. Its return ends the process.
 pub unsafe fn spawn_shared<T: Copy>(entry: extern "C" fn(*mut libc::c_void) -> libc::c_int, arg: T) -> io::Result<()> {
-    reap();
+    if reap() >= MAX_RUNNING {
+        return Err(io::ErrorKind::WouldBlock.into());
+    }
     let page = page_size();
     // [guard page][stack, growing down][arg]
     let size = page + STACK + std::mem::size_of::<T>().next_multiple_of(64);

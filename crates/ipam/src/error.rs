@@ -13,6 +13,10 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] datastore::Error),
 
+    /// The netconf, or the node name it leads to.
+    #[error(transparent)]
+    Netconf(#[from] calico_netconf::Error),
+
     /// A stored value could not be decoded: the datastore holds something we did not write.
     #[error("corrupt datastore value at {key}")]
     Corrupt {
@@ -67,9 +71,6 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("could not determine the node name: {reason}")]
-    NodeName { reason: String },
-
     /// STATUS: the plugin cannot serve ADD now (store unreachable, no free address).
     #[error("calico-ipam is not available")]
     NotAvailable {
@@ -92,20 +93,20 @@ impl CniCode for Error {
     fn cni_code(&self) -> u32 {
         match self {
             Error::Cni(e) => e.cni_code(),
-            Error::Store(e) if e.is_unavailable() => code::TRY_AGAIN_LATER,
-            Error::Store(_) | Error::Corrupt { .. } => code::IO,
+            Error::Netconf(e) => e.cni_code(),
+            Error::Store(e) => e.cni_code(),
+            Error::Corrupt { .. } => code::IO,
             Error::LockTimeout { .. } | Error::TooMuchContention { .. } => code::TRY_AGAIN_LATER,
             Error::Lock { .. } => code::IO,
             Error::InvalidPool { .. }
             | Error::PoolNotFound { .. }
             | Error::PoolDisabled { .. }
             | Error::NoPools { .. }
-            | Error::AddressNotInPool { .. }
-            | Error::NodeName { .. } => code::INVALID_CONFIG,
+            | Error::AddressNotInPool { .. } => code::INVALID_CONFIG,
             Error::PoolOverlap { .. } | Error::PoolExists { .. } | Error::PoolInUse { .. } => code::INVALID_CONFIG,
             Error::Exhausted { .. } => CODE_EXHAUSTED,
             Error::AddressInUse { .. } => CODE_ADDRESS_IN_USE,
-            Error::AddressNotAllocated { .. } => CODE_ADDRESS_IN_USE,
+            Error::AddressNotAllocated { .. } => CODE_NOT_ALLOCATED,
             Error::NotAvailable { .. } => code::NOT_AVAILABLE,
             Error::HandleNotFound { .. } | Error::Mismatch { .. } => CODE_CHECK_FAILED,
         }
@@ -116,3 +117,39 @@ impl CniCode for Error {
 pub const CODE_EXHAUSTED: u32 = 110;
 pub const CODE_ADDRESS_IN_USE: u32 = 111;
 pub const CODE_CHECK_FAILED: u32 = 112;
+/// An address to release is not allocated (it is not "in use": [`CODE_ADDRESS_IN_USE`]).
+pub const CODE_NOT_ALLOCATED: u32 = 113;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_and_allocation_codes_differ() {
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(Error::AddressInUse { ip }.cni_code(), CODE_ADDRESS_IN_USE);
+        assert_eq!(Error::AddressNotAllocated { ip }.cni_code(), CODE_NOT_ALLOCATED);
+        assert_eq!(Error::AddressNotInPool { ip }.cni_code(), code::INVALID_CONFIG);
+    }
+
+    #[test]
+    fn store_errors_keep_the_store_code() {
+        let down = datastore::Error::Unavailable { reason: "etcd down".into(), source: None };
+        assert_eq!(Error::from(down).cni_code(), code::TRY_AGAIN_LATER);
+        let bad = datastore::Error::EtcdConfig { reason: "no endpoints".into() };
+        assert_eq!(Error::from(bad).cni_code(), code::INVALID_CONFIG);
+        let missing = datastore::Error::Missing { path: "/s.db".into() };
+        assert_eq!(Error::from(missing).cni_code(), code::IO);
+    }
+
+    #[test]
+    fn node_name_keeps_its_cause() {
+        let err = Error::from(calico_netconf::Error::NodeNameFile {
+            path: "/n".into(),
+            source: std::io::Error::other("denied"),
+        });
+        assert_eq!(err.to_string(), "could not determine the node name: reading /n");
+        let failure = cni::Failure::from_error(err.cni_code(), &err);
+        assert_eq!((failure.code, failure.details.as_str()), (code::INVALID_CONFIG, "denied"));
+    }
+}

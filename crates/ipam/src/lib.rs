@@ -1,26 +1,23 @@
 //! Calico IPAM: IP pools carved into blocks that are affine to hosts, and handles that name
 //! each allocation, all over the [`datastore::Datastore`] trait so the same logic runs on
-//! etcd and on the embedded store.
+//! etcd and on the embedded store. The records themselves and their keys live in the
+//! `model` crate; this crate is what is done with them.
 //!
-//! - [`pool`]: pools and their options;
-//! - [`allocator`]: claim, allocate, borrow and release with compare-and-swap;
+//! - [`pool`]: adding, listing and removing pools;
+//! - [`allocator`]: claim, allocate, borrow and release with compare-and-swap, each step
+//!   retried by the one loop in `retry` while other writers win;
 //! - [`report`]: usage and consistency checks for operators;
 //! - [`plugin`]: the CNI verbs of the `calico-ipam` executable.
 
 pub mod allocator;
-pub mod block;
-pub mod config;
 mod error;
-pub mod handle;
 pub mod hint;
-pub mod keys;
 pub mod lock;
-pub mod net;
 pub mod plugin;
 pub mod pool;
 pub mod report;
+mod retry;
 mod store;
 
 pub use allocator::{Assigned, Ipam, Owner, Request};
-pub use config::CalicoConf;
-pub use error::{Error, CODE_ADDRESS_IN_USE, CODE_CHECK_FAILED, CODE_EXHAUSTED};
+pub use error::{Error, CODE_ADDRESS_IN_USE, CODE_CHECK_FAILED, CODE_EXHAUSTED, CODE_NOT_ALLOCATED};

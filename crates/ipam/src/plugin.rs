@@ -10,11 +10,13 @@ use cni::skel::{Plugin, Request as CniRequest};
 use cni::{CniArgs, CniResult, Env, IpConfig};
 use datastore::Datastore;
 
-use crate::handle::handle_id;
+use calico_netconf::CalicoConf;
+use model::handle::handle_id;
+use model::net;
+
 use crate::hint::BlockHint;
 use crate::lock::HostLock;
-use crate::net;
-use crate::{Assigned, CalicoConf, Error, Ipam, Owner, Request};
+use crate::{Assigned, Error, Ipam, Owner, Request};
 
 /// How long an ADD or DEL waits for the host lock before answering "try again later".
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(20);

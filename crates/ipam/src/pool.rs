@@ -1,85 +1,22 @@
-//! IP pools: the CIDRs addresses come from, with their encapsulation and NAT settings.
+//! Adding, listing and removing IP pools ([`model::pool::Pool`]).
 
 use ipnetwork::IpNetwork;
-use serde::{Deserialize, Serialize};
 
 use datastore::{Compare, Datastore, Op};
+use model::handle::Handle;
+use model::pool::Pool;
+use model::{keys, net};
 
-use crate::{keys, net, store, Error};
+use crate::{store, Error};
 
-/// When traffic between hosts is encapsulated (IPIP or VXLAN).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EncapMode {
-    #[default]
-    #[serde(alias = "Never", alias = "never")]
-    Off,
-    #[serde(alias = "Always")]
-    Always,
-    #[serde(alias = "CrossSubnet", alias = "crosssubnet")]
-    CrossSubnet,
-}
-
-pub const DEFAULT_V4_BLOCK: u8 = 26;
-pub const DEFAULT_V6_BLOCK: u8 = 122;
 /// Created at the first IPv4 ADD when no IPv4 pool exists, as Calico does.
 pub const DEFAULT_V4_POOL: &str = "192.168.0.0/16";
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pool {
-    pub cidr: IpNetwork,
-    #[serde(default)]
-    pub ipip: EncapMode,
-    #[serde(default)]
-    pub vxlan: EncapMode,
-    #[serde(default, alias = "masquerade")]
-    pub nat_outgoing: bool,
-    #[serde(default)]
-    pub disabled: bool,
-    pub block_size: u8,
-}
-
-impl Pool {
-    /// A pool with the default block size for its family and no options.
-    pub fn new(cidr: IpNetwork) -> Pool {
-        let block_size = if cidr.is_ipv4() { DEFAULT_V4_BLOCK } else { DEFAULT_V6_BLOCK };
-        Pool { cidr, ipip: EncapMode::Off, vxlan: EncapMode::Off, nat_outgoing: false, disabled: false, block_size }
-    }
-
-    pub fn family(&self) -> u8 {
-        keys::family_of(&self.cidr)
-    }
-
-    /// Reject what can never work: host bits set, a block larger than the pool, block sizes
-    /// outside what Calico allows, IPIP on IPv6, both encapsulations at once.
-    pub fn validate(&self) -> Result<(), Error> {
-        let invalid = |reason: String| Error::InvalidPool { cidr: self.cidr.to_string(), reason };
-        if !net::is_canonical(&self.cidr) {
-            return Err(invalid(format!(
-                "host bits are set; did you mean {}/{}?",
-                self.cidr.network(),
-                self.cidr.prefix()
-            )));
-        }
-        let (min, max) = if self.cidr.is_ipv4() { (20, 32) } else { (116, 128) };
-        if !(min..=max).contains(&self.block_size) {
-            return Err(invalid(format!("block size {} is outside {min}..={max}", self.block_size)));
-        }
-        if self.block_size < self.cidr.prefix() {
-            return Err(invalid(format!("block size /{} is larger than the pool itself", self.block_size)));
-        }
-        if self.cidr.is_ipv6() && self.ipip != EncapMode::Off {
-            return Err(invalid("IPIP is IPv4 only".into()));
-        }
-        if self.ipip != EncapMode::Off && self.vxlan != EncapMode::Off {
-            return Err(invalid("choose IPIP or VXLAN, not both".into()));
-        }
-        Ok(())
-    }
-
-    /// The number of blocks the pool is divided into.
-    pub fn block_count(&self) -> u128 {
-        net::size(&self.cidr) / net::size(&net::block_of(self.cidr.network(), self.block_size))
+/// Reject a pool that can never work ([`Pool::invalid_reason`]).
+pub fn validate(pool: &Pool) -> Result<(), Error> {
+    match pool.invalid_reason() {
+        Some(reason) => Err(Error::InvalidPool { cidr: pool.cidr.to_string(), reason }),
+        None => Ok(()),
     }
 }
 
@@ -103,7 +40,7 @@ pub(crate) fn decode_all(kvs: &[datastore::KeyValue]) -> Result<Vec<Pool>, Error
 
 /// Add a pool, refusing invalid CIDRs and overlap with any existing pool.
 pub fn add(store: &dyn Datastore, pool: &Pool) -> Result<(), Error> {
-    pool.validate()?;
+    validate(pool)?;
     let existing = list(store, Some(pool.family()))?;
     if let Some(p) = existing.iter().find(|p| p.cidr == pool.cidr) {
         return Err(Error::PoolExists { cidr: p.cidr });
@@ -130,16 +67,7 @@ pub fn default_v4() -> Pool {
 /// Remove a pool with its blocks and affinities. Refuses while addresses are allocated from
 /// it, unless `force`, which also drops those allocations from their handles.
 pub fn remove(store: &dyn Datastore, cidr: &IpNetwork, force: bool) -> Result<usize, Error> {
-    use crate::allocator::{backoff, MAX_ATTEMPTS};
-    for attempt in 0..MAX_ATTEMPTS {
-        if attempt > 0 {
-            backoff(attempt);
-        }
-        if let Some(released) = try_remove(store, cidr, force)? {
-            return Ok(released);
-        }
-    }
-    Err(Error::TooMuchContention { key: keys::pool(cidr), attempts: MAX_ATTEMPTS })
+    crate::retry::with_backoff(|| keys::pool(cidr), |_| try_remove(store, cidr, force))
 }
 
 /// One attempt of [`remove`]; `None` when a concurrent writer changed what it read.
@@ -163,16 +91,16 @@ fn try_remove(store: &dyn Datastore, cidr: &IpNetwork, force: bool) -> Result<Op
         }
     }
     // Allocation cursors (hints) that point into the pool go too.
-    for kv in store.list(keys::HOST_PREFIX)? {
+    for kv in store.list(keys::IPAM_HOST_PREFIX)? {
         let points_here = serde_json::from_slice::<IpNetwork>(&kv.value).is_ok_and(|c| cidr.contains(c.network()));
-        if kv.key.ends_with("/cursor") && points_here {
+        if keys::is_cursor(&kv.key) && points_here {
             ops.push(Op::Delete { key: kv.key });
         }
     }
     // Handles that pointed into the pool lose those entries.
     let dropped: Vec<IpNetwork> = blocks.iter().map(|(b, _)| b.cidr).collect();
     for kv in store.list(keys::HANDLE_PREFIX)? {
-        let mut handle: crate::handle::Handle = store::decode(&kv)?;
+        let mut handle: Handle = store::decode(&kv)?;
         let before = handle.block.len();
         handle.block.retain(|c, _| !dropped.iter().any(|d| d.to_string() == *c));
         if handle.block.len() != before {
@@ -191,6 +119,7 @@ fn try_remove(store: &dyn Datastore, cidr: &IpNetwork, force: bool) -> Result<Op
 mod tests {
     use super::*;
     use datastore::memory::MemoryStore;
+    use model::pool::DEFAULT_V4_BLOCK;
 
     fn cidr(s: &str) -> IpNetwork {
         s.parse().unwrap()
@@ -228,20 +157,6 @@ mod tests {
         assert_eq!(p.cidr, cidr(DEFAULT_V4_POOL));
         assert!(p.nat_outgoing);
         assert_eq!(p.block_size, DEFAULT_V4_BLOCK);
-        p.validate().unwrap();
-    }
-
-    #[test]
-    fn stored_json_names_every_option() {
-        let mut p = Pool::new(cidr("10.0.0.0/16"));
-        p.ipip = EncapMode::CrossSubnet;
-        let v: serde_json::Value = serde_json::from_slice(&store::encode(&p)).unwrap();
-        assert_eq!(v["ipip"], "cross-subnet");
-        assert_eq!(v["block_size"], 26);
-        let old: Pool =
-            serde_json::from_str(r#"{"cidr":"10.0.0.0/16","ipip":"Always","masquerade":true,"block_size":26}"#)
-                .unwrap();
-        assert!(old.nat_outgoing);
-        assert_eq!(old.ipip, EncapMode::Always);
+        validate(&p).unwrap();
     }
 }

@@ -9,12 +9,15 @@ use serde::Serialize;
 
 use datastore::Datastore;
 
+use model::block::Block;
+use model::endpoint::Endpoint;
+use model::handle::{handle_id, Handle, HANDLE_NODE, HANDLE_PLUGIN, PLUGIN_CALICO_CNI};
+use model::pool::Pool;
+use model::{keys, net};
+
 use crate::allocator::blocks_of;
-use crate::allocator::{HANDLE_NODE, HANDLE_PLUGIN, PLUGIN_CALICO_CNI};
-use crate::block::Block;
-use crate::handle::{handle_id, Handle};
-use crate::pool::{self, Pool};
-use crate::{keys, net, store, Error};
+use crate::pool;
+use crate::{store, Error};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct BlockUsage {
@@ -142,7 +145,7 @@ pub fn check(store: &dyn Datastore) -> Result<CheckReport, Error> {
         report.problems.push(format!("handle {h} does not count its allocation in block {cidr}"));
     }
     // Affinities whose block is gone.
-    for kv in store.list(keys::HOST_PREFIX)? {
+    for kv in store.list(keys::IPAM_HOST_PREFIX)? {
         if let Some(cidr) = keys::cidr_of_key(&kv.key) {
             if !blocks.iter().any(|b| b.cidr == cidr) {
                 report.problems.push(format!("affinity {} names a block that does not exist", kv.key));
@@ -152,19 +155,13 @@ pub fn check(store: &dyn Datastore) -> Result<CheckReport, Error> {
     Ok(report)
 }
 
-/// An endpoint record as `ipam check` sees it. calico-cni writes one per attachment it sets
-/// up; its own type lives in calico-cni, which depends on this crate.
-#[derive(Clone, Debug)]
-pub struct EndpointRef {
-    pub key: String,
-    pub node: String,
-    pub network: String,
-    pub container_id: String,
-    pub ifname: String,
-    pub ips: Vec<IpAddr>,
+/// Every workload endpoint record of every node.
+pub fn endpoints(store: &dyn Datastore) -> Result<Vec<Endpoint>, Error> {
+    store.list(keys::ENDPOINT_HOST_PREFIX)?.iter().filter(|kv| keys::is_endpoint(&kv.key)).map(store::decode).collect()
 }
 
-/// Cross-check endpoint records against allocations, both ways:
+/// Cross-check endpoint records (calico-cni writes one per attachment it sets up) against
+/// allocations, both ways:
 /// - every address of an endpoint that lies in an IP pool must be allocated to the
 ///   endpoint's handle (an address outside every pool came from another IPAM plugin, such
 ///   as host-local, and is not ours to check);
@@ -174,11 +171,7 @@ pub struct EndpointRef {
 ///   nor are handles of older versions marked, so neither is flagged.
 ///
 /// An ADD or DEL in progress between its two writes shows up once; run the check again.
-pub fn check_endpoints(
-    store: &dyn Datastore,
-    endpoints: &[EndpointRef],
-    report: &mut CheckReport,
-) -> Result<(), Error> {
+pub fn check_endpoints(store: &dyn Datastore, endpoints: &[Endpoint], report: &mut CheckReport) -> Result<(), Error> {
     let pools = pool::list(store, None)?;
     let mut holders: BTreeMap<IpAddr, Option<String>> = BTreeMap::new();
     for family in [4, 6] {
@@ -189,12 +182,12 @@ pub fn check_endpoints(
     let mut attached: HashSet<(String, String)> = HashSet::new();
     for ep in endpoints {
         let handle = handle_id(&ep.network, &ep.container_id, &ep.ifname);
-        for ip in ep.ips.iter().filter(|ip| pools.iter().any(|p| p.cidr.contains(**ip))) {
+        let key = ep.key();
+        for ip in ep.addresses().iter().filter(|ip| pools.iter().any(|p| p.cidr.contains(**ip))) {
             match holders.get(ip) {
-                None => report.problems.push(format!("endpoint {} holds {ip}, which is not allocated", ep.key)),
+                None => report.problems.push(format!("endpoint {key} holds {ip}, which is not allocated")),
                 Some(h) if h.as_deref() != Some(handle.as_str()) => report.problems.push(format!(
-                    "endpoint {} holds {ip}, which is allocated to handle {}",
-                    ep.key,
+                    "endpoint {key} holds {ip}, which is allocated to handle {}",
                     h.as_deref().unwrap_or("(none)")
                 )),
                 Some(_) => {}

@@ -1,15 +1,25 @@
-//! JSON encoding of stored values.
+//! Reading and writing model records through the datastore, with IPAM's errors.
 
-use datastore::KeyValue;
-use serde::{de::DeserializeOwned, Serialize};
+use datastore::{KeyValue, Read};
+use model::handle::Handle;
+use model::keys;
+use serde::de::DeserializeOwned;
 
 use crate::Error;
 
-pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    // Our value types are plain structs of strings, numbers and maps: they always serialize.
-    serde_json::to_vec(value).unwrap_or_default()
-}
+pub use model::encode;
 
 pub fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T, Error> {
     serde_json::from_slice(&kv.value).map_err(|source| Error::Corrupt { key: kv.key.clone(), source })
+}
+
+/// Reads of the blocks a handle holds addresses in.
+pub trait BlockReads {
+    fn block_reads(&self) -> Vec<Read>;
+}
+
+impl BlockReads for Handle {
+    fn block_reads(&self) -> Vec<Read> {
+        self.blocks().iter().map(|c| Read::Key(keys::block(c))).collect()
+    }
 }

@@ -30,11 +30,13 @@ use std::str::FromStr;
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 
+use crate::{keys, Error};
+
 /// Where the per-host keys of Felix and calico-cni live (node metadata, host config, workload
 /// endpoints).
-pub const HOST_PREFIX: &str = "/calico/v1/host/";
+pub const HOST_PREFIX: &str = keys::ENDPOINT_HOST_PREFIX;
 /// Where the per-host BGP keys live.
-pub const BGP_HOST_PREFIX: &str = "/calico/bgp/v1/host/";
+pub const BGP_HOST_PREFIX: &str = keys::BGP_HOST_PREFIX;
 
 /// One key of a node record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -76,10 +78,12 @@ impl Field {
         Field::VxlanTunnelMac,
     ];
 
-    /// The key of this field for node `name`.
+    /// The key of this field for node `name` (built by [`keys`]).
     pub fn key(self, name: &str) -> String {
-        let (prefix, rest) = self.place();
-        format!("{prefix}{name}/{rest}")
+        match self.place() {
+            (BGP_HOST_PREFIX, field) => keys::node_bgp_key(name, field),
+            (_, field) => keys::node_host_key(name, field),
+        }
     }
 
     /// The prefix the key lives under and the part after `<node>/`.
@@ -97,28 +101,6 @@ impl Field {
             Field::VxlanTunnelMac => (HOST_PREFIX, "config/VXLANTunnelMACAddr"),
         }
     }
-}
-
-/// A value of a node key that cannot be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("node key {key} holds {value:?}, which is not {expected}")]
-pub struct InvalidValue {
-    /// The key.
-    pub key: String,
-    /// What it holds (lossily decoded).
-    pub value: String,
-    /// What it should hold, e.g. "an IPv4 address".
-    pub expected: &'static str,
-}
-
-/// A node name that cannot be part of a key.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid node name {name:?}: {reason}")]
-pub struct InvalidName {
-    /// The name.
-    pub name: String,
-    /// Why it is refused.
-    pub reason: &'static str,
 }
 
 /// A MAC address, written `66:01:02:03:04:05` (lowercase) as Calico writes it.
@@ -176,7 +158,7 @@ pub struct Node {
 
 /// Refuse names that would make a key ambiguous: empty, `/`, whitespace or control
 /// characters, `.`/`..`, longer than a DNS name.
-pub fn validate_name(name: &str) -> Result<(), InvalidName> {
+pub fn validate_name(name: &str) -> Result<(), Error> {
     let reason = if name.is_empty() {
         Some("it is empty")
     } else if name.len() > 253 {
@@ -189,7 +171,7 @@ pub fn validate_name(name: &str) -> Result<(), InvalidName> {
         None
     };
     match reason {
-        Some(reason) => Err(InvalidName { name: name.to_owned(), reason }),
+        Some(reason) => Err(Error::InvalidName { name: name.to_owned(), reason }),
         None => Ok(()),
     }
 }
@@ -219,9 +201,9 @@ fn text(value: &[u8]) -> String {
     String::from_utf8_lossy(value).trim().to_owned()
 }
 
-fn parse<T: FromStr>(key: &str, value: &[u8], expected: &'static str) -> Result<T, InvalidValue> {
+fn parse<T: FromStr>(key: &str, value: &[u8], expected: &'static str) -> Result<T, Error> {
     let s = text(value);
-    s.parse().map_err(|_| InvalidValue { key: key.to_owned(), value: s, expected })
+    s.parse().map_err(|_| Error::Invalid { key: key.to_owned(), reason: format!("{s:?} is not {expected}") })
 }
 
 impl Node {
@@ -292,7 +274,7 @@ impl Node {
     /// [`Node::entries`] writes them and [`decode_all`] sorts them): an address takes the
     /// prefix the record had (a host prefix at first), a network then sets the prefix of the
     /// address, and a network without an address is ignored.
-    pub fn set(&mut self, key: &str, field: Field, value: Option<&[u8]>) -> Result<(), InvalidValue> {
+    pub fn set(&mut self, key: &str, field: Field, value: Option<&[u8]>) -> Result<(), Error> {
         match (field, value) {
             (Field::Metadata, v) => self.registered = v.is_some(),
             // Felix's copy of the IPv4 address: ip_addr_v4 is the one read.
@@ -352,9 +334,7 @@ pub fn subnet(net: IpNetwork) -> IpNetwork {
 /// [`BGP_HOST_PREFIX`]; other keys are skipped). Addresses are applied before networks, so
 /// key order does not matter. A key that cannot be read is returned beside the records,
 /// which keep their other fields.
-pub fn decode_all<'a>(
-    kvs: impl IntoIterator<Item = (&'a str, &'a [u8])>,
-) -> (BTreeMap<String, Node>, Vec<InvalidValue>) {
+pub fn decode_all<'a>(kvs: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> (BTreeMap<String, Node>, Vec<Error>) {
     let mut fields: Vec<(&str, Field, &str, &[u8])> = kvs
         .into_iter()
         .filter_map(|(key, value)| parse_key(key).map(|(name, field)| (name, field, key, value)))
@@ -468,10 +448,10 @@ mod tests {
         let mut node = Node::new("a");
         let key = Field::AsNumber.key("a");
         let err = node.set(&key, Field::AsNumber, Some(b"lots")).unwrap_err();
-        assert_eq!(err.key, key);
-        assert!(err.to_string().contains("not an AS number"), "{err}");
+        assert!(matches!(&err, Error::Invalid { key: k, .. } if *k == key), "{err}");
+        assert!(err.to_string().contains("\"lots\" is not an AS number"), "{err}");
         let err = node.set("k", Field::VxlanTunnelMac, Some(b"66:1:2:3:4:5")).unwrap_err();
-        assert_eq!(err.expected, "a MAC address");
+        assert!(err.to_string().contains("is not a MAC address"), "{err}");
         let (nodes, errors) = decode_all([
             ("/calico/bgp/v1/host/b/ip_addr_v4", b"10.0.0.7".as_slice()),
             ("/calico/bgp/v1/host/b/as_num", b"x".as_slice()),

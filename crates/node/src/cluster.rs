@@ -5,21 +5,22 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv6Addr};
 
-use ipam::pool::Pool;
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
+use model::keys;
 use model::node::{self, Node};
+use model::pool::Pool;
 use serde::Deserialize;
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// Where the affinities live: `/calico/ipam/v2/host/<node>/ipv4/block/<cidr>`.
-const AFFINITY_PREFIX: &str = ipam::keys::HOST_PREFIX;
+const AFFINITY_PREFIX: &str = keys::IPAM_HOST_PREFIX;
 
 /// Every prefix the agent lists and watches.
 pub fn prefixes() -> Vec<String> {
     vec![
-        ipam::keys::pool_prefix(4),
-        ipam::keys::pool_prefix(6),
+        keys::pool_prefix(4),
+        keys::pool_prefix(6),
         AFFINITY_PREFIX.to_owned(),
         node::BGP_HOST_PREFIX.to_owned(),
         node::HOST_PREFIX.to_owned(),
@@ -113,12 +114,12 @@ enum Key<'a> {
 
 fn classify(key: &str) -> Key<'_> {
     if key.starts_with("/calico/v1/ipam/v4/pool/") || key.starts_with("/calico/v1/ipam/v6/pool/") {
-        return ipam::keys::cidr_of_key(key).map_or(Key::Other, Key::Pool);
+        return keys::cidr_of_key(key).map_or(Key::Other, Key::Pool);
     }
     if let Some(rest) = key.strip_prefix(AFFINITY_PREFIX) {
         let parts: Vec<&str> = rest.split('/').collect();
         if let [node, "ipv4" | "ipv6", "block", cidr] = parts.as_slice() {
-            if let Some(block) = ipam::keys::parse_cidr_segment(cidr) {
+            if let Some(block) = keys::parse_cidr_segment(cidr) {
                 return Key::Affinity { node, block };
             }
         }
@@ -143,8 +144,7 @@ impl Cluster {
                 dirty.pools = true;
                 match value {
                     Some(v) => {
-                        let pool: Pool =
-                            serde_json::from_slice(v).map_err(|source| Error::Corrupt { key: key.into(), source })?;
+                        let pool: Pool = model::decode(key, v)?;
                         self.pools.insert(cidr, pool);
                     }
                     None => {
@@ -201,8 +201,7 @@ impl Cluster {
             Key::Endpoint => {
                 let parsed = match value {
                     Some(v) => {
-                        let record: EndpointRecord =
-                            serde_json::from_slice(v).map_err(|source| Error::Corrupt { key: key.into(), source })?;
+                        let record: EndpointRecord = model::decode(key, v)?;
                         let ips: Vec<IpAddr> =
                             record.ips.iter().filter_map(|ip| ip.split('/').next()?.parse().ok()).collect();
                         Some((record.node, ips))

@@ -19,13 +19,13 @@ pub enum Error {
     #[error("IPAM")]
     Ipam(#[from] ipam::Error),
 
-    /// The node name cannot be used.
-    #[error("node name")]
-    NodeName(#[source] ipam::Error),
-
-    /// The node name cannot be part of a key.
+    /// The node name cannot be determined.
     #[error(transparent)]
-    InvalidNodeName(#[from] model::node::InvalidName),
+    NodeName(calico_netconf::Error),
+
+    /// A record cannot be read, or a name cannot be part of a key.
+    #[error(transparent)]
+    Model(#[from] model::Error),
 
     /// No address of this host could be chosen as the node's.
     #[error("cannot autodetect this node's IPv4 address: {reason} (give it with --ip ADDR/PREFIX)")]
@@ -65,20 +65,6 @@ pub enum Error {
         /// The other node's key that holds it.
         key: String,
     },
-
-    /// A stored record cannot be decoded.
-    #[error("cannot read {key}")]
-    Corrupt {
-        /// Its key.
-        key: String,
-        /// Why.
-        #[source]
-        source: serde_json::Error,
-    },
-
-    /// A node record key holds a value that cannot be read.
-    #[error(transparent)]
-    NodeValue(#[from] model::node::InvalidValue),
 
     /// The routes of a pool cannot be programmed (its encapsulation needs what is missing).
     #[error("pool {pool}: {reason}")]

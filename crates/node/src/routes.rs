@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use dataplane::{IpFamily, RouteTarget, TaggedRoute};
-use ipam::pool::EncapMode;
 use ipnetwork::IpNetwork;
+use model::pool::EncapMode;
 
 use crate::cluster::Cluster;
 use crate::kernel::Kernel;
@@ -85,7 +85,7 @@ pub fn want(cluster: &Cluster, local: &Local, caps: Capabilities, dst: &IpNetwor
         let Some(holder) = holders.into_iter().next() else {
             return Want::Nothing;
         };
-        let block = ipam::net::block_of(dst.ip(), pool.block_size);
+        let block = model::net::block_of(dst.ip(), pool.block_size);
         if cluster.owner(&block) == Some(holder) {
             return Want::Nothing;
         }

@@ -10,8 +10,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use dataplane::{FdbEntry, NeighbourSpec, VxlanSpec};
 use datastore::Datastore;
-use ipam::pool::EncapMode;
 use ipnetwork::{IpNetwork, Ipv4Network};
+use model::pool::EncapMode;
 
 use crate::cluster::Cluster;
 use crate::kernel::Kernel;
@@ -327,7 +327,7 @@ mod tests {
         let b_mac = dataplane::vxlan_mac("b");
         assert_eq!(state.neighbours, vec![NeighbourSpec { index, ip: IpAddr::V4(tb), mac: b_mac }]);
         assert_eq!(state.fdb, vec![(index, FdbEntry { mac: b_mac, dst: "10.9.0.2".parse().unwrap() })]);
-        let b_block = ipam::net::block_of(IpAddr::V4(tb), 26);
+        let b_block = model::net::block_of(IpAddr::V4(tb), 26);
         let routes = ka.routes_of(PROTOCOL);
         let via_b = TaggedRoute {
             dst: b_block,
@@ -336,7 +336,7 @@ mod tests {
             metric: 0,
         };
         assert!(routes.contains(&via_b), "{routes:?}");
-        let a_block = ipam::net::block_of(IpAddr::V4(ta), 26);
+        let a_block = model::net::block_of(IpAddr::V4(ta), 26);
         assert!(routes.iter().any(|r| r.dst == a_block && r.target == RouteTarget::Blackhole), "{routes:?}");
 
         // A restart keeps everything: the record is written with the tunnel address kept.

@@ -6,7 +6,7 @@ use dataplane::{
     host_veth_name, setup_container, setup_host, teardown, ContainerConfig, ContainerInfo, Namespace, VethEnd,
 };
 
-use super::TestNs;
+use super::Netns;
 
 pub const MTU: u32 = 1450;
 
@@ -25,9 +25,9 @@ pub fn create_pair(host: &Namespace, container: &Namespace, host_veth: &str) -> 
 }
 
 /// ADD as calico-cni composes it; returns the host veth name.
-pub fn add(host: &Namespace, ns: &TestNs, id: &str, addrs: &[IpAddr]) -> (String, ContainerInfo) {
+pub fn add(host: &Namespace, ns: &Netns, id: &str, addrs: &[IpAddr]) -> (String, ContainerInfo) {
     let veth = host_veth_name(id);
-    let container = Namespace::open(&ns.path).expect("open container netns");
+    let container = Namespace::open(ns.path()).expect("open container netns");
     create_pair(host, &container, &veth).expect("create veth");
     let config = ContainerConfig { ifname: "eth0", addresses: addrs, ip_forward: false };
     let info = setup_container(&container, &config).expect("setup container");
@@ -35,6 +35,6 @@ pub fn add(host: &Namespace, ns: &TestNs, id: &str, addrs: &[IpAddr]) -> (String
     (veth, info)
 }
 
-pub fn del(host: &Namespace, ns: &TestNs, veth: &str) {
-    teardown(host, veth, Some(&ns.path), "eth0").expect("teardown");
+pub fn del(host: &Namespace, ns: &Netns, veth: &str) {
+    teardown(host, veth, Some(ns.path().as_ref()), "eth0").expect("teardown");
 }

@@ -42,7 +42,7 @@ pub(super) fn targets(
             // may hold a user name and password.
             let url = redact_url(&configured);
             let mut endpoint = Endpoint::from_shared(configured)
-                .map_err(|e| config_error(format!("endpoint {url:?} is not a valid URL: {e}")))?
+                .map_err(|source| Error::EtcdEndpoint { url: url.clone(), problem: "is not a valid URL", source })?
                 .connect_timeout(connect_timeout)
                 .timeout(request_timeout)
                 // Tonic's default, spelled out: each HTTP/2 frame is its own small write, and
@@ -55,9 +55,11 @@ pub(super) fn targets(
                          (this build has no system trust store)"
                     )));
                 };
-                endpoint = endpoint
-                    .tls_config(tls.clone())
-                    .map_err(|e| config_error(format!("TLS settings for {url}: {e}")))?;
+                endpoint = endpoint.tls_config(tls.clone()).map_err(|source| Error::EtcdEndpoint {
+                    url: url.clone(),
+                    problem: "cannot take the TLS settings",
+                    source,
+                })?;
             } else if !url.starts_with("http://") {
                 return Err(config_error(format!("endpoint {url:?}: only http:// and https:// URLs are supported")));
             }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::testing::{free_port, Certs, Cluster};
+use testkit::etcd::{free_port, Certs, Etcd, EtcdCluster};
+
+use super::testing::{store, store_on};
 use super::EtcdStore;
 use crate::{Compare, Config, Datastore, Error, Op, Read, TxnOutcome};
 
@@ -15,8 +17,8 @@ fn put(key: &str, value: &str) -> Op {
 
 #[test]
 fn create_update_delete_follow_revisions() {
-    let etcd = Cluster::start(1);
-    let s = etcd.store();
+    let etcd = Etcd::start();
+    let s = store(&etcd);
     let r1 = s.create("/a", b"1".to_vec()).unwrap();
     assert!(matches!(s.create("/a", b"2".to_vec()), Err(Error::Conflict { .. })));
     let r2 = s.update("/a", b"2".to_vec(), r1).unwrap();
@@ -31,8 +33,8 @@ fn create_update_delete_follow_revisions() {
 
 #[test]
 fn list_is_prefix_bounded_and_ordered() {
-    let etcd = Cluster::start(1);
-    let s = etcd.store();
+    let etcd = Etcd::start();
+    let s = store(&etcd);
     for k in ["/b/2", "/a", "/b/1", "/c", "/b0"] {
         s.create(k, vec![]).unwrap();
     }
@@ -44,8 +46,8 @@ fn list_is_prefix_bounded_and_ordered() {
 
 #[test]
 fn txn_applies_all_or_nothing_at_one_revision() {
-    let etcd = Cluster::start(1);
-    let s = etcd.store();
+    let etcd = Etcd::start();
+    let s = store(&etcd);
     let r = s.create("/x", b"x".to_vec()).unwrap();
     let stale = [Compare::Revision("/x".into(), r), Compare::Revision("/y".into(), 1)];
     let outcome = s.txn(&stale, &[put("/x", "new"), put("/z", "z")]).unwrap();
@@ -66,8 +68,8 @@ fn txn_applies_all_or_nothing_at_one_revision() {
 
 #[test]
 fn read_many_is_one_round_trip_and_round_trips_are_counted() {
-    let etcd = Cluster::start(1);
-    let s = etcd.store();
+    let etcd = Etcd::start();
+    let s = store(&etcd);
     assert_eq!(s.round_trips(), 0);
     s.create("/p/1", b"1".to_vec()).unwrap();
     s.create("/p/2", b"2".to_vec()).unwrap();
@@ -86,14 +88,14 @@ fn read_many_is_one_round_trip_and_round_trips_are_counted() {
 
 #[test]
 fn concurrent_cas_increments_lose_no_update() {
-    let etcd = Cluster::start(1);
-    let shared = Arc::new(etcd.store());
+    let etcd = Etcd::start();
+    let shared = Arc::new(store(&etcd));
     shared.create("/counter", b"0".to_vec()).unwrap();
     let (threads, per_thread) = (6, 20);
     let workers: Vec<_> = (0..threads)
         .map(|i| {
             // Half the threads share one store (one connection), half have their own.
-            let store: Arc<EtcdStore> = if i % 2 == 0 { shared.clone() } else { Arc::new(etcd.store()) };
+            let store: Arc<EtcdStore> = if i % 2 == 0 { shared.clone() } else { Arc::new(store(&etcd)) };
             thread::spawn(move || {
                 for _ in 0..per_thread {
                     loop {
@@ -150,11 +152,11 @@ fn silent_endpoint_times_out_as_unavailable_within_the_bound() {
 
 #[test]
 fn three_member_cluster_fails_over_when_a_follower_stops() {
-    let mut etcd = Cluster::start(3);
+    let mut etcd = EtcdCluster::builder().members(3).fast_elections().start();
     let leader = etcd.leader();
     let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     // The store talks to the first follower; stop it: writes and reads go on, at once.
-    let s = etcd.store_on(&[followers[0], followers[1], leader]);
+    let s = store_on(&etcd, &[followers[0], followers[1], leader]);
     let r = s.create("/f", b"0".to_vec()).unwrap();
     etcd.members[followers[0]].stop();
     let r = s.update("/f", b"1".to_vec(), r).unwrap();
@@ -163,16 +165,16 @@ fn three_member_cluster_fails_over_when_a_follower_stops() {
     assert_eq!(s.list("/").unwrap().len(), 2);
 
     // A new store whose first endpoint is the dead member starts on the next one.
-    let fresh = etcd.store();
+    let fresh = store(&etcd);
     assert_eq!(fresh.get("/f").unwrap().unwrap().value, b"1");
 }
 
 #[test]
 fn three_member_cluster_recovers_when_the_leader_stops() {
-    let mut etcd = Cluster::start(3);
+    let mut etcd = EtcdCluster::builder().members(3).fast_elections().start();
     let leader = etcd.leader();
     let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
-    let s = etcd.store_on(&[leader, others[0], others[1]]);
+    let s = store_on(&etcd, &[leader, others[0], others[1]]);
     let mut r = s.create("/l", b"0".to_vec()).unwrap();
     etcd.members[leader].stop();
     // Until the survivors elect a leader, a write may fail, but only as "unavailable" (what a
@@ -198,13 +200,13 @@ fn three_member_cluster_recovers_when_the_leader_stops() {
 fn tls_with_client_certificates() {
     let certs = Certs::generate();
     let with_certs = Config {
-        etcd_ca_cert_file: Some(certs.path("ca.crt")),
-        etcd_cert_file: Some(certs.path("client.crt")),
-        etcd_key_file: Some(certs.path("client.key")),
+        etcd_ca_cert_file: Some(certs.ca()),
+        etcd_cert_file: Some(certs.client_cert()),
+        etcd_key_file: Some(certs.client_key()),
         ..Config::default()
     };
-    let etcd = Cluster::start_tls(&certs.server(), with_certs.clone());
-    let url = etcd.members[0].client_url.clone();
+    let etcd = Etcd::start_tls(&certs);
+    let url = etcd.client_url.clone();
     assert!(url.starts_with("https://"));
 
     let s = EtcdStore::connect(&Config { etcd_endpoints: vec![url.clone()], ..with_certs }).unwrap();
@@ -249,7 +251,8 @@ fn settings_errors_are_reported_before_connecting() {
     ];
     for cfg in &cases {
         let err = EtcdStore::connect(cfg).unwrap_err();
-        assert!(matches!(err, Error::EtcdConfig { .. }), "{cfg:?}: {err}");
+        assert!(matches!(err, Error::EtcdConfig { .. } | Error::EtcdEndpoint { .. }), "{cfg:?}: {err}");
+        assert_eq!(cni::CniCode::cni_code(&err), cni::code::INVALID_CONFIG, "{cfg:?}: {err}");
         assert!(!err.is_unavailable());
     }
     let missing = Config {

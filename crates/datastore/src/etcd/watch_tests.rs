@@ -4,7 +4,9 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::testing::Cluster;
+use testkit::etcd::{Etcd, EtcdCluster};
+
+use super::testing::{store, store_on};
 use super::EtcdStore;
 use crate::{Datastore, Error, Event, EventKind, Op, Read, Watch};
 
@@ -34,8 +36,8 @@ fn keys_and_revisions(events: &[Event]) -> Vec<(String, bool, i64)> {
 
 #[test]
 fn list_then_watch_and_resume_from_a_revision() {
-    let etcd = Cluster::start(1);
-    let s = etcd.store();
+    let etcd = Etcd::start();
+    let s = store(&etcd);
     s.txn(&[], &[put("/a/1", "1"), put("/b/1", "1")]).unwrap();
     let (listed, revision) = s.read_many_at(&[Read::Prefix("/a/".into()), Read::Prefix("/b/".into())]).unwrap();
     assert_eq!((listed[0].len(), listed[1].len()), (1, 1));
@@ -68,19 +70,16 @@ fn revision_of(outcome: crate::TxnOutcome) -> i64 {
 
 #[test]
 fn compaction_fails_the_watch_and_a_relist_carries_on() {
-    let etcd = Cluster::start(1);
-    let s = etcd.store();
+    let etcd = Etcd::start();
+    let s = store(&etcd);
     let first = s.create("/k/0", vec![]).unwrap();
     for i in 1..5 {
         s.create(&format!("/k/{i}"), vec![]).unwrap();
     }
     let compact_at = first + 3;
-    s.compact(compact_at).unwrap();
-    let err = match s.watch(&["/k/".into()], first) {
-        Err(e) => e,
-        Ok(mut w) => w.next(Duration::from_secs(5)).expect_err("watching compacted history"),
-    };
-    match err {
+    // Another client compacts, as etcd's auto-compaction does.
+    etcd.compact(compact_at);
+    match watch_error(&s, first) {
         Error::Compacted { requested, compact_revision } => {
             assert_eq!((requested, compact_revision), (first, compact_at))
         }
@@ -91,21 +90,34 @@ fn compaction_fails_the_watch_and_a_relist_carries_on() {
     let mut w = s.watch(&["/k/".into()], revision + 1).unwrap();
     let r = s.create("/k/5", b"x".to_vec()).unwrap();
     assert_eq!(keys_and_revisions(&collect(w.as_mut(), 1)), [("/k/5".into(), true, r)]);
+
+    // The store's own compaction is the same RPC.
+    s.compact(r).unwrap();
+    let err = watch_error(&s, revision);
+    assert!(matches!(err, Error::Compacted { compact_revision, .. } if compact_revision == r), "{err}");
+}
+
+/// How a watch of `/k/` from `from` fails: at once, or at its first `next`.
+fn watch_error(s: &EtcdStore, from: i64) -> Error {
+    match s.watch(&["/k/".into()], from) {
+        Err(e) => e,
+        Ok(mut w) => w.next(Duration::from_secs(5)).expect_err("watching compacted history"),
+    }
 }
 
 /// The watch is on a follower; the follower is killed while writes go on through the leader:
 /// the watch moves to another member and delivers every write exactly once.
 #[test]
 fn a_member_stopped_during_a_watch_loses_and_repeats_nothing() {
-    let mut etcd = Cluster::start(3);
+    let mut etcd = EtcdCluster::builder().members(3).fast_elections().start();
     let leader = etcd.leader();
     let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
-    let watcher_store = etcd.store_on(&[followers[0], followers[1], leader]);
+    let watcher_store = store_on(&etcd, &[followers[0], followers[1], leader]);
     let (_, revision) = watcher_store.list_at("/w/").unwrap();
     let mut w = watcher_store.watch(&["/w/".into()], revision + 1).unwrap();
 
     const WRITES: usize = 60;
-    let writer_store = etcd.store_on(&[leader]);
+    let writer_store = store_on(&etcd, &[leader]);
     let writer = thread::spawn(move || write_slowly(&writer_store, WRITES));
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);

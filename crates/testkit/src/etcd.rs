@@ -1,18 +1,33 @@
-//! Real etcd servers for the tests, on free loopback ports with temporary data dirs. Every
-//! process is killed (and its data removed) on drop, also when the test fails.
-//! - [`Etcd`]: one member, plain http or with client-certificate TLS ([`Etcd::start_tls`]);
-//! - [`EtcdCluster`]: several members whose processes can be stopped and started again;
+//! Real etcd servers for the tests, with temporary data dirs. Every process is killed (and
+//! its data removed) on drop, also when the test fails.
+//! - [`EtcdCluster`]: members whose processes can be stopped and started again, made by an
+//!   [`EtcdBuilder`]: how many, plain http or client-certificate TLS ([`Certs`]), on free
+//!   loopback ports or inside a netns on one of its addresses, etcd's election timing or a
+//!   fast one;
+//! - [`Etcd`]: a single member;
 //! - [`Certs`]: a throwaway CA with a server and a client certificate, made with `openssl`.
+//!
+//! Everything is driven with `etcdctl` (API v3), run inside the members' netns when they are
+//! in one: readiness, the leader, keys, writes, the revision and compaction.
 
 use std::collections::HashSet;
 use std::fs::File;
 use std::net::TcpListener;
+use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+use crate::netns::Netns;
+
+mod builder;
+mod certs;
+
+pub use builder::EtcdBuilder;
+pub use certs::Certs;
 
 /// How long a member (or a restarted cluster) may take to answer.
 const READY_WITHIN: Duration = Duration::from_secs(30);
@@ -29,63 +44,12 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// The etcd binary: `ETCD_BIN`, else /usr/bin/etcd. A missing etcd fails the test: nothing
+/// is skipped silently.
 pub fn etcd_binary() -> PathBuf {
     let path = PathBuf::from(std::env::var("ETCD_BIN").unwrap_or_else(|_| "/usr/bin/etcd".into()));
     assert!(path.exists(), "{} is missing: install etcd-server (the test command does)", path.display());
     path
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate (EC P-256, valid two
-/// days), made with the openssl command-line tool in a temporary directory.
-pub struct Certs {
-    pub dir: TempDir,
-}
-
-impl Certs {
-    pub fn generate() -> Certs {
-        let dir = tempfile::Builder::new().prefix("calico-certs-").tempdir().expect("tempdir for certificates");
-        let run = |args: String| {
-            let out = Command::new("openssl")
-                .args(args.split_whitespace())
-                .current_dir(dir.path())
-                .output()
-                .expect("run openssl (apt-get install openssl)");
-            assert!(out.status.success(), "openssl {args}: {}", String::from_utf8_lossy(&out.stderr));
-        };
-        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-        run(format!(
-            "req -x509 {ec} -keyout ca.key -out ca.crt -days 2 -subj /CN=calico-test-CA \
-             -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
-        ));
-        for (name, ext) in [
-            ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
-            ("client", "extendedKeyUsage=clientAuth\n"),
-        ] {
-            std::fs::write(dir.path().join(format!("{name}.ext")), ext).expect("write extensions");
-            run(format!("req {ec} -keyout {name}.key -out {name}.csr -subj /CN={name}"));
-            run(format!(
-                "x509 -req -in {name}.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out {name}.crt -days 2 \
-                 -extfile {name}.ext"
-            ));
-        }
-        Certs { dir }
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    pub fn ca(&self) -> PathBuf {
-        self.path("ca.crt")
-    }
-
-    pub fn client_cert(&self) -> PathBuf {
-        self.path("client.crt")
-    }
-
-    pub fn client_key(&self) -> PathBuf {
-        self.path("client.key")
-    }
 }
 
 /// The files a client presents to a TLS member (etcdctl here; plugins get them in netconf).
@@ -101,6 +65,8 @@ pub struct Member {
     pub name: String,
     pub client_url: String,
     args: Vec<String>,
+    /// The netns it runs in, if not the test's own.
+    netns: Option<String>,
     child: Option<Child>,
     dir: TempDir,
 }
@@ -109,7 +75,8 @@ impl Member {
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "etcd member {} is already running", self.name);
         let log = File::options().create(true).append(true).open(self.dir.path().join("etcd.log")).expect("etcd log");
-        let child = Command::new(etcd_binary())
+        // `ip netns exec` execs etcd in its own place: the child is etcd itself.
+        let child = in_netns(self.netns.as_deref(), etcd_binary())
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("etcd log"))
@@ -119,8 +86,9 @@ impl Member {
         self.child = Some(child);
     }
 
-    /// SIGKILL, as a crash or a lost machine: clients see their connections drop.
-    fn stop(&mut self) {
+    /// SIGKILL, as a crash or a lost machine: clients see their connections drop. Its data
+    /// stays, for [`EtcdCluster::start_member`].
+    pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -129,6 +97,11 @@ impl Member {
 
     pub fn running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The end of the member's log, for failure messages.
@@ -145,70 +118,34 @@ impl Drop for Member {
     }
 }
 
-/// A cluster of members on loopback. Stopped members keep their data and rejoin when
-/// started again.
+/// `program`, or `ip netns exec NETNS program`.
+fn in_netns(netns: Option<&str>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns]).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
+/// A cluster of members. Stopped members keep their data and rejoin when started again.
 pub struct EtcdCluster {
     pub members: Vec<Member>,
     tls: Option<ClientTls>,
+    netns: Option<String>,
 }
 
 impl EtcdCluster {
-    /// `n` plain-http members, each answering when this returns.
-    pub fn start(n: usize) -> EtcdCluster {
-        Self::launch(n, None)
+    /// One plain-http member on loopback unless told otherwise.
+    pub fn builder<'a>() -> EtcdBuilder<'a> {
+        EtcdBuilder::new()
     }
 
-    fn launch(n: usize, certs: Option<&Certs>) -> EtcdCluster {
-        let scheme = if certs.is_some() { "https" } else { "http" };
-        let token = format!("calico-test-{}-{}", std::process::id(), free_port());
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-        let initial = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let members = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (client, peer))| {
-                let dir = tempfile::Builder::new().prefix("calico-etcd-").tempdir().expect("tempdir for etcd");
-                let name = format!("m{i}");
-                let client_url = format!("{scheme}://127.0.0.1:{client}");
-                let peer_url = format!("http://127.0.0.1:{peer}");
-                let mut args: Vec<String> = [
-                    ("--name", name.as_str()),
-                    ("--data-dir", &dir.path().join("data").display().to_string()),
-                    ("--listen-client-urls", &client_url),
-                    ("--advertise-client-urls", &client_url),
-                    ("--listen-peer-urls", &peer_url),
-                    ("--initial-advertise-peer-urls", &peer_url),
-                    ("--initial-cluster", &initial),
-                    ("--initial-cluster-token", &token),
-                    ("--initial-cluster-state", "new"),
-                    ("--log-level", "warn"),
-                ]
-                .iter()
-                .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
-                .collect();
-                if let Some(c) = certs {
-                    args.push("--client-cert-auth".into());
-                    for (flag, file) in
-                        [("--trusted-ca-file", "ca.crt"), ("--cert-file", "server.crt"), ("--key-file", "server.key")]
-                    {
-                        args.extend([flag.to_string(), c.path(file).display().to_string()]);
-                    }
-                }
-                Member { name, client_url, args, child: None, dir }
-            })
-            .collect();
-        let tls = certs.map(|c| ClientTls { ca: c.ca(), cert: c.client_cert(), key: c.client_key() });
-        let mut cluster = EtcdCluster { members, tls };
-        for m in &mut cluster.members {
-            m.spawn();
-        }
-        cluster.wait_ready();
-        cluster
+    /// `n` plain-http members on loopback, each answering when this returns.
+    pub fn start(n: usize) -> EtcdCluster {
+        Self::builder().members(n).start()
     }
 
     /// Every member's client URL, comma-separated, as Calico's `etcd_endpoints`.
@@ -239,8 +176,7 @@ impl EtcdCluster {
     pub fn leader(&self) -> usize {
         let deadline = Instant::now() + READY_WITHIN;
         loop {
-            let out = self.etcdctl(&["endpoint", "status", "-w", "json"]);
-            let statuses: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let statuses = self.status();
             for st in statuses.as_array().into_iter().flatten() {
                 let id = &st["Status"]["header"]["member_id"];
                 if id.is_u64() && *id == st["Status"]["leader"] {
@@ -255,7 +191,13 @@ impl EtcdCluster {
         }
     }
 
-    /// Run etcdctl (API v3) against the running members.
+    /// `etcdctl endpoint status -w json` of the running members (Null if none answers).
+    fn status(&self) -> serde_json::Value {
+        let out = self.etcdctl(&["endpoint", "status", "-w", "json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    /// Run etcdctl (API v3) against the running members (inside their netns).
     pub fn etcdctl(&self, args: &[&str]) -> Output {
         let urls: Vec<&str> = self.members.iter().filter(|m| m.running()).map(|m| m.client_url.as_str()).collect();
         self.etcdctl_on(&urls.join(",")).args(args).output().expect("run etcdctl (apt-get install etcd-client)")
@@ -263,7 +205,7 @@ impl EtcdCluster {
 
     /// etcdctl on `endpoints`, with the client certificate when the cluster uses TLS.
     fn etcdctl_on(&self, endpoints: &str) -> Command {
-        let mut cmd = Command::new("etcdctl");
+        let mut cmd = in_netns(self.netns.as_deref(), "etcdctl");
         cmd.env("ETCDCTL_API", "3").arg(format!("--endpoints={endpoints}"));
         cmd.args(["--dial-timeout=1s", "--command-timeout=3s"]).stdin(Stdio::null());
         if let Some(tls) = &self.tls {
@@ -272,11 +214,35 @@ impl EtcdCluster {
         cmd
     }
 
+    /// etcdctl `args`, which must succeed; its stdout.
+    fn etcdctl_ok(&self, args: &[&str]) -> String {
+        let out = self.etcdctl(args);
+        assert!(out.status.success(), "etcdctl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `etcdctl get --prefix --keys-only`: the keys under `prefix`.
     pub fn keys(&self, prefix: &str) -> Vec<String> {
-        let out = self.etcdctl(&["get", "--prefix", "--keys-only", prefix]);
-        assert!(out.status.success(), "etcdctl get {prefix}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(str::to_owned).collect()
+        let out = self.etcdctl_ok(&["get", "--prefix", "--keys-only", prefix]);
+        out.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect()
+    }
+
+    /// `etcdctl put`: a write by another client than the code under test.
+    pub fn put(&self, key: &str, value: &str) {
+        self.etcdctl_ok(&["put", key, value]);
+    }
+
+    /// The cluster's current revision (that of its last write).
+    pub fn revision(&self) -> i64 {
+        let out = self.etcdctl_ok(&["get", "--keys-only", "--limit=1", "-w", "json", "/"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("etcdctl get -w json");
+        v["header"]["revision"].as_i64().unwrap_or_else(|| panic!("no revision in {v}"))
+    }
+
+    /// Compact the history before `revision`, as etcd's auto-compaction does: watches that
+    /// still need it are told it is gone.
+    pub fn compact(&self, revision: i64) {
+        self.etcdctl_ok(&["compaction", &revision.to_string()]);
     }
 
     /// Wait until every running member is healthy (it has a leader and serves a quorum read).
@@ -307,34 +273,26 @@ impl EtcdCluster {
     }
 }
 
-/// A single-member etcd, ready to serve.
+/// A single-member etcd, ready to serve: an [`EtcdCluster`] of one, with its URL at hand.
 pub struct Etcd {
     cluster: EtcdCluster,
     pub client_url: String,
 }
 
 impl Etcd {
+    /// Plain http on loopback.
     pub fn start() -> Etcd {
-        Self::from_cluster(EtcdCluster::launch(1, None))
+        Self::from(EtcdCluster::start(1))
     }
 
     /// An https member that requires a client certificate signed by `certs`' CA.
     pub fn start_tls(certs: &Certs) -> Etcd {
-        Self::from_cluster(EtcdCluster::launch(1, Some(certs)))
+        Self::from(EtcdCluster::builder().tls(certs).start())
     }
 
-    fn from_cluster(cluster: EtcdCluster) -> Etcd {
-        let client_url = cluster.members[0].client_url.clone();
-        Etcd { cluster, client_url }
-    }
-
-    /// `etcdctl get --prefix` of `prefix`: the keys present.
-    pub fn keys(&self, prefix: &str) -> Vec<String> {
-        self.cluster.keys(prefix)
-    }
-
-    pub fn etcdctl(&self, args: &[&str]) -> Output {
-        self.cluster.etcdctl(args)
+    /// Inside `netns`, listening on `address` (one of that netns's own).
+    pub fn start_in(netns: &Netns, address: &str) -> Etcd {
+        Self::from(EtcdCluster::builder().in_netns(netns, address).start())
     }
 
     pub fn stop(&mut self) {
@@ -344,5 +302,27 @@ impl Etcd {
     /// Start it again on the same data.
     pub fn restart(&mut self) {
         self.cluster.start_member(0);
+    }
+}
+
+impl From<EtcdCluster> for Etcd {
+    fn from(cluster: EtcdCluster) -> Etcd {
+        assert_eq!(cluster.members.len(), 1, "an Etcd is a single member");
+        let client_url = cluster.members[0].client_url.clone();
+        Etcd { cluster, client_url }
+    }
+}
+
+impl Deref for Etcd {
+    type Target = EtcdCluster;
+
+    fn deref(&self) -> &EtcdCluster {
+        &self.cluster
+    }
+}
+
+impl DerefMut for Etcd {
+    fn deref_mut(&mut self) -> &mut EtcdCluster {
+        &mut self.cluster
     }
 }

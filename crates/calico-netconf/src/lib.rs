@@ -1,12 +1,42 @@
-//! The Calico netconf fields that calico-ipam and calico-cni share, with Calico's names so
-//! existing files work unchanged.
+//! Calico's netconf: the fields calico-ipam and calico-cni share, with Calico's names so
+//! existing files work unchanged, and what they select (the node name, the datastore, the
+//! host's IPAM lock).
 
 use std::path::{Path, PathBuf};
 
+use cni::{code, CniCode};
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Deserializer};
 
-use crate::Error;
+/// Errors of the netconf and of what it names. [`CniCode`] below maps them to CNI codes.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Malformed JSON (code 6), or a field of the wrong type or value (code 7).
+    #[error(transparent)]
+    Cni(#[from] cni::Error),
+
+    #[error("could not determine the node name: reading {}", path.display())]
+    NodeNameFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("could not determine the node name: reading the hostname")]
+    Hostname(#[source] std::io::Error),
+
+    #[error("could not determine the node name: the hostname is empty")]
+    EmptyHostname,
+}
+
+impl CniCode for Error {
+    fn cni_code(&self) -> u32 {
+        match self {
+            Error::Cni(e) => e.cni_code(),
+            Error::NodeNameFile { .. } | Error::Hostname(_) | Error::EmptyHostname => code::INVALID_CONFIG,
+        }
+    }
+}
 
 /// Where Calico keeps the node name when `nodename` is not in the netconf.
 pub const DEFAULT_NODENAME_FILE: &str = "/var/lib/calico/nodename";
@@ -182,13 +212,12 @@ impl CalicoConf {
             Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.nodename_file.is_none() => {}
-            Err(e) => return Err(Error::NodeName { reason: format!("reading {}: {e}", file.display()) }),
+            Err(source) => return Err(Error::NodeNameFile { path: file.to_owned(), source }),
         }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map_err(|e| Error::NodeName { reason: format!("reading the hostname: {e}") })?;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map_err(Error::Hostname)?;
         let host = host.trim().to_ascii_lowercase();
         if host.is_empty() {
-            return Err(Error::NodeName { reason: "the hostname is empty".into() });
+            return Err(Error::EmptyHostname);
         }
         Ok(host)
     }
@@ -233,7 +262,6 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        use cni::CniCode;
         let err =
             CalicoConf::parse(br#"{"cniVersion":"1.0.0","name":"n","ipam":{"ipv4_pools":["nope"]}}"#).unwrap_err();
         assert_eq!(err.cni_code(), 7);
@@ -255,6 +283,19 @@ mod tests {
         }
         let err = CalicoConf::parse(b"{not json").unwrap_err();
         assert_eq!(err.cni_code(), 6);
+    }
+
+    #[test]
+    fn a_missing_nodename_file_is_named_with_its_cause() {
+        let conf = CalicoConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","nodename_file":"/proc/no/such/nodename","ipam":{}}"#,
+        )
+        .unwrap();
+        let err = conf.nodename().unwrap_err();
+        assert_eq!(err.cni_code(), 7);
+        assert_eq!(err.to_string(), "could not determine the node name: reading /proc/no/such/nodename");
+        let cause = std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default();
+        assert!(cause.contains("No such file"), "{cause}");
     }
 
     #[test]

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use cni::CniCode;
 use datastore::memory::MemoryStore;
+use datastore::Op;
 use ipnetwork::IpNetwork;
 
 use super::*;
-use crate::pool::{self, Pool};
+use crate::pool;
 use crate::report;
 
 fn cidr(s: &str) -> IpNetwork {
@@ -349,7 +350,7 @@ fn prefetching_the_right_block_saves_a_round_trip() {
     let s = MemoryStore::new();
     let plain = Ipam::new(&s, "node1");
     let first = plain.assign(&v4("c0")).unwrap(); // claims the block, sets the cursor
-    let block = net::block_of(first[0].ip, first[0].pool.block_size);
+    let block = model::net::block_of(first[0].ip, first[0].pool.block_size);
     let cost = |f: &dyn Fn() -> Vec<IpAddr>| {
         let before = s.round_trips().unwrap();
         let out = f();
@@ -373,5 +374,23 @@ fn prefetching_the_right_block_saves_a_round_trip() {
     assert_eq!((r1, r2, r3), (a1, a2, a3));
     assert!(ahead.release_handle("net.never").unwrap().is_empty(), "an unknown handle is still fine");
     plain.release_handle("net.c0").unwrap();
+    assert_clean(&s);
+}
+
+#[test]
+fn releasing_an_address_that_is_not_allocated_is_not_in_use() {
+    let s = MemoryStore::new();
+    add_pool(&s, "10.1.0.0/24", 26);
+    let ipam = Ipam::new(&s, "n");
+    let held = ips(&ipam.assign(&v4("c1")).unwrap());
+    // Free in a claimed block, and in a block nobody claimed.
+    for free in ["10.1.0.9", "10.1.0.200"] {
+        let free: IpAddr = free.parse().unwrap();
+        let err = ipam.release_ips(&[free]).unwrap_err();
+        assert!(matches!(err, Error::AddressNotAllocated { ip } if ip == free), "{err}");
+        assert_eq!(err.cni_code(), crate::CODE_NOT_ALLOCATED);
+        assert_ne!(err.cni_code(), crate::CODE_ADDRESS_IN_USE);
+    }
+    assert_eq!(ipam.release_ips(&held).unwrap(), vec![(held[0], Some("net.c1".to_owned()))]);
     assert_clean(&s);
 }
