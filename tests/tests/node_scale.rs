@@ -104,10 +104,10 @@ fn a_thousand_nodes_of_four_blocks() {
             let block = big_pool_block(10_000 + t);
             let key = format!("/calico/ipam/v2/host/fake{}/ipv4/block/{block}-26", t % nodes);
             while seen.try_recv().is_ok() {}
-            let committed = {
-                store.txn(&[], &[Op::Put { key, value: b"{}".to_vec() }]).expect("commit");
-                Instant::now()
-            };
+            // Timed from the commit's start: the agents hear of it as the writer does, and the
+            // route is often in before the writer has its answer.
+            let committed = Instant::now();
+            store.txn(&[], &[Op::Put { key, value: b"{}".to_vec() }]).expect("commit");
             let wanted = format!("{block}/26 via");
             loop {
                 let (line, at) = seen.recv_timeout(Duration::from_secs(5)).expect("route within 5 s");
@@ -125,7 +125,7 @@ fn a_thousand_nodes_of_four_blocks() {
     latencies.sort();
     let (median, max) = (percentile(&latencies, 0.5), *latencies.last().expect("trials"));
     eprintln!(
-        "FIGURE convergence over {trials} block changes, commit to route: median {median:?}, p90 {:?}, max {max:?}",
+        "FIGURE convergence over {trials} block changes, from the commit request to the route: median {median:?}, p90 {:?}, max {max:?}",
         percentile(&latencies, 0.9)
     );
     assert!(median < Duration::from_millis(250), "median {median:?}");

@@ -1,4 +1,16 @@
-//! calico-node's agent.
+//! calico-node's agent: this host's node record, and the routes (and VXLAN tunnel) to every
+//! other host's blocks, kept in step with the datastore by a watch.
+//!
+//! - [`local`]: this host's addresses and uplink (`--ip`, or autodetected);
+//! - [`register`]: the node record, refused when another node claims the address;
+//! - [`cluster`]: the datastore as far as routes go, applied key by key, with the routes each
+//!   change touches;
+//! - [`routes`]: the route each destination should have, and the table of ours (`proto 80`)
+//!   diffed against the kernel;
+//! - [`vxlan`]: `vxlan.calico`, the tunnel address, ARP and FDB entries per remote node;
+//! - [`agent`]: the loop (full sync, watch, resync, backoff) over the pieces above;
+//! - [`kernel`]: the kernel behind a trait, over netlink or a recording fake;
+//! - [`health`], [`mtu`]: the health and metrics endpoints, the MTU file.
 pub mod agent;
 pub mod cluster;
 mod error;
