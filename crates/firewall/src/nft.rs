@@ -275,6 +275,10 @@ const ELEM_DATA: u16 = 2;
 const ELEM_FLAGS: u16 = 3;
 const ELEM_USERDATA: u16 = 6;
 
+/// What came back for a request: the errno per message (0: success), and the data
+/// messages with their sequence numbers.
+type Answers = (Vec<i32>, Vec<(u32, Vec<u8>)>);
+
 /// The `inet calico` table of the netns this is first used in.
 #[derive(Default)]
 pub struct Nftables {
@@ -308,7 +312,7 @@ impl Nftables {
 
     /// Sends `buf` and collects one answer per message that expects one; the errnos by
     /// message (0 for success) and the data messages.
-    fn exchange(&self, op: &'static str, buf: &Buf) -> Result<(Vec<i32>, Vec<(u32, Vec<u8>)>)> {
+    fn exchange(&self, op: &'static str, buf: &Buf) -> Result<Answers> {
         let sock = self.sock()?;
         sock.send(buf).map_err(|source| Error::Kernel { op, source })?;
         let mut errnos: Vec<Option<i32>> = vec![None; buf.seqs.len()];

@@ -38,7 +38,7 @@ fn table_elements_conflicts_and_removal() {
         let pool = Element::Pool { set: PoolSet::Masq, cidr: "10.65.0.0/16".parse().unwrap() };
         let all = Element::Pool { set: PoolSet::All, cidr: "10.65.0.0/16".parse().unwrap() };
         let all6 = Element::Pool { set: PoolSet::All, cidr: "fd65::/64".parse().unwrap() };
-        assert_eq!(fw.missing(&[pool.clone()]).unwrap(), vec![pool.clone()]);
+        assert_eq!(fw.missing(std::slice::from_ref(&pool)).unwrap(), vec![pool.clone()]);
         let mine = port(8080, "10.65.0.5:80", "c1/eth0");
         let hostip = Element::Port {
             map: PortMap {
@@ -74,14 +74,14 @@ fn table_elements_conflicts_and_removal() {
         let err = fw.add(&[other.clone(), theirs.clone()]).unwrap_err();
         assert!(matches!(&err, Error::PortTaken { holder, .. } if holder == "c1/eth0"), "{err}");
         assert!(err.to_string().contains("8080/tcp"), "{err}");
-        assert_eq!(fw.missing(&[other.clone()]).unwrap(), vec![other.clone()], "the batch added nothing");
-        assert_eq!(fw.missing(&[theirs.clone()]).unwrap(), vec![theirs.clone()]);
+        assert_eq!(fw.missing(std::slice::from_ref(&other)).unwrap(), vec![other.clone()], "the batch added nothing");
+        assert_eq!(fw.missing(std::slice::from_ref(&theirs)).unwrap(), vec![theirs.clone()]);
 
         // The same owner again (an ADD repeated after a crash): replaced.
-        fw.add(&[mine.clone()]).unwrap();
+        fw.add(std::slice::from_ref(&mine)).unwrap();
         // Removal by another owner leaves ours.
         fw.remove(&[theirs]).unwrap();
-        assert_eq!(fw.missing(&[mine.clone()]).unwrap(), vec![]);
+        assert_eq!(fw.missing(std::slice::from_ref(&mine)).unwrap(), vec![]);
         fw.remove(&[mine.clone(), hostip.clone(), v6.clone(), hairpin.clone(), pool.clone()]).unwrap();
         let mut left = fw.list().unwrap();
         left.sort();
