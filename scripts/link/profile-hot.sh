@@ -40,9 +40,12 @@ conf() { # conf PREV_RESULT
     "$store" "$work" "${1:+,\"prevResult\":$1}"
 }
 n=0
+# CALICO_DETACH_FORK: a DEL's detached helper is a forked copy, which valgrind follows; it kills
+# a process at the helper's usual clone(CLONE_VM) (not a thread). The plugin's own path is the
+# same either way (crates/detach).
 run() { # run OUT_DIR PLUGIN COMMAND ID [PREV_RESULT]
   n=$((n + 1))
-  conf "${5:-}" | CNI_COMMAND=$3 CNI_CONTAINERID=$4 CNI_NETNS=/var/run/netns/$C CNI_IFNAME=eth0 \
+  conf "${5:-}" | CALICO_DETACH_FORK=1 CNI_COMMAND=$3 CNI_CONTAINERID=$4 CNI_NETNS=/var/run/netns/$C CNI_IFNAME=eth0 \
     CNI_PATH=$work/bin ip netns exec "$H" valgrind -q --tool=callgrind --demangle=no \
     --callgrind-out-file="$1/cg.$(printf %03d $n).%p" "$2"
 }
