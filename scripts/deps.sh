@@ -45,10 +45,50 @@ want valgrind valgrind                 # scripts/link/profile-hot.sh
 want strace strace                     # bench: counts process execs per ADD
 want bc bc
 
-if ((${#need[@]})); then
-  echo "deps: installing ${need[*]}" >&2
+want bird bird2                        # calico-node's BGP (the BIRD daemon and birdc)
+# The IPIP tests boot Debian's own kernel under qemu (this machine's kernel has no
+# CONFIG_NET_IPIP): its image, and qemu from backports (bookworm's 7.2 conflicts with the
+# qemu-utils 10.x the machine ships). The tests boot the newest /boot/vmlinuz-*-amd64, whose
+# modules must be there too (a half-installed image is installed again).
+kernel=$(ls -1v /boot/vmlinuz-*-amd64 2>/dev/null | tail -n 1)
+[[ -n $kernel && -e /lib/modules/${kernel#/boot/vmlinuz-}/modules.dep ]] || need+=(linux-image-amd64)
+need_backports=()
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need_backports+=(qemu-system-x86)
+
+backports=/etc/apt/sources.list.d/bookworm-backports.sources
+if ((${#need[@]} + ${#need_backports[@]})); then
   export DEBIAN_FRONTEND=noninteractive
+  if ((${#need_backports[@]})) && ! grep -qs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/*; then
+    # The same mirror and key as the bookworm entry of debian.sources. Backports has the
+    # default low pin: nothing is upgraded from it unless asked for with -t.
+    stanza=$(awk -v RS= '/(^|\n)Suites:[^\n]*bookworm( |\n|$)/' /etc/apt/sources.list.d/debian.sources | head -n 20)
+    uris=$(sed -n 's/^URIs:[[:space:]]*//p' <<<"$stanza" | head -n 1)
+    signed=$(sed -n 's/^Signed-By:[[:space:]]*//p' <<<"$stanza" | head -n 1)
+    [[ -n $uris ]] || { echo "deps: no bookworm entry in /etc/apt/sources.list.d/debian.sources to copy for backports" >&2; exit 1; }
+    echo "deps: adding $backports (from $uris)" >&2
+    {
+      echo "Types: deb"
+      echo "URIs: $uris"
+      echo "Suites: bookworm-backports"
+      echo "Components: main"
+      [[ -z $signed ]] || echo "Signed-By: $signed"
+    } >"$backports"
+  fi
+  echo "deps: installing ${need[*]}${need_backports:+ ${need_backports[*]} (backports)}" >&2
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  if ((${#need[@]})); then
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+  if ((${#need_backports[@]})); then
+    apt-get install -y -qq --no-install-recommends -t bookworm-backports "${need_backports[@]}" >/dev/null
+  fi
+fi
+
+# virtme-ng (`vng`) boots that kernel with the host's root filesystem as the guest's.
+if ! command -v vng >/dev/null 2>&1; then
+  echo "deps: installing virtme-ng (pip)" >&2
+  python3 -m pip install -q --root-user-action=ignore virtme-ng || python3 -m pip install -q --root-user-action=ignore --break-system-packages virtme-ng
+  command -v pyenv >/dev/null 2>&1 && pyenv rehash
+  command -v vng >/dev/null 2>&1 || { echo "deps: vng is not on PATH after pip install virtme-ng" >&2; exit 1; }
 fi
 

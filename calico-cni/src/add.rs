@@ -1,5 +1,6 @@
-//! ADD: IPAM, then the veth pair, the container side, the host side and the endpoint record,
-//! each undone by the rollback guard if a later step fails.
+//! ADD: IPAM, then the veth pair, the container side, the host side, the firewall (pool
+//! sets, port mappings) and the endpoint record, each undone by the rollback guard if a
+//! later step fails.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -11,8 +12,8 @@ use model::endpoint::Endpoint;
 
 use crate::context::Context;
 use crate::deps::{Dataplane, Deps};
-use crate::endpoint;
 use crate::Error;
+use crate::{edge, endpoint};
 
 pub fn add<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Result<CniResult, Error> {
     if req.env.ifname == "lo" {
@@ -23,6 +24,8 @@ pub fn add<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Re
         }
         .into());
     }
+    // Before anything is set up: a bad mapping leaves nothing behind.
+    let requested = edge::requested(ctx)?;
     let key = ctx.endpoint_key(req);
     // A repeated ADD for an attachment that is already set up answers from the record.
     if let Some(ep) = endpoint::get(deps.store, &key)? {
@@ -40,7 +43,7 @@ pub fn add<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Re
         .map_err(|source| Error::Netns { path: netns_path.display().to_string(), source })?;
 
     let mut undo = Rollback::new();
-    match attach(req, ctx, deps, &container, container_mac, &mut undo) {
+    match attach(req, ctx, deps, &container, container_mac, &requested, &mut undo) {
         Ok(result) => {
             undo.disarm();
             tracing::debug!(netlink_requests = deps.dataplane.netlink_requests(&container), "ADD cost");
@@ -51,13 +54,14 @@ pub fn add<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Re
 }
 
 /// The steps that change something, each followed by its undo: IPAM, the veth pair, the
-/// container side, the host side, the endpoint record.
+/// container side, the host side, the firewall, the endpoint record.
 fn attach<'a, D: Dataplane>(
     req: &'a Request,
     ctx: &Context,
     deps: &'a Deps<'a, D>,
     container: &D::Netns,
     container_mac: Option<[u8; 6]>,
+    requested: &[edge::Requested],
     undo: &mut Rollback<'a>,
 ) -> Result<CniResult, Error> {
     let dp = deps.dataplane;
@@ -100,6 +104,24 @@ fn attach<'a, D: Dataplane>(
         .map_err(step("configuring the container interface"))?;
     dp.setup_host(&host_veth, &addresses).map_err(step("configuring the host side"))?;
 
+    // The firewall: the container's pools in the pool sets (read first, added only when
+    // missing: they are shared, so never undone), and its port mappings, in one batch.
+    let port_mappings = edge::mappings(requested, &addresses);
+    let owner = edge::owner(&ctx.conf.common.name, &req.env.container_id, &req.env.ifname);
+    let ports = edge::port_elements(&port_mappings, &owner);
+    let pool_elements = edge::pool_elements(&edge::pools(deps.store, &addresses)?, &addresses);
+    let mut elements = match pool_elements.is_empty() {
+        true => Vec::new(),
+        false => deps.firewall.missing(&pool_elements).map_err(edge::error("checking the pool sets"))?,
+    };
+    if !elements.is_empty() || !ports.is_empty() {
+        elements.extend(ports.iter().cloned());
+        deps.firewall.add(&elements).map_err(edge::error("adding the pools and port mappings"))?;
+        if !ports.is_empty() {
+            undo.push("removing the port mappings", move || deps.firewall.remove(&ports));
+        }
+    }
+
     let netns_path = req.env.netns.as_deref().unwrap_or(Path::new("")).display().to_string();
     let result = CniResult {
         interfaces: vec![
@@ -139,6 +161,7 @@ fn attach<'a, D: Dataplane>(
         mac: dataplane::naming::format_mac(info.mac),
         ips: result.ips.iter().map(|c| c.address.to_string()).collect(),
         result: result.to_json(cni::Version::LATEST),
+        port_mappings,
     };
     endpoint::put(deps.store, &ep)?;
     tracing::info!(container = %req.env.container_id, %host_veth, ips = ?addresses, "workload attached");

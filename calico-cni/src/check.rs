@@ -9,8 +9,8 @@ use dataplane::CheckSpec;
 
 use crate::context::Context;
 use crate::deps::{Dataplane, Deps};
-use crate::endpoint;
 use crate::Error;
+use crate::{edge, endpoint};
 
 pub fn check<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Result<(), Error> {
     let prev = ctx
@@ -45,5 +45,13 @@ pub fn check<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> 
         .map_err(|source| Error::Netns { path: netns.display().to_string(), source })?;
     deps.dataplane
         .check(&container, &CheckSpec { host_veth: &ep.host_veth, ifname: &req.env.ifname, addresses: &addresses })
-        .map_err(|source| Error::Dataplane { step: "checking the dataplane", source })
+        .map_err(|source| Error::Dataplane { step: "checking the dataplane", source })?;
+    let ports = edge::port_elements(&ep.port_mappings, &edge::owner(&ep.network, &ep.container_id, &ep.ifname));
+    if !ports.is_empty() {
+        let missing = deps.firewall.missing(&ports).map_err(edge::error("checking the port mappings"))?;
+        if let Some(first) = missing.first() {
+            return Err(Error::Check(format!("{first} is missing from table inet calico")));
+        }
+    }
+    Ok(())
 }

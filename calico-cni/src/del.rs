@@ -9,8 +9,8 @@ use cni::skel::Request;
 
 use crate::context::Context;
 use crate::deps::{Dataplane, Deps};
-use crate::endpoint;
 use crate::Error;
+use crate::{edge, endpoint};
 
 pub fn del<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Result<(), Error> {
     // Addresses first: if this fails (store down) the runtime retries the whole DEL, and an
@@ -40,10 +40,31 @@ pub fn del<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Re
             }
         }
         Some(ep) => {
+            // The mappings first: while the record is there, a failed DEL is retried with it.
+            let owner = edge::owner(&ep.network, &ep.container_id, &ep.ifname);
+            let ports = edge::port_elements(&ep.port_mappings, &owner);
+            if !ports.is_empty() {
+                deps.firewall.remove(&ports).map_err(edge::error("removing the port mappings"))?;
+            }
             endpoint::delete(deps.store, &key)?;
             remove_veth(deps.dataplane, &ep.host_veth, netns, &req.env.ifname).map_err(removing)?;
         }
-        None => remove_veth(deps.dataplane, &ctx.host_veth(req), netns, &req.env.ifname).map_err(removing)?,
+        None => {
+            // No record (an ADD that died before writing it): what it may have mapped is
+            // found by its owner, only when the runtime says there were mappings.
+            if !ctx.conf.common.runtime_config.port_mappings.is_empty() {
+                let owner = edge::owner(&ctx.conf.common.name, &req.env.container_id, &req.env.ifname);
+                let ours: Vec<_> = deps
+                    .firewall
+                    .list()
+                    .map_err(edge::error("listing the port mappings"))?
+                    .into_iter()
+                    .filter(|e| e.owner() == Some(owner.as_str()))
+                    .collect();
+                deps.firewall.remove(&ours).map_err(edge::error("removing the port mappings"))?;
+            }
+            remove_veth(deps.dataplane, &ctx.host_veth(req), netns, &req.env.ifname).map_err(removing)?
+        }
     }
     tracing::info!(container = %req.env.container_id, "workload detached");
     Ok(())

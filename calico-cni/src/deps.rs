@@ -1,5 +1,5 @@
-//! What the verbs act through: the kernel ([`Dataplane`]), the datastore and the IPAM plugin
-//! ([`Ipam`]). The plugin's entry points ([`crate::CalicoCni`]) build the real ones
+//! What the verbs act through: the kernel ([`Dataplane`]), the datastore, the IPAM plugin
+//! ([`Ipam`]) and the firewall ([`firewall::Firewall`]). The plugin's entry points ([`crate::CalicoCni`]) build the real ones
 //! ([`crate::linux::Linux`], the store the netconf selects, [`crate::delegate::Delegate`]);
 //! unit tests pass fakes that record each call, so the order of the steps and every rollback
 //! path are tested without root.
@@ -19,6 +19,8 @@ pub struct Deps<'a, D> {
     pub dataplane: &'a D,
     pub store: &'a dyn Datastore,
     pub ipam: &'a dyn Ipam,
+    /// The `inet calico` nftables table (pool sets, port maps).
+    pub firewall: &'a dyn firewall::Firewall,
 }
 
 /// The netlink, netns and sysctl operations of calico-cni, at the grain of Calico's workload

@@ -40,6 +40,18 @@ pub enum Error {
     #[error("the IPAM plugin {plugin} returned no address")]
     NoAddress { plugin: String },
 
+    /// A firewall step failed (crates/firewall: the `inet calico` nftables table).
+    #[error("{step} failed")]
+    Firewall {
+        step: &'static str,
+        #[source]
+        source: firewall::Error,
+    },
+
+    /// Another attachment holds the host port (and protocol) this one asks for.
+    #[error("host port {mapping} is already mapped, for {holder}")]
+    PortConflict { mapping: String, holder: String },
+
     #[error("invalid MAC address {value:?} in {field}")]
     InvalidMac { field: &'static str, value: String },
 
@@ -99,6 +111,8 @@ impl Error {
 pub use dataplane::{CODE_CHECK_FAILED, CODE_DATAPLANE, CODE_ROUTE_CONFLICT};
 /// The IPAM plugin returned no address.
 pub const CODE_NO_ADDRESS: u32 = 123;
+/// A port mapping asks for a host port another attachment holds.
+pub const CODE_PORT_CONFLICT: u32 = 124;
 
 impl CniCode for Error {
     fn cni_code(&self) -> u32 {
@@ -112,6 +126,8 @@ impl CniCode for Error {
             Error::Dataplane { source, .. } => source.cni_code(),
             Error::Check(_) => CODE_CHECK_FAILED,
             Error::NoAddress { .. } => CODE_NO_ADDRESS,
+            Error::Firewall { .. } => CODE_DATAPLANE,
+            Error::PortConflict { .. } => CODE_PORT_CONFLICT,
             Error::InvalidMac { .. } => code::INVALID_CONFIG,
             Error::NotAvailable(_) => code::NOT_AVAILABLE,
             Error::RollbackIncomplete(r) => r.error.cni_code(),

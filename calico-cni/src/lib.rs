@@ -13,6 +13,7 @@ mod context;
 mod del;
 mod delegate;
 mod deps;
+mod edge;
 mod endpoint;
 mod error;
 mod gc;
@@ -20,7 +21,7 @@ mod linux;
 #[cfg(test)]
 mod tests;
 
-pub use error::{Error, CODE_CHECK_FAILED, CODE_DATAPLANE, CODE_NO_ADDRESS, CODE_ROUTE_CONFLICT};
+pub use error::{Error, CODE_CHECK_FAILED, CODE_DATAPLANE, CODE_NO_ADDRESS, CODE_PORT_CONFLICT, CODE_ROUTE_CONFLICT};
 
 use cni::skel::{Plugin, Request};
 use cni::CniResult;
@@ -39,7 +40,10 @@ fn with_real_deps<T>(
     let ctx = Context::load(req)?;
     let store = ctx.open_store()?;
     let ipam = Delegate::new(&ctx, &*store);
-    verb(&ctx, &Deps { dataplane: &Linux::new(), store: &*store, ipam: &ipam })
+    let firewall = firewall::nft::Nftables::new();
+    let result = verb(&ctx, &Deps { dataplane: &Linux::new(), store: &*store, ipam: &ipam, firewall: &firewall });
+    tracing::debug!(nftables_round_trips = firewall.round_trips(), "firewall cost");
+    result
 }
 
 /// The plugin handed to [`cni::skel::run`].

@@ -64,12 +64,14 @@ for arg in "$@"; do
 done
 cc "${args[@]}" "${extra[@]}" || exit 1
 # Names in list order: a legacy Rust name ends in 17h<16 hex>E, the part that changes
-# between builds; compare without it.
+# between builds, and LLVM suffixes .N to a local symbol whose name it already had; compare
+# without them (as profile-hot.sh writes the list). Type i is an IFUNC (memcpy, strlen...):
+# callgrind names glibc's resolvers, which every static binary runs at start-up, after it.
 nm --defined-only "$tmp/named" > "$tmp/nm" || fail "nm failed"
 awk '
   NR == FNR { rank[$0] = FNR; next }
-  NF == 3 && $2 ~ /^[tTwW]$/ {
-    key = $3; sub(/17h[0-9a-f]+E$/, "E", key)
+  NF == 3 && $2 ~ /^[tTwWi]$/ {
+    key = $3; sub(/\.[0-9]+$/, "", key); sub(/17h[0-9a-f]+E$/, "E", key)
     if (key in rank) print rank[key], $3
   }' "$list" "$tmp/nm" | sort -n -s > "$tmp/ranked"
 awk '!seen[$2]++ { print $2 }' "$tmp/ranked" > "$tmp/order"

@@ -17,6 +17,7 @@ fn add_calls(id: &str) -> Vec<String> {
         format!("{} {veth}/eth0", step::CREATE_VETH),
         format!("{} eth0", step::SETUP_CONTAINER),
         format!("{} {veth}", step::SETUP_HOST),
+        format!("{} /calico/v1/ipam/v4/pool/", step::STORE_LIST),
         format!("{} put:{}", step::STORE_TXN, endpoint_key(id)),
     ]
 }
@@ -68,6 +69,7 @@ fn a_failure_at_each_step_undoes_exactly_the_earlier_steps_in_reverse() {
         (step::CREATE_VETH, crate::CODE_DATAPLANE),
         (step::SETUP_CONTAINER, crate::CODE_DATAPLANE),
         (step::SETUP_HOST, crate::CODE_DATAPLANE),
+        (step::STORE_LIST, cni::code::TRY_AGAIN_LATER),
         (step::STORE_TXN, cni::code::TRY_AGAIN_LATER),
     ];
     for (n, (name, code)) in codes.into_iter().enumerate().map(|(i, c)| (i + 1, c)) {
@@ -88,7 +90,7 @@ fn a_failure_to_write_the_endpoint_record_releases_everything() {
     let err = rig.add(&rig.req("ADD", "c1")).unwrap_err();
     assert!(matches!(err, Error::Store(_)), "{err:?}");
     assert_eq!(
-        rig.script.steps()[6..],
+        rig.script.steps()[7..],
         [step::STORE_TXN, step::DELETE_HOST_LINK, step::IPAM_DEL],
         "the record's write, then the veth, then the addresses"
     );

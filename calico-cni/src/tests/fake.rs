@@ -41,6 +41,10 @@ pub mod step {
     pub const SETUP_HOST: &str = "host.setup";
     pub const DELETE_CONTAINER_LINK: &str = "container.delete_link";
     pub const CHECK: &str = "dataplane.check";
+    pub const FW_MISSING: &str = "firewall.missing";
+    pub const FW_ADD: &str = "firewall.add";
+    pub const FW_REMOVE: &str = "firewall.remove";
+    pub const FW_LIST: &str = "firewall.list";
 }
 
 enum Trigger {
@@ -355,5 +359,52 @@ impl Datastore for RecordingStore {
             .collect();
         self.fail(step::STORE_TXN, &what.join(","))?;
         self.inner.txn(compares, ops)
+    }
+}
+
+/// The firewall: crates/firewall's in-memory table, each call recorded in the script as
+/// `<step> <element>,<element>...` and failing (EBUSY) where the script says.
+pub struct FakeFirewall {
+    script: Script,
+    pub table: firewall::fake::Recording,
+}
+
+impl FakeFirewall {
+    pub fn new(script: &Script) -> FakeFirewall {
+        FakeFirewall { script: script.clone(), table: firewall::fake::Recording::new() }
+    }
+
+    fn record(&self, step: &'static str, elements: &[firewall::Element]) -> firewall::Result<()> {
+        let arg: Vec<String> = elements.iter().map(ToString::to_string).collect();
+        match self.script.record(step, arg.join(",")) {
+            Some(errno) => Err(firewall::Error::Kernel { op: step, source: std::io::Error::from_raw_os_error(errno) }),
+            None => Ok(()),
+        }
+    }
+
+    pub fn elements(&self) -> Vec<firewall::Element> {
+        self.table.elements.borrow().clone()
+    }
+}
+
+impl firewall::Firewall for FakeFirewall {
+    fn ensure_table(&self) -> firewall::Result<()> {
+        self.table.ensure_table()
+    }
+    fn missing(&self, elements: &[firewall::Element]) -> firewall::Result<Vec<firewall::Element>> {
+        self.record(step::FW_MISSING, elements)?;
+        self.table.missing(elements)
+    }
+    fn add(&self, elements: &[firewall::Element]) -> firewall::Result<()> {
+        self.record(step::FW_ADD, elements)?;
+        self.table.add(elements)
+    }
+    fn remove(&self, elements: &[firewall::Element]) -> firewall::Result<()> {
+        self.record(step::FW_REMOVE, elements)?;
+        self.table.remove(elements)
+    }
+    fn list(&self) -> firewall::Result<Vec<firewall::Element>> {
+        self.record(step::FW_LIST, &[])?;
+        self.table.list()
     }
 }

@@ -4,6 +4,7 @@
 mod add;
 mod check;
 mod del;
+mod edge;
 mod fake;
 
 use cni::skel::Request;
@@ -13,7 +14,7 @@ use serde_json::json;
 use crate::context::Context;
 use crate::deps::Deps;
 use crate::Error;
-use fake::{FakeDataplane, FakeIpam, RecordingStore, Script};
+use fake::{FakeDataplane, FakeFirewall, FakeIpam, RecordingStore, Script};
 
 pub const NETNS: &str = "/run/netns/c1";
 pub const ADDRESS: &str = "10.0.0.5";
@@ -24,6 +25,7 @@ pub struct Rig {
     pub dp: FakeDataplane,
     pub store: RecordingStore,
     pub ipam: FakeIpam,
+    pub fw: FakeFirewall,
     pub conf: serde_json::Value,
 }
 
@@ -34,6 +36,7 @@ impl Rig {
         Rig {
             dp: FakeDataplane::new(&script, NETNS),
             store: RecordingStore::new(&script),
+            fw: FakeFirewall::new(&script),
             ipam: FakeIpam::new(&script, CniResult { ips: vec![address], ..Default::default() }),
             conf: json!({"cniVersion": "1.0.0", "name": "net1", "type": "calico", "nodename": "node1",
                          "log_level": "warning", "ipam": {"type": "fake-ipam"}}),
@@ -64,7 +67,7 @@ impl Rig {
     }
 
     fn deps(&self) -> Deps<'_, FakeDataplane> {
-        Deps { dataplane: &self.dp, store: &self.store, ipam: &self.ipam }
+        Deps { dataplane: &self.dp, store: &self.store, ipam: &self.ipam, firewall: &self.fw }
     }
 
     pub fn add(&self, req: &Request) -> Result<CniResult, Error> {
@@ -96,7 +99,10 @@ impl Rig {
         assert!(kernel.host_links.is_empty(), "{what}: host links left: {:?}", kernel.host_links);
         assert_eq!(kernel.netns[std::path::Path::new(NETNS)], ["lo".to_owned()].into(), "{what}: container links left");
         assert!(self.ipam.held.borrow().is_empty(), "{what}: addresses left allocated");
-        assert_eq!(self.store.keys(), Vec::<String>::new(), "{what}: records left");
+        let records: Vec<String> = self.store.keys().into_iter().filter(|k| !k.contains("/pool/")).collect();
+        assert_eq!(records, Vec::<String>::new(), "{what}: records left");
+        let owned: Vec<_> = self.fw.elements().into_iter().filter(|e| e.owner().is_some()).collect();
+        assert!(owned.is_empty(), "{what}: port mappings left: {owned:?}");
     }
 }
 

@@ -29,25 +29,30 @@
 //! that IPAM garbage collection reclaims).
 //!
 //! # Watching
-//! Every txn also appends one row per key it writes to a change log (`changes`: revision,
-//! key, deleted), in the same transaction. A watch has its own connection and polls the
-//! store revision every [`POLL_INTERVAL`] (an idle watch measured 4-8 ms of CPU a second in
-//! a debug build here, most of it the thread's wake-ups); when it moved, it reads the log
-//! from where it was, and the values from `kv`, in one read transaction. Changes of one key between two polls are coalesced into the last.
-//! The log keeps the last [`CHANGE_LOG_REVISIONS`] revisions (commits whose revision is a
-//! multiple of 1000 trim it; [`EmbeddedStore::compact`] trims it on demand), and `meta`
-//! records the oldest revision it holds: a watch that needs older ones gets
-//! [`Error::Compacted`]. The log costs one more statement per written key and about one more
-//! WAL page per commit: measured with `embedded_bench` (two runs each, interleaved, noisy
-//! machine), a commit went from 58-64 µs to 66-81 µs median, a plugin's store work from
-//! 0.81-0.91 ms to 0.89-1.02 ms.
+//! Every txn ends by appending one row to a change log (`log`: the commit's revision, and the
+//! keys it wrote, each with whether it was deleted), in the same transaction; that row is
+//! also the store revision (the log's last row), so the log costs a commit no page and no
+//! statement more than the revision counter it replaced. A watch has its own connection and
+//! polls the store revision every [`POLL_INTERVAL`] (an idle watch measured 4-8 ms of CPU a
+//! second in a debug build here, most of it the thread's wake-ups); when it moved, it reads
+//! the log from where it was, and the values from `kv`, in one read transaction. Changes of
+//! one key between two polls are coalesced into the last. The log keeps the last
+//! [`CHANGE_LOG_REVISIONS`] revisions (commits whose revision is a multiple of 1000 trim it;
+//! [`EmbeddedStore::compact`] trims it on demand), and its first row marks the oldest
+//! revision it no longer holds: a watch that needs it or older gets [`Error::Compacted`].
+//!
+//! Measured with callgrind on the release build (one steady-state ADD from an empty WAL), the
+//! first version of the log (schema 3: a counter row, and one log row per key in a table of
+//! its own) cost a calico-cni ADD 1.45 M instructions and 8 WAL pages against 1.32 M and 6
+//! without it, and calico-ipam ADD 1.02 M and 4 pages against 0.90 M and 3; this one costs
+//! 1.33 M and 6, 0.90 M and 3.
 //!
 //! # Checkpoints, and the cost of a short-lived process
 //! A process that opens the store while no other has it open rebuilds the WAL index by
 //! reading the whole WAL. So the WAL is kept short: after a commit that leaves it at 64
 //! pages or more, the committing process checkpoints it and truncates it to zero (see
-//! `checkpoint_if_large`; a calico-cni ADD+DEL cycle writes about 8 pages, so one cycle in
-//! eight pays for it: two fsyncs). Closing does not checkpoint (`SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE`), which would cost every writing
+//! `checkpoint_if_large`; a calico-cni ADD+DEL cycle writes about 12 pages, 6 for each
+//! verb, so about one cycle in five pays for it: two fsyncs). Closing does not checkpoint (`SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE`), which would cost every writing
 //! process an fsync. Opening runs no DDL and sets no persistent PRAGMA: one `stat`,
 //! `sqlite3_open`, `PRAGMA synchronous` and a read of `PRAGMA user_version`.
 //!
@@ -62,6 +67,7 @@
 //! work to about 0.8 ms.
 
 mod file;
+mod log;
 mod ops;
 mod schema;
 mod watch;

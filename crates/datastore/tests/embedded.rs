@@ -290,7 +290,7 @@ fn a_version_1_store_is_migrated() {
     drop(s);
     let raw = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = raw.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
 }
 
 #[test]

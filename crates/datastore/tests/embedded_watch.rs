@@ -208,7 +208,74 @@ fn a_version_2_store_is_migrated_with_an_empty_change_log() {
     drop(s);
     let raw = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = raw.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
+}
+
+/// Version 3 logged one row per key (`changes`) and counted revisions in `meta`: the
+/// migration keeps the keys and the revision, and starts the new log at that revision.
+#[test]
+fn a_version_3_store_is_migrated_and_its_log_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE kv (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, value BLOB NOT NULL,
+                          mod_revision INTEGER NOT NULL);
+         CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 0), revision INTEGER NOT NULL,
+                            compact_revision INTEGER NOT NULL DEFAULT 0);
+         INSERT INTO meta (id, revision, compact_revision) VALUES (0, 9, 1);
+         CREATE TABLE changes (revision INTEGER NOT NULL, key TEXT NOT NULL, deleted INTEGER NOT NULL,
+                               PRIMARY KEY (revision, key)) WITHOUT ROWID;
+         INSERT INTO changes VALUES (8, '/a', 0), (9, '/b', 1);
+         INSERT INTO kv (key, value, mod_revision) VALUES ('/a', x'01', 8);
+         PRAGMA user_version = 3;",
+    )
+    .unwrap();
+    drop(raw);
+
+    let s = EmbeddedStore::open(&path).unwrap();
+    let (all, revision) = s.list_at("/").unwrap();
+    assert_eq!((all.len(), revision), (1, 9));
+    assert!(matches!(s.watch(&["/".into()], 9), Err(Error::Compacted { requested: 9, compact_revision: 10 })));
+    let mut w = s.watch(&["/".into()], 10).unwrap();
+    assert_eq!(s.create("/c", vec![3]).unwrap(), 10, "revisions continue");
+    s.delete("/a", 8).unwrap();
+    let got: Vec<(String, bool, i64)> = drain(w.as_mut(), Duration::ZERO)
+        .into_iter()
+        .map(|e| (e.key, matches!(e.kind, EventKind::Put { .. }), e.mod_revision))
+        .collect();
+    assert_eq!(got, [("/c".to_owned(), true, 10), ("/a".to_owned(), false, 11)]);
+    drop(s);
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = raw.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 4);
+    let tables: Vec<String> = raw
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(tables, ["kv", "log"], "the old counter and log are gone");
+}
+
+/// A put and a delete of the same key in one txn come as one event, the delete; a delete of
+/// a missing key is no event, but its txn still takes a revision.
+#[test]
+fn one_event_per_key_and_revision() {
+    let (_dir, store) = temp_store();
+    let mut w = store.watch(&["/".into()], 1).unwrap();
+    store.txn(&[], &[put("/x", "1"), Op::Delete { key: "/x".into() }, put("/y", "1")]).unwrap();
+    let outcome = store.txn(&[], &[Op::Delete { key: "/missing".into() }]).unwrap();
+    assert_eq!(outcome, datastore::TxnOutcome::Committed { revision: 2 });
+    store.txn(&[], &[put("/y", "2"), put("/y", "3")]).unwrap();
+    let got: Vec<(String, EventKind, i64)> =
+        drain(w.as_mut(), Duration::ZERO).into_iter().map(|e| (e.key, e.kind, e.mod_revision)).collect();
+    assert_eq!(
+        got,
+        [("/x".to_owned(), EventKind::Delete, 1), ("/y".to_owned(), EventKind::Put { value: b"3".to_vec() }, 3)]
+    );
 }
 
 /// An idle watch polls the store revision; measured here: its thread's CPU time over 2 s.

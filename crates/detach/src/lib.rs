@@ -11,6 +11,12 @@
 //! and 134 now. A forked child also cannot use libraries with process-wide state: a SQLite
 //! checkpoint tried that way found SQLite's per-file state, inherited from the parent,
 //! pointing at descriptors the child had closed.
+//!
+//! Under a profiler: valgrind does not support a `clone(CLONE_VM)` that is not a thread, and
+//! kills the process there. With [`FORK_ENV`] (`CALICO_DETACH_FORK`) set to anything but
+//! empty, the helper is a forked copy instead, which valgrind follows: the caller's code path
+//! stays the one the plugin runs in production, so a profile of it (scripts/link/profile-hot.sh
+//! sets the variable) still holds that path's functions.
 #![cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 
 use std::io;
@@ -79,7 +85,15 @@ pub unsafe fn spawn_shared<T: Copy>(entry: extern "C" fn(*mut libc::c_void) -> l
     let top = region as usize + page + STACK;
     let arg_ptr = top as *mut T;
     arg_ptr.write(arg);
-    let pid = libc::clone(entry, top as *mut libc::c_void, libc::CLONE_VM | libc::SIGCHLD, arg_ptr.cast());
+    let pid = if fork_instead() {
+        match libc::fork() {
+            // The copy runs `entry` on its copy of the argument, on the stack it inherited.
+            0 => libc::_exit(entry(arg_ptr.cast())),
+            pid => pid,
+        }
+    } else {
+        libc::clone(entry, top as *mut libc::c_void, libc::CLONE_VM | libc::SIGCHLD, arg_ptr.cast())
+    };
     if pid == -1 {
         let err = io::Error::last_os_error();
         libc::munmap(region, size);
@@ -106,6 +120,13 @@ pub fn reap() -> usize {
         !exited
     });
     helpers.len()
+}
+
+/// The environment variable that makes the helper a forked copy (see the crate docs).
+pub const FORK_ENV: &str = "CALICO_DETACH_FORK";
+
+fn fork_instead() -> bool {
+    std::env::var_os(FORK_ENV).is_some_and(|v| !v.is_empty())
 }
 
 fn helpers() -> std::sync::MutexGuard<'static, Vec<Helper>> {

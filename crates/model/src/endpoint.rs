@@ -23,6 +23,23 @@ pub struct Endpoint {
     pub ips: Vec<String>,
     /// The result handed to the runtime (latest spec version), for repeated ADDs.
     pub result: serde_json::Value,
+    /// The host ports mapped to this endpoint (capability `portMappings`), so DEL and GC
+    /// remove exactly these, also when the netns is gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_mappings: Vec<PortMapping>,
+}
+
+/// One host port forwarded to the endpoint: one per container address of the family.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    /// `tcp`, `udp` or `sctp`.
+    pub protocol: String,
+    /// Only traffic to this host address; absent: any of the host's addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<std::net::IpAddr>,
+    pub host_port: u16,
+    pub container_ip: std::net::IpAddr,
+    pub container_port: u16,
 }
 
 impl Endpoint {

@@ -3,13 +3,16 @@
 //! - [`netns`]: throwaway network namespaces (a "host" with an uplink, a bare host, containers,
 //!   and a [`netns::Fabric`] bridging several hosts), removed on drop;
 //! - [`etcd`]: real etcd members (one, or a cluster), on loopback or inside a netns, killed
-//!   and their data removed on drop.
+//!   and their data removed on drop;
+//! - [`vm`]: a command run under Debian's kernel in a qemu VM (virtme-ng), for what this
+//!   machine's kernel lacks (IPIP).
 //!
 //! It knows none of the workspace's crates: it makes namespaces and starts processes, and
 //! hands back names, paths and URLs, so that no crate's types come in two copies.
 
 pub mod etcd;
 pub mod netns;
+pub mod vm;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};

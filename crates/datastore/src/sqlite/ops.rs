@@ -6,6 +6,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::log::{self, Change};
 use super::{EmbeddedStore, CHANGE_LOG_REVISIONS, TRIM_EVERY};
 use crate::{Compare, Datastore, Error, KeyValue, Op, Read, TxnOutcome, Watch};
 
@@ -21,16 +22,18 @@ impl EmbeddedStore {
 const GET: &str = "SELECT key, value, mod_revision FROM kv WHERE key = ?1";
 const LIST_RANGE: &str = "SELECT key, value, mod_revision FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key";
 const LIST_FROM: &str = "SELECT key, value, mod_revision FROM kv WHERE key >= ?1 ORDER BY key";
-const BUMP_REVISION: &str = "UPDATE meta SET revision = revision + 1 RETURNING revision";
-const PUT: &str = "INSERT INTO kv (key, value, mod_revision) VALUES (?1, ?2, ?3) \
+/// A put takes the revision its commit will get: one more than the last in the change log,
+/// which only the log row written at the end of the txn ([`LOG_COMMIT`]) moves.
+const PUT: &str = "INSERT INTO kv (key, value, mod_revision) \
+     VALUES (?1, ?2, (SELECT max(revision) FROM log) + 1) \
      ON CONFLICT (key) DO UPDATE SET value = excluded.value, mod_revision = excluded.mod_revision";
 const DELETE: &str = "DELETE FROM kv WHERE key = ?1";
-/// One row of the change log per key a txn writes (the last op wins if a txn writes a key
-/// twice).
-const LOG_CHANGE: &str = "INSERT OR REPLACE INTO changes (revision, key, deleted) VALUES (?1, ?2, ?3)";
-const REVISION: &str = "SELECT revision FROM meta";
-const TRIM_CHANGES: &str = "DELETE FROM changes WHERE revision < ?1";
-const SET_COMPACT_REVISION: &str = "UPDATE meta SET compact_revision = ?1 WHERE compact_revision < ?1";
+/// The commit's row of the change log, which is also what moves the store revision.
+const LOG_COMMIT: &str = "INSERT INTO log (keys) VALUES (?1) RETURNING revision";
+const REVISION: &str = "SELECT max(revision) FROM log";
+/// Keeps the row of `?1 - 1`: the oldest row marks where the log starts, its changes are
+/// no longer delivered (see `schema`).
+const TRIM_LOG: &str = "DELETE FROM log WHERE revision < ?1 - 1";
 
 fn key_value(row: &rusqlite::Row<'_>) -> rusqlite::Result<KeyValue> {
     Ok(KeyValue { key: row.get(0)?, value: row.get(1)?, mod_revision: row.get(2)? })
@@ -135,8 +138,7 @@ fn read_many_at(conn: &Connection, reads: &[Read]) -> rusqlite::Result<(Vec<Vec<
 
 /// Drop the change log before `revision`; watches that still need it get `Compacted`.
 fn trim_changes(conn: &Connection, revision: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached(TRIM_CHANGES)?.execute([revision])?;
-    conn.prepare_cached(SET_COMPACT_REVISION)?.execute([revision])?;
+    conn.prepare_cached(TRIM_LOG)?.execute([revision])?;
     Ok(())
 }
 
@@ -161,22 +163,23 @@ fn txn(conn: &Connection, compares: &[Compare], ops: &[Op]) -> rusqlite::Result<
             return Ok(TxnOutcome::Conflict); // rolled back by the drop of `txn`
         }
     }
-    let revision: i64 = conn.prepare_cached(BUMP_REVISION)?.query_row([], |row| row.get(0))?;
+    let mut changes = Vec::with_capacity(ops.len());
     for op in ops {
-        let (key, deleted) = match op {
+        match op {
             Op::Put { key, value } => {
-                conn.prepare_cached(PUT)?.execute(params![key, value, revision])?;
-                (key, false)
+                conn.prepare_cached(PUT)?.execute(params![key, value])?;
+                changes.push(Change { key, deleted: false });
             }
             Op::Delete { key } => {
-                if conn.prepare_cached(DELETE)?.execute([key])? == 0 {
-                    continue; // as in etcd: deleting nothing is no change
+                // As in etcd, deleting nothing is no change; the key may have been put earlier
+                // in this txn, though, and then its delete is.
+                if conn.prepare_cached(DELETE)?.execute([key])? > 0 {
+                    changes.push(Change { key, deleted: true });
                 }
-                (key, true)
             }
-        };
-        conn.prepare_cached(LOG_CHANGE)?.execute(params![revision, key, deleted])?;
+        }
     }
+    let revision: i64 = conn.prepare_cached(LOG_COMMIT)?.query_row([log::encode(&changes)], |row| row.get(0))?;
     if revision % TRIM_EVERY == 0 && revision > CHANGE_LOG_REVISIONS {
         trim_changes(conn, revision - CHANGE_LOG_REVISIONS + 1)?;
     }

@@ -7,30 +7,37 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
 /// The schema this code reads and writes; stored in `PRAGMA user_version`.
-pub(super) const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
-/// The change log a watch reads (one row per key written), in a new store and in the
-/// migration from version 2 alike.
-macro_rules! changes_table {
-    () => {
-        "
-CREATE TABLE changes (
-    revision INTEGER NOT NULL,
-    key TEXT NOT NULL,
-    deleted INTEGER NOT NULL,
-    PRIMARY KEY (revision, key)
-) WITHOUT ROWID;
+/// The change log (version 4), in a new store and in the migrations alike; `$first` gives
+/// its first row: the current revision, with no changes.
+macro_rules! log_table {
+    ($first:literal) => {
+        concat!(
+            "
+CREATE TABLE log (
+    revision INTEGER PRIMARY KEY,
+    keys BLOB NOT NULL
+);
+INSERT INTO log (revision, keys) ",
+            $first,
+            ";
 "
+        )
     };
 }
 
 /// Keys ordered by their UTF-8 bytes (SQLite's BINARY collation), as in etcd and in Rust's
-/// `str` ordering. `meta` holds the single store-wide revision, and the oldest revision the
-/// change log still holds (`compact_revision`).
+/// `str` ordering.
 ///
-/// `changes` is the change log that watchers read (version 3): one row per key written, in
-/// the transaction that writes it. Rows are small (no value: a watcher reads the key's value
-/// from `kv`), and appended in revision order, so an insert lands on the last leaf page.
+/// `log` is the change log that watchers read (version 4): one row per commit, keyed by the
+/// commit's revision, listing the keys it wrote (see `log.rs`). Its last row is the store
+/// revision, and the commit writes it instead of a separate counter: the log costs a commit
+/// no page it would not write anyway (the row lands on the table's last leaf page, which the
+/// previous commits wrote too), and no statement (the revision's `UPDATE` became the row's
+/// `INSERT`). Its first row marks where the log starts: watches can start from the revision
+/// after it (its own changes are not kept). Version 3 had a counter row (`meta`) and one log
+/// row per key (`changes`): one more page and one more statement per key for every commit.
 ///
 /// `kv` is a rowid table with a unique index on `key`: a lookup descends the index, whose
 /// cells hold only keys, then fetches one row. Version 1 made `key` the primary key of a
@@ -46,14 +53,8 @@ CREATE TABLE kv (
     value BLOB NOT NULL,
     mod_revision INTEGER NOT NULL
 );
-CREATE TABLE meta (
-    id INTEGER PRIMARY KEY CHECK (id = 0),
-    revision INTEGER NOT NULL,
-    compact_revision INTEGER NOT NULL DEFAULT 0
-);
-INSERT INTO meta (id, revision, compact_revision) VALUES (0, 0, 1);
 ",
-    changes_table!()
+    log_table!("VALUES (0, x'')")
 );
 
 /// From version 1 (see [`DDL`]): the same rows, keys, values and revisions, in the new table.
@@ -69,15 +70,14 @@ INSERT INTO kv (key, value, mod_revision) SELECT key, value, mod_revision FROM k
 DROP TABLE kv_v1;
 ";
 
-/// From version 2: an empty change log. The changes up to now were never logged, so the log
-/// starts after the current revision: a watch from an older revision gets `Compacted`.
-const MIGRATE_FROM_V2: &str = concat!(
-    "
-ALTER TABLE meta ADD COLUMN compact_revision INTEGER NOT NULL DEFAULT 0;
-UPDATE meta SET compact_revision = revision + 1;
-",
-    changes_table!()
-);
+/// From version 2: a change log that starts at the current revision (`meta`'s counter). The
+/// changes up to now were never logged: a watch from an older revision gets `Compacted`.
+const MIGRATE_FROM_V2: &str = concat!(log_table!("SELECT revision, x'' FROM meta"), "DROP TABLE meta;\n");
+
+/// From version 3: the same, its log of one row per key dropped with it. A watch from a
+/// revision before the migration gets `Compacted` once, and lists again.
+const MIGRATE_FROM_V3: &str =
+    concat!(log_table!("SELECT revision, x'' FROM meta"), "DROP TABLE meta;\nDROP TABLE changes;\n");
 
 /// Why the schema could not be settled.
 pub(super) enum SchemaError {
@@ -99,12 +99,12 @@ fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
 }
 
 /// Check the schema version, create the schema when the file is new, and migrate a store of
-/// version 1 or 2. Safe when many processes open a fresh file at once: the check is repeated
+/// version 1, 2 or 3. Safe when many processes open a fresh file at once: the check is repeated
 /// under `BEGIN IMMEDIATE`, so exactly one of them runs the DDL.
 pub(super) fn ensure(conn: &mut Connection, busy_timeout: Duration) -> Result<(), SchemaError> {
     match user_version(conn)? {
         SCHEMA_VERSION => return Ok(()),
-        0..=2 => {}
+        0..=3 => {}
         newer => return Err(SchemaError::TooNew(newer)),
     }
     // Persistent: only the openers of a fresh file pay for it.
@@ -120,6 +120,7 @@ pub(super) fn ensure(conn: &mut Connection, busy_timeout: Duration) -> Result<()
             tx.execute_batch(MIGRATE_FROM_V2)?;
         }
         2 => tx.execute_batch(MIGRATE_FROM_V2)?,
+        3 => tx.execute_batch(MIGRATE_FROM_V3)?,
         SCHEMA_VERSION => return Ok(tx.commit()?),
         newer => return Err(SchemaError::TooNew(newer)),
     }

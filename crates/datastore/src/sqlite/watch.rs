@@ -1,9 +1,9 @@
 //! Watching the embedded store: a poll of the store revision on a connection of the watch's
-//! own, then a read of the change log (`changes`) when it moved.
+//! own, then a read of the change log (`log`) when it moved.
 //!
-//! A poll is one `SELECT` of the one-row `meta` table, every [`POLL_INTERVAL`]: a read
-//! transaction that takes and drops a read mark in the `-shm` file and, when nothing was
-//! committed, finds the page in the connection's cache. Between polls the connection holds
+//! A poll is one `SELECT` of the log's first and last revisions, every [`POLL_INTERVAL`]: a
+//! read transaction that takes and drops a read mark in the `-shm` file and, when nothing
+//! was committed, finds the pages in the connection's cache. Between polls the connection holds
 //! no transaction, so it never keeps a checkpoint from truncating the WAL.
 
 use std::collections::HashMap;
@@ -14,16 +14,17 @@ use std::time::{Duration, Instant};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
-use super::{ops, sqlite_error, EmbeddedStore};
+use super::{log, ops, sqlite_error, EmbeddedStore};
 use crate::watch::{self, Event, EventKind, Watch};
 use crate::Error;
 
 /// How often an idle watch looks at the store revision: a change is seen within this much.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(40);
 
-const REVISIONS: &str = "SELECT revision, compact_revision FROM meta";
-const CHANGES: &str = "SELECT revision, key, deleted FROM changes \
-     WHERE revision >= ?1 AND revision <= ?2 ORDER BY revision, key";
+/// The store revision (the log's last row), and the first revision the log still delivers
+/// (the one after its first row: see `schema`).
+const REVISIONS: &str = "SELECT (SELECT max(revision) FROM log), (SELECT min(revision) FROM log) + 1";
+const CHANGES: &str = "SELECT revision, keys FROM log WHERE revision >= ?1 AND revision <= ?2";
 
 /// A watch on an [`EmbeddedStore`].
 pub(super) struct EmbeddedWatch {
@@ -86,29 +87,36 @@ impl EmbeddedWatch {
             if self.next < compact_revision {
                 return Err(Error::Compacted { requested: self.next, compact_revision });
             }
-            let rows: Vec<(i64, String, bool)> = tx
+            let rows: Vec<(i64, Vec<u8>)> = tx
                 .prepare_cached(CHANGES)
-                .and_then(|mut s| {
-                    s.query_map([self.next, revision], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?.collect()
-                })
+                .and_then(|mut s| s.query_map([self.next, revision], |row| Ok((row.get(0)?, row.get(1)?)))?.collect())
                 .map_err(|e| sqlite_error(&self.path, self.busy_timeout, e))?;
-            let mut last: HashMap<&str, i64> = HashMap::new();
-            for (rev, key, _) in &rows {
-                if watch::matches(&self.prefixes, key) {
-                    last.insert(key, *rev);
+            // The last change of each key under the prefixes, in revision order.
+            let mut last: HashMap<&str, (i64, bool)> = HashMap::new();
+            for (rev, keys) in &rows {
+                let changes = log::decode(keys).ok_or_else(|| {
+                    Error::Protocol(format!(
+                        "embedded datastore {}: the change log's row of revision {rev} is malformed",
+                        self.path.display()
+                    ))
+                })?;
+                for change in changes {
+                    if watch::matches(&self.prefixes, change.key) {
+                        last.insert(change.key, (*rev, change.deleted));
+                    }
                 }
             }
-            let mut events = Vec::with_capacity(last.len());
-            for (rev, key, deleted) in &rows {
-                if last.get(key.as_str()) != Some(rev) {
-                    continue;
-                }
-                let kind = if *deleted {
+            let mut changed: Vec<(i64, &str, bool)> =
+                last.into_iter().map(|(key, (rev, del))| (rev, key, del)).collect();
+            changed.sort_unstable();
+            let mut events = Vec::with_capacity(changed.len());
+            for (rev, key, deleted) in changed {
+                let kind = if deleted {
                     EventKind::Delete
                 } else {
                     let kv = ops::get(&tx, key).map_err(|e| sqlite_error(&self.path, self.busy_timeout, e))?;
                     match kv {
-                        Some(kv) if kv.mod_revision == *rev => EventKind::Put { value: kv.value },
+                        Some(kv) if kv.mod_revision == rev => EventKind::Put { value: kv.value },
                         _ => {
                             return Err(Error::Protocol(format!(
                                 "embedded datastore {}: the change log has {key} at revision \
@@ -118,7 +126,7 @@ impl EmbeddedWatch {
                         }
                     }
                 };
-                events.push(Event { key: key.clone(), kind, mod_revision: *rev });
+                events.push(Event { key: key.to_owned(), kind, mod_revision: rev });
             }
             self.next = revision + 1;
             events

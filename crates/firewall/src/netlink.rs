@@ -1,0 +1,226 @@
+//! The nf_tables netlink wire format, hand-encoded: a socket of protocol NETLINK_NETFILTER,
+//! messages of nfnetlink's subsystem NFNL_SUBSYS_NFTABLES, attributes as TLVs. Only what the
+//! table of [`crate::nft`] needs is here.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
+pub const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+pub const NFNL_MSG_BATCH_END: u16 = 0x11;
+
+pub const NFT_MSG_NEWTABLE: u16 = 0;
+pub const NFT_MSG_NEWCHAIN: u16 = 3;
+pub const NFT_MSG_NEWRULE: u16 = 6;
+pub const NFT_MSG_NEWSET: u16 = 9;
+pub const NFT_MSG_NEWSETELEM: u16 = 12;
+pub const NFT_MSG_GETSETELEM: u16 = 13;
+pub const NFT_MSG_DELSETELEM: u16 = 14;
+
+pub const NLM_F_REQUEST: u16 = 0x1;
+pub const NLM_F_ACK: u16 = 0x4;
+pub const NLM_F_DUMP: u16 = 0x300;
+pub const NLM_F_EXCL: u16 = 0x200;
+pub const NLM_F_CREATE: u16 = 0x400;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLA_F_NESTED: u16 = 0x8000;
+
+/// Builds one or more netlink messages into a single buffer (one `send`).
+#[derive(Default)]
+pub struct Buf {
+    pub bytes: Vec<u8>,
+    /// Start of each open nest / message.
+    stack: Vec<usize>,
+    /// Sequence numbers of the messages that ask for an answer.
+    pub seqs: Vec<u32>,
+    next_seq: u32,
+}
+
+impl Buf {
+    pub fn new(first_seq: u32) -> Buf {
+        Buf { next_seq: first_seq, ..Default::default() }
+    }
+
+    /// Opens a message: nlmsghdr + nfgenmsg. Closed by [`Buf::end_msg`].
+    pub fn msg(&mut self, ty: u16, flags: u16, family: u8, res_id: u16) -> u32 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.stack.push(self.bytes.len());
+        self.bytes.extend_from_slice(&0u32.to_ne_bytes());
+        self.bytes.extend_from_slice(&ty.to_ne_bytes());
+        self.bytes.extend_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
+        self.bytes.extend_from_slice(&seq.to_ne_bytes());
+        self.bytes.extend_from_slice(&0u32.to_ne_bytes());
+        self.bytes.extend_from_slice(&[family, 0]);
+        self.bytes.extend_from_slice(&res_id.to_be_bytes());
+        seq
+    }
+
+    /// An nf_tables message that expects an answer (an ack, the element, or an error).
+    pub fn nft(&mut self, ty: u16, flags: u16, family: u8) -> u32 {
+        let seq = self.msg((NFNL_SUBSYS_NFTABLES << 8) | ty, flags, family, 0);
+        self.seqs.push(seq);
+        seq
+    }
+
+    pub fn end_msg(&mut self) {
+        let start = self.stack.pop().expect("end_msg without msg");
+        let len = (self.bytes.len() - start) as u32;
+        self.bytes[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+    }
+
+    pub fn attr(&mut self, ty: u16, value: &[u8]) {
+        let len = 4 + value.len();
+        self.bytes.extend_from_slice(&(len as u16).to_ne_bytes());
+        self.bytes.extend_from_slice(&ty.to_ne_bytes());
+        self.bytes.extend_from_slice(value);
+        self.pad();
+    }
+
+    pub fn str(&mut self, ty: u16, s: &str) {
+        let mut v = s.as_bytes().to_vec();
+        v.push(0);
+        self.attr(ty, &v);
+    }
+
+    pub fn be32(&mut self, ty: u16, v: u32) {
+        self.attr(ty, &v.to_be_bytes());
+    }
+
+    pub fn nest(&mut self, ty: u16) {
+        self.stack.push(self.bytes.len());
+        self.bytes.extend_from_slice(&0u16.to_ne_bytes());
+        self.bytes.extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
+    }
+
+    pub fn end_nest(&mut self) {
+        let start = self.stack.pop().expect("end_nest without nest");
+        let len = (self.bytes.len() - start) as u16;
+        self.bytes[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+    }
+
+    fn pad(&mut self) {
+        while !self.bytes.len().is_multiple_of(4) {
+            self.bytes.push(0);
+        }
+    }
+}
+
+/// One answer read back: an error (0 is an ack) or a data message's attributes.
+pub enum Reply {
+    Ack { seq: u32, errno: i32 },
+    Data { seq: u32, payload: Vec<u8> },
+    Done { seq: u32 },
+}
+
+/// A NETLINK_NETFILTER socket in the netns of the thread that opened it.
+pub struct Socket {
+    fd: OwnedFd,
+    pub round_trips: std::cell::Cell<u64>,
+}
+
+impl Socket {
+    pub fn open() -> io::Result<Socket> {
+        // SAFETY: plain syscalls on a descriptor we own from here on.
+        let fd =
+            unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_NETFILTER) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // Never hang a CNI verb on a kernel that does not answer.
+        let tv = libc::timeval { tv_sec: 5, tv_usec: 0 };
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Socket { fd, round_trips: std::cell::Cell::new(0) })
+    }
+
+    pub fn send(&self, buf: &Buf) -> io::Result<()> {
+        self.round_trips.set(self.round_trips.get() + 1);
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        let rc = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                buf.bytes.as_ptr().cast(),
+                buf.bytes.len(),
+                0,
+                (&addr as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Reads the next datagram's messages.
+    pub fn recv(&self) -> io::Result<Vec<Reply>> {
+        let mut data = vec![0u8; 1 << 17];
+        let n = loop {
+            let n = unsafe { libc::recv(self.fd.as_raw_fd(), data.as_mut_ptr().cast(), data.len(), 0) };
+            if n >= 0 {
+                break n as usize;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        };
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at + 16 <= n {
+            let len = u32::from_ne_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+            if len < 16 || at + len > n {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "truncated netlink message"));
+            }
+            let ty = u16::from_ne_bytes(data[at + 4..at + 6].try_into().unwrap());
+            let seq = u32::from_ne_bytes(data[at + 8..at + 12].try_into().unwrap());
+            let body = &data[at + 16..at + len];
+            match ty {
+                NLMSG_ERROR if body.len() >= 4 => {
+                    let errno = -i32::from_ne_bytes(body[..4].try_into().unwrap());
+                    out.push(Reply::Ack { seq, errno });
+                }
+                NLMSG_DONE => out.push(Reply::Done { seq }),
+                // nfgenmsg (4 bytes), then attributes.
+                _ if body.len() >= 4 => out.push(Reply::Data { seq, payload: body[4..].to_vec() }),
+                _ => {}
+            }
+            at += (len + 3) & !3;
+        }
+        Ok(out)
+    }
+}
+
+/// The attributes of one level: (type without flags, value).
+pub fn attrs(mut b: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    while b.len() >= 4 {
+        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
+        if len < 4 || len > b.len() {
+            break;
+        }
+        out.push((ty, &b[4..len]));
+        let next = (len + 3) & !3;
+        b = if next >= b.len() { &[] } else { &b[next..] };
+    }
+    out
+}
+
+pub fn attr(b: &[u8], ty: u16) -> Option<&[u8]> {
+    attrs(b).into_iter().find(|(t, _)| *t == ty).map(|(_, v)| v)
+}

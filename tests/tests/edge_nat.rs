@@ -1,0 +1,185 @@
+//! Outgoing NAT and port mapping through calico-cni, for real: a host netns whose uplink
+//! leads to an "outside" netns (the internet), containers in a nat-outgoing pool and in a
+//! plain one, TCP listeners that report who connected, and the `inet calico` table after
+//! DEL. Traffic goes only between namespaces the test made.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use calico_tests::cni_host::CniHost;
+use calico_tests::netns::{host, Netns, HOST_V4};
+use serde_json::{json, Value};
+
+const NAT_POOL: &str = "10.124.0.0/24";
+const PLAIN_POOL: &str = "10.125.0.0/24";
+const OUTSIDE: &str = "10.255.255.2";
+
+/// The host, with forwarding on as a node has it, its uplink's far end moved into an outside
+/// netns holding the default gateway's address, the two pools (one nat-outgoing).
+fn env() -> (CniHost, Netns) {
+    let h = host();
+    h.run_in(|| std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")).unwrap();
+    let outside = Netns::new("edge-out");
+    h.ip(&["link", "set", "up1", "netns", &outside.name]);
+    outside.ip(&["addr", "add", &format!("{OUTSIDE}/30"), "dev", "up1"]);
+    outside.ip(&["link", "set", "up1", "up"]);
+    // Only the plain pool is routed back: NATed traffic must come from the host's address.
+    outside.ip(&["route", "add", PLAIN_POOL, "via", HOST_V4]);
+    let cni = CniHost::new(h, &[PLAIN_POOL], json!({"name": "edgenet"}));
+    cni.store.ctl(&["pool", "add", "--nat-outgoing", NAT_POOL]).success();
+    (cni, outside)
+}
+
+fn conf(cni: &CniHost, pool: &str, mappings: Value) -> Vec<u8> {
+    let mut c: Value = serde_json::from_slice(&cni.conf("1.0.0", json!({"ipv4_pools": [pool]}))).unwrap();
+    c["capabilities"] = json!({"portMappings": true});
+    c["runtimeConfig"] = json!({"portMappings": mappings});
+    serde_json::to_vec(&c).unwrap()
+}
+
+/// Accepts one connection on `addr` inside `ns` while `client` runs; who connected.
+fn peer_of(ns: &Netns, addr: &str, client: impl FnOnce() + Send) -> SocketAddr {
+    let listener = ns.run_in(|| TcpListener::bind(addr).unwrap());
+    std::thread::scope(|s| {
+        let server = s.spawn(move || {
+            let (mut conn, peer) = listener.accept().unwrap();
+            conn.write_all(b"hi").unwrap();
+            peer
+        });
+        client();
+        server.join().unwrap()
+    })
+}
+
+/// Connects from inside `ns` to `to` and reads the listener's greeting.
+fn connect(ns: &Netns, to: &str) {
+    let to: SocketAddr = to.parse().unwrap();
+    ns.run_in(|| {
+        let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap_or_else(|e| panic!("to {to}: {e}"));
+        let mut buf = [0; 2];
+        c.read_exact(&mut buf).unwrap();
+    });
+}
+
+/// `nft list table inet calico` of the host, elements only (the rules never change).
+fn elements(h: &Netns) -> Vec<String> {
+    let out = h.exec(&["nft", "list", "table", "inet", "calico"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("elements"))
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
+fn ip_of(result: &Value) -> String {
+    calico_tests::result_ips(result)[0].clone()
+}
+
+#[test]
+fn nat_pool_is_masqueraded_to_the_uplink_and_plain_pool_is_not() {
+    let (cni, outside) = env();
+    let (nat, plain) = (Netns::new("edge-c"), Netns::new("edge-c"));
+    let nat_conf = conf(&cni, NAT_POOL, json!([]));
+    let plain_conf = conf(&cni, PLAIN_POOL, json!([]));
+    let nat_add = cni.inv("ADD", "edge-nat", &nat);
+    let plain_add = cni.inv("ADD", "edge-plain", &plain);
+    cni.run(&nat_add, &nat_conf).expect_ok();
+    let plain_ip = ip_of(&cni.run(&plain_add, &plain_conf).expect_ok());
+
+    let peer = peer_of(&outside, &format!("{OUTSIDE}:7001"), || connect(&nat, &format!("{OUTSIDE}:7001")));
+    assert_eq!(peer.ip().to_string(), HOST_V4, "a nat-outgoing pool leaves with the uplink's address");
+    let peer = peer_of(&outside, &format!("{OUTSIDE}:7002"), || connect(&plain, &format!("{OUTSIDE}:7002")));
+    assert_eq!(peer.ip().to_string(), plain_ip, "a plain pool keeps its address");
+
+    let listing = cni.host.exec(&["nft", "list", "table", "inet", "calico"]);
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.contains(NAT_POOL) && listing.contains(PLAIN_POOL), "{listing}");
+
+    cni.run(&nat_add.with_command("DEL"), &nat_conf).expect_ok();
+    cni.run(&plain_add.with_command("DEL"), &plain_conf).expect_ok();
+    cni.assert_nothing_left("after DEL");
+}
+
+#[test]
+fn a_mapped_port_is_reached_from_outside_from_the_host_and_by_hairpin() {
+    let (cni, outside) = env();
+    let before = {
+        // The table as the pools alone leave it, from a container without mappings.
+        let ns = Netns::new("edge-c");
+        let add = cni.inv("ADD", "edge-first", &ns);
+        let c = conf(&cni, NAT_POOL, json!([]));
+        cni.run(&add, &c).expect_ok();
+        cni.run(&add.with_command("DEL"), &c).expect_ok();
+        elements(&cni.host)
+    };
+    let ctr = Netns::new("edge-c");
+    let mappings = json!([{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"},
+                          {"hostPort": 18081, "containerPort": 81, "protocol": "udp", "hostIP": HOST_V4}]);
+    let c = conf(&cni, NAT_POOL, mappings);
+    let add = cni.inv("ADD", "edge-mapped", &ctr);
+    let result = cni.run(&add, &c).expect_ok();
+    let ctr_ip = ip_of(&result);
+    let mapped = format!("{HOST_V4}:18080");
+
+    let peer = peer_of(&ctr, "0.0.0.0:80", || connect(&outside, &mapped));
+    assert_eq!(peer.ip().to_string(), OUTSIDE, "DNAT from outside keeps the client's address");
+    let peer = peer_of(&ctr, "0.0.0.0:80", || connect(&cni.host, &mapped));
+    assert_eq!(peer.ip().to_string(), HOST_V4, "locally generated");
+    let peer = peer_of(&ctr, "0.0.0.0:80", || connect(&ctr, &mapped));
+    assert_ne!(peer.ip().to_string(), ctr_ip, "hairpin is masqueraded so the reply comes back");
+
+    // CHECK passes; a second container asking for the same port fails naming the first.
+    let prev = calico_tests::with_prev(&c, &result);
+    cni.run(&add.with_command("CHECK"), &prev).expect_ok();
+    let other = Netns::new("edge-c");
+    let err = cni.run(&cni.inv("ADD", "edge-second", &other), &c).expect_err(124);
+    assert!(err["msg"].as_str().unwrap().contains("edge-mapped"), "{err}");
+    assert_eq!(other.links(), ["lo"], "the failed ADD left nothing");
+
+    // DEL with the netns gone: nothing of ours is left but the pools.
+    drop(ctr);
+    cni.run(&add.with_command("DEL"), &c).expect_ok();
+    assert_eq!(elements(&cni.host), before);
+    cni.assert_nothing_left("after DEL");
+}
+
+#[test]
+fn invalid_mappings_are_error_7_naming_the_field() {
+    let (cni, _outside) = env();
+    for (m, field) in [
+        (json!({"hostPort": 0, "containerPort": 80}), "hostPort"),
+        (json!({"hostPort": 70000, "containerPort": 80}), "hostPort"),
+        (json!({"hostPort": 80, "containerPort": 80, "protocol": "gre"}), "protocol"),
+        (json!({"hostPort": 80, "containerPort": 80, "hostIP": "10.0.0"}), "hostIP"),
+    ] {
+        let ns = Netns::new("edge-c");
+        let err = cni.run(&cni.inv("ADD", "edge-bad", &ns), &conf(&cni, NAT_POOL, json!([m]))).expect_err(7);
+        let text = err.to_string();
+        assert!(text.contains("portMappings[0]") && text.contains(field), "{field}: {err}");
+    }
+    cni.assert_nothing_left("after bad input");
+}
+
+#[test]
+fn add_and_del_with_nat_and_two_mappings_exec_nothing() {
+    let (cni, _outside) = env();
+    let ctr = Netns::new("edge-c");
+    let c = conf(
+        &cni,
+        NAT_POOL,
+        json!([{"hostPort": 18090, "containerPort": 80}, {"hostPort": 18091, "containerPort": 81, "protocol": "udp"}]),
+    );
+    let add = cni.inv("ADD", "edge-exec", &ctr);
+    for inv in [add.clone(), add.with_command("DEL")] {
+        let trace = tempfile::NamedTempFile::new().unwrap();
+        let mut cmd = inv.command(std::path::Path::new("ip"));
+        cmd.args(["netns", "exec", &cni.host.name, "strace", "-f", "-qq", "-e", "trace=execve", "-o"]);
+        cmd.arg(trace.path()).arg(cni.bins.plugin("calico"));
+        calico_tests::run_command(cmd, &c).expect_ok();
+        let execs = std::fs::read_to_string(trace.path()).unwrap();
+        let execs: Vec<&str> = execs.lines().filter(|l| l.contains("execve(")).collect();
+        assert_eq!(execs.len(), 1, "only the plugin itself: {execs:#?}");
+    }
+    cni.assert_nothing_left("after DEL");
+}
