@@ -74,7 +74,7 @@ fn attach<'a, D: Dataplane>(
     }
 
     let step = |step: &'static str| move |source| Error::Dataplane { step, source };
-    let mtu = ctx.conf.mtu.unwrap_or(1500);
+    let mtu = ctx.conf.workload_mtu();
     let host_end = VethEnd::host(&host_veth, Some(mtu));
     let peer = VethEnd { name: req.env.ifname.clone(), mac: container_mac, mtu: Some(mtu) };
     let create = || dp.create_veth(&host_end, &peer, container);

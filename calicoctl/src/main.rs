@@ -4,28 +4,18 @@
 //! for etcd, otherwise `--datastore-path` / `CALICO_DATASTORE_PATH` for the embedded store.
 
 mod ipam_cmd;
+mod node_cmd;
 mod pool_cmd;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "calicoctl", version, about = "Manage Calico IP pools and IP address management")]
+#[command(name = "calicoctl", version, about = "Manage Calico IP pools and IP address management, and inspect nodes")]
 struct Cli {
-    /// etcd endpoints, comma-separated (selects the etcd datastore)
-    #[arg(long, env = "ETCD_ENDPOINTS", global = true)]
-    etcd_endpoints: Option<String>,
-    #[arg(long, env = "ETCD_KEY_FILE", global = true)]
-    etcd_key_file: Option<PathBuf>,
-    #[arg(long, env = "ETCD_CERT_FILE", global = true)]
-    etcd_cert_file: Option<PathBuf>,
-    #[arg(long, env = "ETCD_CA_CERT_FILE", global = true)]
-    etcd_ca_cert_file: Option<PathBuf>,
-    /// the embedded datastore file (when no etcd endpoints are given)
-    #[arg(long, env = "CALICO_DATASTORE_PATH", global = true)]
-    datastore_path: Option<PathBuf>,
+    #[command(flatten)]
+    store: datastore::config::StoreArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,6 +31,11 @@ enum Command {
     Ipam {
         #[command(subcommand)]
         command: ipam_cmd::IpamCommand,
+    },
+    /// Inspect the nodes calico-node registered
+    Node {
+        #[command(subcommand)]
+        command: node_cmd::NodeCommand,
     },
 }
 
@@ -66,23 +61,13 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    let cfg = datastore::config::Config {
-        etcd_endpoints: cli
-            .etcd_endpoints
-            .as_deref()
-            .map(datastore::config::Config::parse_endpoints)
-            .unwrap_or_default(),
-        etcd_key_file: cli.etcd_key_file,
-        etcd_cert_file: cli.etcd_cert_file,
-        etcd_ca_cert_file: cli.etcd_ca_cert_file,
-        datastore_path: cli.datastore_path,
-        // Only `pool add` may create the embedded store: every other command reads or changes
-        // what is there, and a mistyped path must be an error, not a new empty store.
-        existing_only: !cli.command.may_create_store(),
-    };
+    // Only `pool add` may create the embedded store: every other command reads or changes
+    // what is there, and a mistyped path must be an error, not a new empty store.
+    let cfg = cli.store.config(!cli.command.may_create_store());
     let result = datastore::config::open(&cfg).map_err(anyhow::Error::from).and_then(|store| match cli.command {
         Command::Pool { command } => pool_cmd::run(&*store, command),
         Command::Ipam { command } => ipam_cmd::run(&*store, command),
+        Command::Node { command } => node_cmd::run(&*store, command),
     });
     match result {
         Ok(code) => code,

@@ -40,6 +40,11 @@ impl CniCode for Error {
 
 /// Where Calico keeps the node name when `nodename` is not in the netconf.
 pub const DEFAULT_NODENAME_FILE: &str = "/var/lib/calico/nodename";
+/// Where calico-node writes the MTU for workloads (read when the netconf has no `mtu`).
+pub const DEFAULT_MTU_FILE: &str = "/var/lib/calico/mtu";
+/// The MTU of both veth ends when neither the netconf nor the MTU file gives one.
+pub const DEFAULT_MTU: u32 = 1500;
+
 /// The host lock when etcd is the store (the embedded store keeps it beside its file).
 pub const DEFAULT_ETCD_LOCK_FILE: &str = "/var/run/calico/ipam.lock";
 
@@ -68,9 +73,12 @@ pub struct CalicoConf {
     pub log_file_path: Option<PathBuf>,
     #[serde(default, deserialize_with = "cni::object::object")]
     pub ipam: IpamConf,
-    /// MTU of both veth ends (calico-cni; default 1500).
+    /// MTU of both veth ends (calico-cni); else the MTU file's, else 1500.
     #[serde(default)]
     pub mtu: Option<u32>,
+    /// The file calico-node writes the workload MTU to ([`DEFAULT_MTU_FILE`]).
+    #[serde(default)]
+    pub mtu_file: Option<PathBuf>,
     #[serde(default, deserialize_with = "cni::object::object")]
     pub container_settings: ContainerSettings,
 }
@@ -148,6 +156,26 @@ impl CalicoConf {
             return Err(invalid("ipam.assign_ipv4".into(), "assign_ipv4 and assign_ipv6 are both false").into());
         }
         Ok(())
+    }
+
+    /// The MTU for a workload: `mtu`, else the number in `mtu_file` (default
+    /// [`DEFAULT_MTU_FILE`], which calico-node keeps), else [`DEFAULT_MTU`]. A file that is
+    /// missing or does not hold an MTU (68..=65535) gives the default.
+    pub fn workload_mtu(&self) -> u32 {
+        if let Some(mtu) = self.mtu {
+            return mtu;
+        }
+        let file = self.mtu_file.as_deref().unwrap_or(Path::new(DEFAULT_MTU_FILE));
+        match std::fs::read_to_string(file) {
+            Ok(text) => match text.trim().parse::<u32>() {
+                Ok(mtu) if (68..=65535).contains(&mtu) => mtu,
+                _ => {
+                    tracing::warn!(file = %file.display(), "the MTU file holds no MTU; using {DEFAULT_MTU}");
+                    DEFAULT_MTU
+                }
+            },
+            Err(_) => DEFAULT_MTU,
+        }
     }
 
     pub fn assign_v4(&self) -> bool {
@@ -268,5 +296,20 @@ mod tests {
         assert_eq!(err.to_string(), "could not determine the node name: reading /proc/no/such/nodename");
         let cause = std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default();
         assert!(cause.contains("No such file"), "{cause}");
+    }
+
+    #[test]
+    fn the_mtu_comes_from_the_netconf_else_the_mtu_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mtu");
+        let conf = |mtu: Option<u32>| CalicoConf { mtu, mtu_file: Some(file.clone()), ..CalicoConf::default() };
+        assert_eq!(conf(None).workload_mtu(), DEFAULT_MTU, "no file");
+        std::fs::write(&file, "1450\n").unwrap();
+        assert_eq!(conf(None).workload_mtu(), 1450);
+        assert_eq!(conf(Some(1400)).workload_mtu(), 1400, "the netconf wins");
+        std::fs::write(&file, "lots").unwrap();
+        assert_eq!(conf(None).workload_mtu(), DEFAULT_MTU);
+        std::fs::write(&file, "20").unwrap();
+        assert_eq!(conf(None).workload_mtu(), DEFAULT_MTU, "below IPv4's minimum");
     }
 }

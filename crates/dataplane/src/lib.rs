@@ -37,8 +37,11 @@ pub mod workload;
 
 pub use error::{Error, Result, CODE_CHECK_FAILED, CODE_DATAPLANE, CODE_ROUTE_CONFLICT};
 pub use namespace::Namespace;
-pub use naming::{host_veth_name, link_local_from_mac, HOST_VETH_MAC, HOST_VETH_PREFIX};
-pub use netlink::{Change, IpFamily, Link, NeighbourInfo, NeighbourSpec, Netlink, RouteInfo, RouteSpec, VethEnd};
+pub use naming::{host_veth_name, link_local_from_mac, vxlan_mac, HOST_VETH_MAC, HOST_VETH_PREFIX};
+pub use netlink::{
+    Change, FdbEntry, IpFamily, Link, NeighbourInfo, NeighbourSpec, Netlink, RouteInfo, RouteSpec, RouteTarget,
+    TaggedRoute, VethEnd, VxlanLink, VxlanSpec,
+};
 pub use netlink_packet_route::route::RouteScope;
 pub use netns::NetNs;
 pub use rollback::{Rollback, UndoFailure};

@@ -27,6 +27,13 @@ pub fn host_veth_name(workload_id: &str) -> String {
     name
 }
 
+/// The MAC of a node's VXLAN device, the same on every start and every host: `0x66` (`f`)
+/// followed by the first 5 bytes of SHA-1(`nodename`), as Felix derives it.
+pub fn vxlan_mac(nodename: &str) -> [u8; 6] {
+    let digest = sha1(nodename.as_bytes());
+    [0x66, digest[0], digest[1], digest[2], digest[3], digest[4]]
+}
+
 /// The EUI-64 link-local address the kernel gives an interface with `mac`
 /// (`ee:ee:ee:ee:ee:ee` gives `fe80::ecee:eeff:feee:eeee`).
 pub fn link_local_from_mac(mac: [u8; 6]) -> Ipv6Addr {
@@ -88,6 +95,13 @@ mod tests {
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn vxlan_macs_are_0x66_and_sha1() {
+        // SHA-1("abc") = a9993e36 47...: the MAC is 66 then its first five bytes.
+        assert_eq!(vxlan_mac("abc"), [0x66, 0xa9, 0x99, 0x3e, 0x36, 0x47]);
+        assert_ne!(vxlan_mac("node-1"), vxlan_mac("node-2"));
     }
 
     #[test]

@@ -40,6 +40,46 @@ impl Config {
     }
 }
 
+/// The flags (and environment variables) that select the store, the same for every
+/// command-line tool: `--etcd-endpoints` / `ETCD_ENDPOINTS` (with `--etcd-key-file`,
+/// `--etcd-cert-file`, `--etcd-ca-cert-file` and their `ETCD_*` variables) selects etcd,
+/// otherwise `--datastore-path` / `CALICO_DATASTORE_PATH` the embedded store. Flatten it into
+/// a clap parser (`#[command(flatten)]`).
+#[cfg(feature = "cli")]
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct StoreArgs {
+    /// etcd endpoints, comma-separated (selects the etcd datastore)
+    #[arg(long, env = "ETCD_ENDPOINTS", global = true)]
+    pub etcd_endpoints: Option<String>,
+    /// client key for TLS to etcd
+    #[arg(long, env = "ETCD_KEY_FILE", global = true)]
+    pub etcd_key_file: Option<PathBuf>,
+    /// client certificate for TLS to etcd
+    #[arg(long, env = "ETCD_CERT_FILE", global = true)]
+    pub etcd_cert_file: Option<PathBuf>,
+    /// CA certificate of the etcd servers
+    #[arg(long, env = "ETCD_CA_CERT_FILE", global = true)]
+    pub etcd_ca_cert_file: Option<PathBuf>,
+    /// the embedded datastore file (when no etcd endpoints are given)
+    #[arg(long, env = "CALICO_DATASTORE_PATH", global = true)]
+    pub datastore_path: Option<PathBuf>,
+}
+
+#[cfg(feature = "cli")]
+impl StoreArgs {
+    /// The store these flags select; `existing_only` as [`Config::existing_only`].
+    pub fn config(&self, existing_only: bool) -> Config {
+        Config {
+            etcd_endpoints: self.etcd_endpoints.as_deref().map(Config::parse_endpoints).unwrap_or_default(),
+            etcd_key_file: self.etcd_key_file.clone(),
+            etcd_cert_file: self.etcd_cert_file.clone(),
+            etcd_ca_cert_file: self.etcd_ca_cert_file.clone(),
+            datastore_path: self.datastore_path.clone(),
+            existing_only,
+        }
+    }
+}
+
 /// Open the configured store: the embedded store at `datastore_path` (default
 /// [`DEFAULT_DATASTORE_PATH`]) when `etcd_endpoints` is empty, etcd otherwise.
 pub fn open(cfg: &Config) -> Result<Box<dyn Datastore>, Error> {

@@ -121,6 +121,18 @@ pub fn is_endpoint(key: &str) -> bool {
         if ![node, orch, id, ifname].iter().any(|s| s.is_empty()))
 }
 
+/// A key of a node record under the per-host prefix: `metadata`, `bird_ip` or
+/// `config/<name>` ([`crate::node::Field`] names them).
+pub fn node_host_key(node: &str, field: &str) -> String {
+    format!("{ENDPOINT_HOST_PREFIX}{node}/{field}")
+}
+
+/// A key of a node record under the per-host BGP prefix: `ip_addr_v4`, `network_v4`,
+/// `ip_addr_v6`, `network_v6`, `as_num`.
+pub fn node_bgp_key(node: &str, field: &str) -> String {
+    format!("{BGP_HOST_PREFIX}{node}/{field}")
+}
+
 /// `peer_v4` or `peer_v6`.
 fn peer_dir(family: u8) -> String {
     format!("peer_v{}", v(family))
@@ -272,6 +284,24 @@ mod tests {
             ("handle", vec![handle("net.abc"), handle("net.abc:net1")]),
             ("endpoint_node_prefix", vec![endpoint_node_prefix("n1")]),
             ("endpoint", vec![endpoint("n1", "k8s", "ns.pod", "eth0")]),
+            (
+                "node_host_key",
+                [
+                    "metadata",
+                    "bird_ip",
+                    "config/IpInIpTunnelAddr",
+                    "config/IPv4VXLANTunnelAddr",
+                    "config/VXLANTunnelMACAddr",
+                ]
+                .map(|f| node_host_key("n1", f))
+                .to_vec(),
+            ),
+            (
+                "node_bgp_key",
+                ["ip_addr_v4", "network_v4", "ip_addr_v6", "network_v6", "as_num"]
+                    .map(|f| node_bgp_key("n1", f))
+                    .to_vec(),
+            ),
             ("global_peer_prefix", vec![global_peer_prefix(4), global_peer_prefix(6)]),
             ("global_peer", vec![global_peer(&ip4), global_peer(&ip6)]),
             ("node_peer_prefix", vec![node_peer_prefix("n1", 4), node_peer_prefix("n1", 6)]),

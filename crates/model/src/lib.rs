@@ -10,6 +10,7 @@
 //! - [`keys`]: every key and key prefix, and parsing them back;
 //! - [`pool`], [`block`], [`affinity`], [`handle`]: IPAM's records;
 //! - [`endpoint`]: the workload endpoint calico-cni writes per attachment;
+//! - [`node`]: the node record calico-node writes (Calico's v1 layout, plain text);
 //! - [`bgp`]: BGP peers (global and per node) and the global BGP settings;
 //! - [`profile`]: security profiles: their rules, tags and labels;
 //! - [`net`]: the address arithmetic the records use.
@@ -24,6 +25,7 @@ pub mod endpoint;
 pub mod handle;
 pub mod keys;
 pub mod net;
+pub mod node;
 pub mod pool;
 pub mod profile;
 
@@ -41,6 +43,10 @@ pub enum Error {
 
     #[error("invalid datastore value at {key}: {reason}")]
     Invalid { key: String, reason: String },
+
+    /// A name that cannot be part of a key (a node's).
+    #[error("invalid node name {name:?}: {reason}")]
+    InvalidName { name: String, reason: &'static str },
 }
 
 /// A record's JSON value.

@@ -12,13 +12,17 @@
 //!
 //! The methods are split by object: links in `link.rs`, addresses and
 //! routes in `route.rs`, neighbours in `neighbour.rs`; `batch.rs` sends
-//! several changes in one round trip.
+//! several changes in one round trip; `owned.rs` lists, replaces and deletes
+//! the routes a long-lived agent owns (by protocol number); `vxlan.rs` VXLAN
+//! devices and their forwarding database.
 
 mod batch;
 mod detached;
 mod link;
 mod neighbour;
+mod owned;
 mod route;
+mod vxlan;
 
 use std::{
     future::Future,
@@ -29,7 +33,9 @@ use std::{
 pub use batch::Change;
 pub use link::{Link, VethEnd};
 pub use neighbour::{NeighbourInfo, NeighbourSpec};
+pub use owned::{RouteTarget, TaggedRoute};
 pub use route::{IpFamily, RouteInfo, RouteSpec};
+pub use vxlan::{FdbEntry, VxlanLink, VxlanSpec};
 
 use crate::{
     error::{Error, Result},
