@@ -194,7 +194,7 @@ impl<'a> Agent<'a> {
         }
         self.caps.vxlan = self.vxlan.index;
         self.caps.ipip = self.ipip.index;
-        self.caps.tunl0 |= self.ipip.index.is_some();
+        self.caps.tunl0 = self.ipip.present;
         let failures = self.vxlan.sync_vteps(self.kernel, &self.cluster, &self.config.name, full);
         self.tunnel_failures.extend(failures);
         self.write_mtu();

@@ -33,6 +33,9 @@ pub struct Ipip {
     pub index: Option<u32>,
     /// This node's tunnel address.
     pub tunnel: Option<Ipv4Addr>,
+    /// tunl0 was there when last looked for (the kernel has CONFIG_NET_IPIP, and the module
+    /// is loaded).
+    pub present: bool,
 }
 
 /// The IPv4 pools that use IPIP.
@@ -56,6 +59,7 @@ impl Ipip {
         let ipam = ipam::Ipam::new(store, local.name.clone());
         let before = self.tunnel;
         let device = kernel.links()?.into_iter().find(|l| l.name == DEVICE);
+        self.present = device.is_some();
         let (Some(_), false, Some(link)) = (local.ipv4, pools.is_empty(), device.clone()) else {
             // No IPIP pool, or no tunl0 (the kernel lacks CONFIG_NET_IPIP: routes.rs says so
             // for each IPIP pool).
@@ -211,6 +215,68 @@ mod tests {
         assert!(ipam.ips_of_handle(&handle("a")).unwrap().is_empty());
         assert!(link(&kernels[0], tunl0[0]).1.is_empty());
         assert!(kernels[0].routes_of(PROTOCOL).is_empty());
+    }
+
+    fn event(store: &MemoryStore, key: &str, value: Option<&str>) -> datastore::Event {
+        let op = match value {
+            Some(v) => Op::Put { key: key.into(), value: v.into() },
+            None => Op::Delete { key: key.into() },
+        };
+        let revision = match store.txn(&[], &[op]).unwrap() {
+            datastore::TxnOutcome::Committed { revision } => revision,
+            other => panic!("{other:?}"),
+        };
+        let kind = match value {
+            Some(v) => datastore::EventKind::Put { value: v.into() },
+            None => datastore::EventKind::Delete,
+        };
+        datastore::Event { key: key.into(), kind, mod_revision: revision }
+    }
+
+    #[test]
+    fn pool_changes_from_the_watch_switch_routes_between_tunl0_and_direct() {
+        let store = MemoryStore::new();
+        put(&store, POOL, r#"{"cidr":"10.244.0.0/16","block_size":26}"#);
+        put(&store, "/calico/ipam/v2/host/b/ipv4/block/10.244.1.0-26", "{}");
+        put(&store, "/calico/bgp/v1/host/b/ip_addr_v4", "10.9.0.2");
+        let kernel = FakeKernel::with_uplink(&["10.9.0.1/24"]);
+        let index = kernel.add_tunl0();
+        let mut agent = Agent::new(&store, &kernel, Arc::new(Health::new()), config("a", "10.9.0.1/24", None)).unwrap();
+        agent.run_once().unwrap();
+        let b_block = |oif: u32| TaggedRoute {
+            dst: "10.244.1.0/26".parse().unwrap(),
+            target: RouteTarget::Via { gateway: "10.9.0.2".parse().unwrap(), oif, onlink: true },
+            protocol: PROTOCOL,
+            metric: 0,
+        };
+        assert_eq!(kernel.routes_of(PROTOCOL), vec![b_block(2)]);
+        assert!(!link(&kernel, index).0.up, "tunl0 untouched without an IPIP pool");
+
+        let e = event(&store, POOL, Some(r#"{"cidr":"10.244.0.0/16","block_size":26,"ipip":"always"}"#));
+        agent.apply_events(&[e]).unwrap();
+        let routes = kernel.routes_of(PROTOCOL);
+        assert!(routes.contains(&b_block(index)), "{routes:?}");
+        let tunnel = node(&store, "a").ipip_tunnel_addr.expect("the tunnel address in the record");
+        assert_eq!(link(&kernel, index).1, vec![IpNetwork::V4(Ipv4Network::from(tunnel))]);
+        assert_eq!(agent.workload_mtu(), 1480);
+
+        let e = event(&store, POOL, Some(r#"{"cidr":"10.244.0.0/16","block_size":26,"ipip":"cross-subnet"}"#));
+        agent.apply_events(&[e]).unwrap();
+        assert!(kernel.routes_of(PROTOCOL).contains(&b_block(2)), "same subnet: direct");
+        let e = event(&store, "/calico/bgp/v1/host/b/ip_addr_v4", Some("10.8.0.2"));
+        agent.apply_events(&[e]).unwrap();
+        let moved = TaggedRoute {
+            target: RouteTarget::Via { gateway: "10.8.0.2".parse().unwrap(), oif: index, onlink: true },
+            ..b_block(index)
+        };
+        assert!(kernel.routes_of(PROTOCOL).contains(&moved), "another subnet: tunl0");
+
+        let e = event(&store, POOL, None);
+        agent.apply_events(&[e]).unwrap();
+        assert!(kernel.routes_of(PROTOCOL).is_empty());
+        assert_eq!(node(&store, "a").ipip_tunnel_addr, None);
+        assert!(link(&kernel, index).1.is_empty());
+        assert_eq!(agent.workload_mtu(), 1500);
     }
 
     #[test]
