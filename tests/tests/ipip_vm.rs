@@ -14,6 +14,7 @@ use testkit::vm::{self, Vm};
 const SCENARIOS: &[(&str, fn())] = &[
     ("two hosts ping over tunl0", two_hosts_ping_over_tunl0),
     ("three hosts, calico-node and calico-cni over IPIP", three_hosts_over_ipip_with_calico_node),
+    ("IPIP cross-subnet across a router", ipip_cross_subnet_across_a_router),
 ];
 
 #[test]
@@ -123,6 +124,9 @@ fn three_hosts_over_ipip_with_calico_node() {
         let (back_sent, back_received) = (after[b].0 - before[b].0, after[a].1 - before[a].1);
         assert!(back_sent >= 1 && back_received >= 1, "the replies did not come back over tunl0");
     }
+    // From a host itself the source is its tunnel address, which the other end routes back
+    // over its own tunl0.
+    assert!(lab.hosts[0].ns.ping(&ips[1]), "host1 itself -> host2's container over IPIP");
     // No IPIP pool left: every route goes, and each tunl0 loses its address (tunl0 stays).
     lab.ctl(0, &["pool", "remove", "10.201.0.0/16", "--force"]).success();
     for h in &lab.hosts {
@@ -132,4 +136,33 @@ fn three_hosts_over_ipip_with_calico_node() {
     }
     let shown = lab.ctl(0, &["node", "show", "-o", "json"]).expect_ok();
     assert!((0..3).all(|i| shown[i]["ipip_tunnel_addr"].is_null()), "{shown}");
+}
+
+/// Two subnets joined by a router that knows no pool route: with `--ipip cross-subnet`,
+/// host1 reaches host2 (same subnet) directly and host3 (the other subnet) over tunl0, and
+/// host3 reaches both over tunl0; only the tunnel gets through the router.
+fn ipip_cross_subnet_across_a_router() {
+    let mut lab = node_common::Lab::with_subnets(&[2, 1]);
+    lab.ctl(0, &["pool", "add", "10.201.0.0/16", "--ipip", "cross-subnet"]).success();
+    lab.start_agents();
+    let ips: Vec<String> = (0..3).map(|i| lab.add_container(i)).collect();
+    let (h1, h3) = (&lab.hosts[0], &lab.hosts[2]);
+    node_common::wait_for("host1's routes", Duration::from_secs(5), || {
+        let routes = h1.our_routes();
+        routes.contains(&format!("{} via {} dev eth0 onlink", block_of(&ips[1]), lab.hosts[1].ip))
+            && routes.contains(&format!("{} via {} dev tunl0 onlink", block_of(&ips[2]), h3.ip))
+    });
+    node_common::wait_for("host3's routes", Duration::from_secs(5), || {
+        let routes = h3.our_routes();
+        (0..2).all(|j| routes.contains(&format!("{} via {} dev tunl0 onlink", block_of(&ips[j]), lab.hosts[j].ip)))
+    });
+    for (a, b) in [(0, 1), (0, 2), (2, 1)] {
+        let before = tunl0_counter(&lab.hosts[a].ns, "tx_packets");
+        assert!(lab.container(a).ping(&ips[b]), "host{} -> host{}", a + 1, b + 1);
+        let sent = tunl0_counter(&lab.hosts[a].ns, "tx_packets") - before;
+        let across = (a == 2) != (b == 2);
+        assert_eq!(sent >= 1, across, "host{} -> host{}: tunl0 sent {sent}", a + 1, b + 1);
+    }
+    let router = lab.router.as_ref().expect("router").ip(&["route", "show"]);
+    assert!(!router.contains("10.201."), "the router knows no pool route: {router}");
 }
