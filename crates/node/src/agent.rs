@@ -14,6 +14,7 @@ use model::node::Node;
 
 use crate::cluster::{self, Cluster, Dirty};
 use crate::health::Health;
+use crate::ipip::Ipip;
 use crate::kernel::Kernel;
 use crate::local::{self, AddressChoice, Local};
 use crate::routes::{self, Capabilities, RouteTable, SyncReport, Want};
@@ -75,6 +76,8 @@ pub struct Agent<'a> {
     failures: Vec<String>,
     /// The VXLAN device and endpoints.
     vxlan: Vxlan,
+    /// tunl0 and this node's IPIP tunnel address.
+    ipip: Ipip,
     /// Why the tunnels could not be set up, and what VTEP entries failed.
     tunnel_failures: Vec<String>,
     /// The tunnels were set up from the datastore at least once (until then, a record
@@ -88,7 +91,8 @@ impl<'a> Agent<'a> {
     pub fn new(store: &'a dyn Datastore, kernel: &'a dyn Kernel, health: Arc<Health>, config: Config) -> Result<Self> {
         model::node::validate_name(&config.name)?;
         let local = local::detect(kernel, &config.name, &config.addresses)?;
-        let caps = Capabilities { ipip: kernel.links()?.iter().any(|l| l.name == "tunl0"), vxlan: None };
+        let tunl0 = kernel.links()?.iter().any(|l| l.name == crate::ipip::DEVICE);
+        let caps = Capabilities { tunl0, ipip: None, vxlan: None };
         tracing::info!(
             node = %config.name,
             ipv4 = ?local.ipv4.map(|n| n.to_string()),
@@ -110,6 +114,7 @@ impl<'a> Agent<'a> {
             left_to_bgp: BTreeMap::new(),
             failures: Vec::new(),
             vxlan,
+            ipip: Ipip::default(),
             tunnel_failures: Vec::new(),
             tunnels_checked: false,
             synced: false,
@@ -134,6 +139,7 @@ impl<'a> Agent<'a> {
             as_number: self.config.as_number,
             vxlan_tunnel_addr: self.vxlan.tunnel,
             vxlan_tunnel_mac: self.vxlan.tunnel.map(|_| model::node::Mac(dataplane::vxlan_mac(&self.config.name))),
+            ipip_tunnel_addr: self.ipip.tunnel,
             ..Node::new(self.config.name.clone())
         }
     }
@@ -156,18 +162,11 @@ impl<'a> Agent<'a> {
     /// Returns true when the VXLAN device changed (every route through it is to be
     /// computed again). Only an unreachable store is an error; other failures are noted.
     fn ensure_tunnels(&mut self, full: bool) -> Result<bool> {
-        let before = self.caps.vxlan;
+        let before = (self.caps.vxlan, self.caps.ipip);
         self.tunnel_failures.clear();
+        let mut changed = false;
         match self.vxlan.ensure(self.store, self.kernel, &self.cluster, &self.local) {
-            Ok(changed) => {
-                // The first time, the record written at start kept the stored tunnel
-                // addresses: write what is true now.
-                let first = !self.tunnels_checked;
-                self.tunnels_checked = true;
-                if changed || first {
-                    self.register()?;
-                }
-            }
+            Ok(c) => changed |= c,
             Err(e) if e.is_unavailable() => return Err(e),
             Err(e) => {
                 let line = format!("VXLAN: {}", chain(&e));
@@ -176,19 +175,38 @@ impl<'a> Agent<'a> {
                 self.vxlan.index = None;
             }
         }
+        match self.ipip.ensure(self.store, self.kernel, &self.cluster, &self.local) {
+            Ok(c) => changed |= c,
+            Err(e) if e.is_unavailable() => return Err(e),
+            Err(e) => {
+                let line = format!("IPIP: {}", chain(&e));
+                tracing::error!("{line}");
+                self.tunnel_failures.push(line);
+                self.ipip.index = None;
+            }
+        }
+        // The first time, the record written at start kept the stored tunnel addresses:
+        // write what is true now.
+        let first = !self.tunnels_checked;
+        self.tunnels_checked = true;
+        if changed || first {
+            self.register()?;
+        }
         self.caps.vxlan = self.vxlan.index;
+        self.caps.ipip = self.ipip.index;
+        self.caps.tunl0 = self.ipip.present;
         let failures = self.vxlan.sync_vteps(self.kernel, &self.cluster, &self.config.name, full);
         self.tunnel_failures.extend(failures);
         self.write_mtu();
-        Ok(before != self.caps.vxlan)
+        Ok(before != (self.caps.vxlan, self.caps.ipip))
     }
 
-    /// The MTU for workloads: the VXLAN device's while VXLAN is set up, else the uplink's.
+    /// The MTU for workloads: the smallest of the tunnels set up (VXLAN's, tunl0's), else
+    /// the uplink's.
     pub fn workload_mtu(&self) -> u32 {
-        match self.vxlan.index {
-            Some(_) => self.vxlan.mtu(&self.local),
-            None => self.local.uplink.mtu,
-        }
+        let vxlan = self.vxlan.index.map(|_| self.vxlan.mtu(&self.local));
+        let ipip = self.ipip.index.map(|_| self.ipip.mtu(&self.local));
+        vxlan.into_iter().chain(ipip).min().unwrap_or(self.local.uplink.mtu)
     }
 
     fn write_mtu(&mut self) {

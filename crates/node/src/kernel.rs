@@ -30,6 +30,8 @@ pub trait Kernel: Send + Sync {
     fn delete_link(&self, name: &str) -> dataplane::Result<bool>;
     /// Set the MTU of link `index`.
     fn set_mtu(&self, index: u32, mtu: u32) -> dataplane::Result<()>;
+    /// Set link `index` administratively up.
+    fn set_up(&self, index: u32) -> dataplane::Result<()>;
     /// Add an address to link `index`.
     fn add_address(&self, index: u32, address: IpNetwork) -> dataplane::Result<()>;
     /// Remove an address from link `index`.
@@ -95,6 +97,10 @@ impl Kernel for NetlinkKernel {
 
     fn set_mtu(&self, index: u32, mtu: u32) -> dataplane::Result<()> {
         self.netlink.set_mtu(index, mtu)
+    }
+
+    fn set_up(&self, index: u32) -> dataplane::Result<()> {
+        self.netlink.set_up(index)
     }
 
     fn add_address(&self, index: u32, address: IpNetwork) -> dataplane::Result<()> {
@@ -196,6 +202,16 @@ impl FakeKernel {
         routes
     }
 
+    /// Add the link the kernel's IPIP module makes in every namespace: `tunl0`, down, MTU
+    /// 1480, no address. Returns its index.
+    pub fn add_tunl0(&self) -> u32 {
+        let mut state = self.lock();
+        let index = state.links.iter().map(|(l, _)| l.index).max().unwrap_or(0) + 1;
+        let link = Link { index, name: "tunl0".into(), mac: None, mtu: 1480, up: false, kind: Some("ipip".into()) };
+        state.links.push((link, Vec::new()));
+        index
+    }
+
     /// Take the calls recorded so far.
     pub fn take_calls(&self) -> Vec<Call> {
         std::mem::take(&mut self.lock().calls)
@@ -294,6 +310,18 @@ impl Kernel for FakeKernel {
         state.calls.push(Call::Change(format!("set #{index} mtu {mtu}")));
         for v in state.vxlans.iter_mut().filter(|v| v.index == index) {
             v.spec.mtu = mtu;
+        }
+        for (l, _) in state.links.iter_mut().filter(|(l, _)| l.index == index) {
+            l.mtu = mtu;
+        }
+        Ok(())
+    }
+
+    fn set_up(&self, index: u32) -> dataplane::Result<()> {
+        let mut state = self.lock();
+        state.calls.push(Call::Change(format!("set #{index} up")));
+        for (l, _) in state.links.iter_mut().filter(|(l, _)| l.index == index) {
+            l.up = true;
         }
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! calico-node's agent: this host's node record, and the routes (and VXLAN tunnel) to every
+//! calico-node's agent: this host's node record, and the routes (and IPIP or VXLAN tunnel) to every
 //! other host's blocks, kept in step with the datastore by a watch.
 //!
 //! - [`local`]: this host's addresses and uplink (`--ip`, or autodetected);
@@ -8,6 +8,7 @@
 //! - [`routes`]: the route each destination should have, and the table of ours (`proto 80`)
 //!   diffed against the kernel;
 //! - [`vxlan`]: `vxlan.calico`, the tunnel address, ARP and FDB entries per remote node;
+//! - [`ipip`]: the kernel's `tunl0`, set up with this node's IPIP tunnel address;
 //! - [`agent`]: the loop (full sync, watch, resync, backoff) over the pieces above;
 //! - [`kernel`]: the kernel behind a trait, over netlink or a recording fake;
 //! - [`health`], [`mtu`]: the health and metrics endpoints, the MTU file.
@@ -15,6 +16,7 @@ pub mod agent;
 pub mod cluster;
 mod error;
 pub mod health;
+pub mod ipip;
 pub mod kernel;
 pub mod local;
 pub mod mtu;

@@ -59,7 +59,9 @@ fn route(dst: IpNetwork, target: RouteTarget) -> TaggedRoute {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Capabilities {
     /// `tunl0` exists (the kernel has CONFIG_NET_IPIP).
-    pub ipip: bool,
+    pub tunl0: bool,
+    /// The index of `tunl0`, once it is set up.
+    pub ipip: Option<u32>,
     /// The index of `vxlan.calico`, once it is set up.
     pub vxlan: Option<u32>,
 }
@@ -121,13 +123,20 @@ pub fn want(cluster: &Cluster, local: &Local, caps: Capabilities, dst: &IpNetwor
         };
     }
     if encapsulate(pool.ipip) {
-        let reason = if caps.ipip {
-            "IPIP routes are not programmed by this version of calico-node".into()
-        } else {
-            "IPIP needs the kernel's IPIP tunnel support (CONFIG_NET_IPIP), which this kernel lacks: there is no tunl0"
-                .into()
+        let problem = |reason: &str| Want::Problem { pool: pool.cidr, reason: reason.into() };
+        if dst.is_ipv6() {
+            return problem("IPIP carries IPv4 only: an IPv6 pool cannot use it");
+        }
+        if !caps.tunl0 {
+            return problem(
+                "IPIP needs the kernel's IPIP tunnel support (CONFIG_NET_IPIP), which this kernel lacks: there is no tunl0",
+            );
+        }
+        let Some(oif) = caps.ipip else {
+            return problem("the IPIP device tunl0 is not set up (see the error above)");
         };
-        return Want::Problem { pool: pool.cidr, reason };
+        // tunl0 has no remote end: the route's gateway is the outer destination.
+        return Want::Route(route(*dst, RouteTarget::Via { gateway, oif, onlink: true }));
     }
     match (same_subnet, local.uplink_index(fam)) {
         (true, Some(oif)) => Want::Route(route(*dst, RouteTarget::Via { gateway, oif, onlink: true })),
@@ -388,6 +397,33 @@ mod tests {
         assert_eq!(w(&c, "10.1.1.0/26"), via("10.1.1.0/26", "10.9.0.2"), "cross-subnet, same subnet: direct");
         c.apply("me", "/calico/bgp/v1/host/b/ip_addr_v4", Some(b"10.8.0.2"), &mut Dirty::default()).unwrap();
         assert!(matches!(w(&c, "10.1.1.0/26"), Want::Problem { .. }));
+    }
+
+    #[test]
+    fn ipip_pools_route_over_tunl0_and_cross_subnet_goes_direct_on_the_same_subnet() {
+        let mut c = cluster(&[
+            ("/calico/v1/ipam/v4/pool/10.0.0.0-16", r#"{"cidr":"10.0.0.0/16","block_size":26,"ipip":"always"}"#),
+            ("/calico/v1/ipam/v4/pool/10.1.0.0-16", r#"{"cidr":"10.1.0.0/16","block_size":26,"ipip":"cross-subnet"}"#),
+            ("/calico/ipam/v2/host/b/ipv4/block/10.0.1.0-26", "{}"),
+            ("/calico/ipam/v2/host/b/ipv4/block/10.1.1.0-26", "{}"),
+            ("/calico/ipam/v2/host/me/ipv4/block/10.0.0.0-26", "{}"),
+            ("/calico/bgp/v1/host/b/ip_addr_v4", "10.9.0.2"),
+        ]);
+        let caps = Capabilities { tunl0: true, ipip: Some(7), vxlan: None };
+        let w = |c: &Cluster, caps, d: &str| want(c, &local(), caps, &net(d));
+        let tunl0 = |dst: &str, gw: &str| {
+            Want::Route(route(net(dst), RouteTarget::Via { gateway: gw.parse().unwrap(), oif: 7, onlink: true }))
+        };
+        assert_eq!(w(&c, caps, "10.0.1.0/26"), tunl0("10.0.1.0/26", "10.9.0.2"));
+        assert_eq!(w(&c, caps, "10.0.0.0/26"), Want::Route(route(net("10.0.0.0/26"), RouteTarget::Blackhole)));
+        assert_eq!(w(&c, caps, "10.1.1.0/26"), via("10.1.1.0/26", "10.9.0.2"), "cross-subnet, same subnet: direct");
+        match w(&c, Capabilities { tunl0: true, ..Capabilities::default() }, "10.0.1.0/26") {
+            Want::Problem { reason, .. } => assert!(reason.contains("tunl0 is not set up"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        c.apply("me", "/calico/bgp/v1/host/b/ip_addr_v4", Some(b"10.8.0.2"), &mut Dirty::default()).unwrap();
+        assert_eq!(w(&c, caps, "10.1.1.0/26"), tunl0("10.1.1.0/26", "10.8.0.2"), "cross-subnet, other subnet");
+        assert_eq!(w(&c, caps, "10.0.1.0/26"), tunl0("10.0.1.0/26", "10.8.0.2"));
     }
 
     #[test]

@@ -53,6 +53,36 @@ pub struct Vxlan {
     vteps: BTreeMap<String, Vtep>,
 }
 
+/// The IPv4 address the IPAM handle `id` holds in one of `pools`, or a new one from them
+/// (an address held outside them is released first). `what` names the tunnel in messages.
+pub(crate) fn allocate(ipam: &ipam::Ipam<'_>, pools: &[IpNetwork], id: &str, what: &str) -> Result<Ipv4Addr> {
+    let held: Vec<Ipv4Addr> = ipam
+        .ips_of_handle(id)?
+        .into_iter()
+        .filter_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    if let Some(ip) = held.iter().find(|ip| pools.iter().any(|p| p.contains(IpAddr::V4(**ip)))) {
+        return Ok(*ip);
+    }
+    if !held.is_empty() {
+        ipam.release_handle(id)?;
+    }
+    let owner = ipam::Owner { handle: id.into(), plugin: "calico-node".into(), ..ipam::Owner::default() };
+    let request = ipam::Request { owner, v4: Some(pools.to_vec()), v6: None, ips: Vec::new() };
+    let assigned = ipam.assign(&request)?;
+    let ip = assigned.iter().find_map(|a| match a.ip {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(_) => None,
+    });
+    let ip =
+        ip.ok_or_else(|| crate::Error::Pool { pool: pools[0], reason: format!("IPAM gave no {what} tunnel address") })?;
+    tracing::info!(%ip, "allocated this node's {what} tunnel address");
+    Ok(ip)
+}
+
 /// The IPv4 pools that use VXLAN.
 fn vxlan_pools(cluster: &Cluster) -> Vec<IpNetwork> {
     cluster.pools.values().filter(|p| p.cidr.is_ipv4() && p.vxlan != EncapMode::Off).map(|p| p.cidr).collect()
@@ -91,7 +121,7 @@ impl Vxlan {
             self.vteps.clear();
             return Ok(before.is_some());
         };
-        let tunnel = self.allocate(&ipam, &pools, &local.name)?;
+        let tunnel = allocate(&ipam, &pools, &handle(&local.name), "VXLAN")?;
         let spec = VxlanSpec {
             name: DEVICE.into(),
             vni: VNI,
@@ -136,36 +166,6 @@ impl Vxlan {
     /// The device's MTU: `--vxlan-mtu`, else the uplink's − [`OVERHEAD`].
     pub fn mtu(&self, local: &Local) -> u32 {
         self.mtu_override.unwrap_or(local.uplink.mtu.saturating_sub(OVERHEAD))
-    }
-
-    /// The address the handle holds in a VXLAN pool, or a new one.
-    fn allocate(&self, ipam: &ipam::Ipam<'_>, pools: &[IpNetwork], node: &str) -> Result<Ipv4Addr> {
-        let id = handle(node);
-        let held: Vec<Ipv4Addr> = ipam
-            .ips_of_handle(&id)?
-            .into_iter()
-            .filter_map(|ip| match ip {
-                IpAddr::V4(v4) => Some(v4),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
-        if let Some(ip) = held.iter().find(|ip| pools.iter().any(|p| p.contains(IpAddr::V4(**ip)))) {
-            return Ok(*ip);
-        }
-        if !held.is_empty() {
-            ipam.release_handle(&id)?;
-        }
-        let owner = ipam::Owner { handle: id, plugin: "calico-node".into(), ..ipam::Owner::default() };
-        let request = ipam::Request { owner, v4: Some(pools.to_vec()), v6: None, ips: Vec::new() };
-        let assigned = ipam.assign(&request)?;
-        let ip = assigned.iter().find_map(|a| match a.ip {
-            IpAddr::V4(v4) => Some(v4),
-            IpAddr::V6(_) => None,
-        });
-        let ip = ip
-            .ok_or_else(|| crate::Error::Pool { pool: pools[0], reason: "IPAM gave no VXLAN tunnel address".into() })?;
-        tracing::info!(%ip, "allocated this node's VXLAN tunnel address");
-        Ok(ip)
     }
 
     /// The VTEPs the cluster's node records describe (every remote node with a tunnel
