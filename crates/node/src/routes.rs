@@ -106,6 +106,13 @@ pub fn want(cluster: &Cluster, local: &Local, caps: Capabilities, dst: &IpNetwor
         EncapMode::Always => true,
         EncapMode::CrossSubnet => !same_subnet,
     };
+    // calicoctl refuses such a pool; one written by another tool is named, never guessed at.
+    if pool.ipip != EncapMode::Off && pool.vxlan != EncapMode::Off {
+        return Want::Problem {
+            pool: pool.cidr,
+            reason: "the pool sets both IPIP and VXLAN: choose one (calicoctl pool add takes one)".into(),
+        };
+    }
     if encapsulate(pool.vxlan) {
         let problem = |reason: &str| Want::Problem { pool: pool.cidr, reason: reason.into() };
         if dst.is_ipv6() {
@@ -373,6 +380,25 @@ mod tests {
         assert_eq!(w("10.0.1.9/32"), via("10.0.1.9/32", "10.9.0.3"));
         assert_eq!(w("10.0.1.5/32"), Want::Nothing);
         assert_eq!(w("10.0.1.6/32"), Want::Nothing, "calico-cni routes local workloads");
+    }
+
+    #[test]
+    fn a_pool_with_both_ipip_and_vxlan_is_named_not_guessed() {
+        let c = cluster(&[
+            (
+                "/calico/v1/ipam/v4/pool/10.0.0.0-16",
+                r#"{"cidr":"10.0.0.0/16","block_size":26,"ipip":"always","vxlan":"always"}"#,
+            ),
+            ("/calico/ipam/v2/host/b/ipv4/block/10.0.1.0-26", "{}"),
+            ("/calico/bgp/v1/host/b/ip_addr_v4", "10.9.0.2"),
+        ]);
+        match want(&c, &local(), Capabilities { tunl0: true, ..Capabilities::default() }, &net("10.0.1.0/26")) {
+            Want::Problem { pool, reason } => {
+                assert_eq!(pool, net("10.0.0.0/16"));
+                assert!(reason.contains("both IPIP and VXLAN"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
