@@ -6,12 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
-BIN=$(scripts/build-release.sh -q -p calico-cni -p calico-ipam -p calicoctl -p calico-tests)
+BIN=$(scripts/build-release.sh -q -p calico-cni -p calico-ipam -p calicoctl -p calico-node -p calico-tests)
 RUNS=${RUNS:-200}
 id=$$
 H=calibench-h-$id C=calibench-c-$id
 work=$(mktemp -d /tmp/calico-bench.XXXXXX)
-cleanup() { ip netns del "$C" 2>/dev/null || true; ip netns del "$H" 2>/dev/null || true; rm -rf "$work"; }
+agent=
+cleanup() {
+  [[ -n $agent ]] && kill "$agent" 2>/dev/null && wait "$agent" 2>/dev/null
+  ip netns del "$C" 2>/dev/null || true; ip netns del "$H" 2>/dev/null || true; rm -rf "$work"
+}
 trap cleanup EXIT
 ip netns add "$H"; ip netns add "$C"
 ip -n "$H" link set lo up; ip -n "$C" link set lo up
@@ -24,7 +28,7 @@ for p in ptp host-local; do ln -s "/usr/lib/cni/$p" "$work/bin/$p"; done
 "$BIN/calicoctl" --datastore-path "$work/store.db" pool add 10.230.0.0/16 >/dev/null
 cat > "$work/calico.json" <<CONF
 {"cniVersion":"1.0.0","name":"bench","type":"calico","nodename":"bench","log_level":"warning",
- "datastore_path":"$work/store.db","ipam":{"type":"calico-ipam"}}
+ "datastore_path":"$work/store.db","mtu_file":"$work/mtu","ipam":{"type":"calico-ipam"}}
 CONF
 cat > "$work/ptp.json" <<CONF
 {"cniVersion":"1.0.0","name":"bench-ptp","type":"ptp",
@@ -36,12 +40,16 @@ ip netns exec "$H" hyperfine -N --warmup 10 --runs "$RUNS" --export-json "$work/
   -n "ptp+host-local" "$BIN/cni-cycle $work/bin/ptp $work/ptp.json --netns /var/run/netns/$C --id b1" \
   -n "calico-cni+calico-ipam" "$BIN/cni-cycle $work/bin/calico $work/calico.json --netns /var/run/netns/$C --id b2"
 
-python3 - "$work/cni.json" <<'PY'
+ratio() { # ratio JSON LABEL GOAL: the same-run ratio of one hyperfine export
+  python3 - "$@" <<'PY'
 import json, sys
 r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
 ptp, cal = r["ptp+host-local"]["mean"] * 1e3, r["calico-cni+calico-ipam"]["mean"] * 1e3
-print(f"ADD+DEL cycle: ptp+host-local {ptp:.2f} ms, calico-cni+calico-ipam {cal:.2f} ms -> ratio {cal/ptp:.2f} (goal <= 0.25)")
+print(f"{sys.argv[2]}: ptp+host-local {ptp:.2f} ms, calico-cni+calico-ipam {cal:.2f} ms -> ratio {cal/ptp:.2f} ({sys.argv[3]})")
+open(sys.argv[1] + ".ratio", "w").write(f"{cal/ptp}")
 PY
+}
+ratio "$work/cni.json" "ADD+DEL cycle" "goal <= 0.25"
 
 for plugin in ptp calico; do
   conf=$work/ptp.json; [[ $plugin == calico ]] && conf=$work/calico.json
@@ -79,3 +87,20 @@ log=$(CNI_COMMAND=ADD CNI_CONTAINERID=cnt CNI_NETNS=/var/run/netns/$C CNI_IFNAME
 echo "per ADD: $(grep -c 'execve(' "$work/strace" 2>/dev/null || echo '?') process exec(s) (calico-ipam runs inside calico-cni);" \
      "$(grep -o 'netlink_requests=[0-9]*' <<<"$log" | tail -1)"
 CNI_COMMAND=DEL CNI_CONTAINERID=cnt CNI_NETNS=/var/run/netns/$C CNI_IFNAME=eth0 ip netns exec "$H" "$work/bin/calico" < "$work/calico.json"
+
+# The same comparison with calico-node running on this host (watching the same store, its
+# routes and MTU file in the bench's own netns and work dir): the plugins must stay as fast.
+ip -n "$H" link add up0 type veth peer name up1
+ip -n "$H" addr add 10.229.0.1/24 dev up0
+ip -n "$H" link set up0 up; ip -n "$H" link set up1 up
+ip netns exec "$H" "$BIN/calico-node" --nodename bench --ip 10.229.0.1/24 --datastore-path "$work/store.db" \
+  --mtu-file "$work/mtu" --log-level warning 2>"$work/agent.log" &
+agent=$!
+for _ in $(seq 100); do [[ -s $work/mtu ]] && break; sleep 0.05; done
+[[ -s $work/mtu ]] || { echo "calico-node did not start:"; cat "$work/agent.log"; exit 1; }
+ip netns exec "$H" hyperfine -N --warmup 10 --runs "$RUNS" --export-json "$work/agent.json" \
+  -n "ptp+host-local" "$BIN/cni-cycle $work/bin/ptp $work/ptp.json --netns /var/run/netns/$C --id a1" \
+  -n "calico-cni+calico-ipam" "$BIN/cni-cycle $work/bin/calico $work/calico.json --netns /var/run/netns/$C --id a2" >/dev/null
+ratio "$work/agent.json" "with calico-node running" "goal: within 5% of the ratio without it"
+kill -0 "$agent" || { echo "calico-node exited during the run:"; cat "$work/agent.log"; exit 1; }
+echo "with/without calico-node: $(python3 -c "import sys; print(f'{float(open(sys.argv[1]).read())/float(open(sys.argv[2]).read()):.3f}')" "$work/agent.json.ratio" "$work/cni.json.ratio")x (goal <= 1.05)"
