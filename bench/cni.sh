@@ -13,7 +13,7 @@ H=calibench-h-$id C=calibench-c-$id
 work=$(mktemp -d /tmp/calico-bench.XXXXXX)
 agent=
 cleanup() {
-  [[ -n $agent ]] && kill "$agent" 2>/dev/null && wait "$agent" 2>/dev/null
+  if [[ -n $agent ]]; then kill "$agent" 2>/dev/null || true; wait "$agent" 2>/dev/null || true; fi
   ip netns del "$C" 2>/dev/null || true; ip netns del "$H" 2>/dev/null || true; rm -rf "$work"
 }
 trap cleanup EXIT
