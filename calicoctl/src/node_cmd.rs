@@ -99,7 +99,18 @@ fn remove(store: &dyn Datastore, name: &str, remove_endpoints: bool) -> anyhow::
     for family in [4, 6] {
         ops.push(Op::Delete { key: keys::cursor(name, family) });
     }
-    store.txn(&[], &ops)?;
+    // Its address claims, unless another node has taken one over meanwhile.
+    let mut compares = Vec::new();
+    for ip in records.get(name).map(node::Node::addrs).unwrap_or_default() {
+        let key = keys::node_address_claim(&ip);
+        if let Some(kv) = store.get(&key)?.filter(|kv| kv.value == name.as_bytes()) {
+            compares.push(datastore::Compare::Revision(key.clone(), kv.mod_revision));
+            ops.push(Op::Delete { key });
+        }
+    }
+    if let datastore::TxnOutcome::Conflict = store.txn(&compares, &ops)? {
+        bail!("node {name:?}: an address claim changed while removing it; run the command again");
+    }
     println!(
         "Removed node {name}: {} endpoint(s), {released} address(es) released, {freed} block(s) freed",
         endpoints.len()

@@ -133,6 +133,13 @@ pub fn node_bgp_key(node: &str, field: &str) -> String {
     format!("{BGP_HOST_PREFIX}{node}/{field}")
 }
 
+/// The claim of a node address: which node holds it (the value is the node's name). Written
+/// with compare-and-swap when a node registers, so that two nodes starting at once with one
+/// address cannot both have it.
+pub fn node_address_claim(ip: &IpAddr) -> String {
+    format!("/calico/v1/node-address/{ip}")
+}
+
 /// `peer_v4` or `peer_v6`.
 fn peer_dir(family: u8) -> String {
     format!("peer_v{}", v(family))
@@ -302,6 +309,7 @@ mod tests {
                     .map(|f| node_bgp_key("n1", f))
                     .to_vec(),
             ),
+            ("node_address_claim", vec![node_address_claim(&ip4), node_address_claim(&ip6)]),
             ("global_peer_prefix", vec![global_peer_prefix(4), global_peer_prefix(6)]),
             ("global_peer", vec![global_peer(&ip4), global_peer(&ip6)]),
             ("node_peer_prefix", vec![node_peer_prefix("n1", 4), node_peer_prefix("n1", 6)]),
