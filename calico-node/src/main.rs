@@ -49,6 +49,9 @@ struct Cli {
     /// the MTU of vxlan.calico [default: the uplink's MTU - 50]
     #[arg(long, value_parser = clap::value_parser!(u32).range(68..=65535))]
     vxlan_mtu: Option<u32>,
+    /// the MTU of tunl0 [default: the uplink's MTU - 20]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(68..=65535))]
+    ipip_mtu: Option<u32>,
     /// where to write the MTU for workloads (calico-cni reads it when its netconf has none)
     #[arg(long, default_value = calico_netconf::DEFAULT_MTU_FILE)]
     mtu_file: PathBuf,
@@ -78,6 +81,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         as_number: cli.as_number,
         resync_interval: cli.resync_interval,
         vxlan_mtu: cli.vxlan_mtu,
+        ipip_mtu: cli.ipip_mtu,
         mtu_file: Some(cli.mtu_file),
     };
     let mut agent = node::agent::Agent::new(&*store, &kernel, health, config)?;

@@ -39,6 +39,8 @@ pub struct Config {
     pub resync_interval: Duration,
     /// `--vxlan-mtu`: the VXLAN device's MTU instead of the uplink's − 50.
     pub vxlan_mtu: Option<u32>,
+    /// tunl0's MTU (default: the uplink's − 20).
+    pub ipip_mtu: Option<u32>,
     /// `--mtu-file`: where to write the MTU for workloads; not written when `None`.
     pub mtu_file: Option<std::path::PathBuf>,
 }
@@ -100,7 +102,7 @@ impl<'a> Agent<'a> {
             uplink = %local.uplink.name,
             "calico-node starting"
         );
-        let vxlan = Vxlan::new(config.vxlan_mtu);
+        let (vxlan, ipip) = (Vxlan::new(config.vxlan_mtu), Ipip::new(config.ipip_mtu));
         Ok(Agent {
             store,
             kernel,
@@ -114,7 +116,7 @@ impl<'a> Agent<'a> {
             left_to_bgp: BTreeMap::new(),
             failures: Vec::new(),
             vxlan,
-            ipip: Ipip::default(),
+            ipip,
             tunnel_failures: Vec::new(),
             tunnels_checked: false,
             synced: false,
@@ -509,6 +511,7 @@ mod tests {
             as_number: None,
             resync_interval: Duration::from_secs(90),
             vxlan_mtu: None,
+            ipip_mtu: None,
             mtu_file: None,
         }
     }

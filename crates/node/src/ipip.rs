@@ -36,6 +36,8 @@ pub struct Ipip {
     /// tunl0 was there when last looked for (the kernel has CONFIG_NET_IPIP, and the module
     /// is loaded).
     pub present: bool,
+    /// tunl0's MTU when set by `--ipip-mtu`, else the uplink's − [`OVERHEAD`].
+    pub mtu: Option<u32>,
 }
 
 /// The IPv4 pools that use IPIP.
@@ -104,9 +106,14 @@ impl Ipip {
         Ok(before != self.tunnel)
     }
 
-    /// tunl0's MTU: the uplink's − [`OVERHEAD`].
+    /// tunl0 with the MTU `--ipip-mtu` gave, if any.
+    pub fn new(mtu: Option<u32>) -> Ipip {
+        Ipip { mtu, ..Ipip::default() }
+    }
+
+    /// tunl0's MTU: `--ipip-mtu`, else the uplink's − [`OVERHEAD`].
     pub fn mtu(&self, local: &Local) -> u32 {
-        local.uplink.mtu.saturating_sub(OVERHEAD)
+        self.mtu.unwrap_or_else(|| local.uplink.mtu.saturating_sub(OVERHEAD))
     }
 }
 
@@ -133,6 +140,7 @@ mod tests {
             as_number: None,
             resync_interval: Duration::from_secs(90),
             vxlan_mtu: None,
+            ipip_mtu: None,
             mtu_file,
         }
     }
@@ -307,5 +315,18 @@ mod tests {
         let cfg = config("a", "10.9.0.1/24", Some(path.clone()));
         Agent::new(&store, &kernel, Arc::new(Health::new()), cfg).unwrap().run_once().unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "1480\n");
+    }
+
+    #[test]
+    fn ipip_mtu_sets_tunl0_and_the_workloads() {
+        let store = MemoryStore::new();
+        put(&store, POOL, r#"{"cidr":"10.244.0.0/16","block_size":26,"ipip":"always"}"#);
+        let kernel = FakeKernel::with_uplink(&["10.9.0.1/24"]);
+        kernel.add_tunl0();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mtu");
+        let cfg = Config { ipip_mtu: Some(1400), ..config("a", "10.9.0.1/24", Some(path.clone())) };
+        Agent::new(&store, &kernel, Arc::new(Health::new()), cfg).unwrap().run_once().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1400\n");
     }
 }

@@ -274,6 +274,7 @@ mod tests {
             as_number: None,
             resync_interval: Duration::from_secs(90),
             vxlan_mtu: None,
+            ipip_mtu: None,
             mtu_file: None,
         }
     }
