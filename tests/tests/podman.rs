@@ -7,8 +7,9 @@
 //! was, everything podman and the plugins use is ours and temporary: podman's root, runroot,
 //! tmpdir, runc's state root, containers.conf, the network config dir, the store, a dedicated
 //! pool in 10.199.0.0/16, and a cgroup parent. [`Podman`]'s drop removes every container,
-//! any cali link or route left in the pool, the cgroups, portmap's top-level chains if they
-//! were not there before, and the CNI cache directory podman's libcni creates under /var/lib.
+//! any cali link or route left in the pool, the cgroups, portmap's top-level chains and
+//! calico-cni's `inet calico` nftables table if they were not there before (else this pool's
+//! elements in it), and the CNI cache directory podman's libcni creates under /var/lib.
 //! The tests run one at a time (an flock, also across processes): they share the machine's netns.
 //!
 //! "The host" the containers ping is a /32 on a veth pair of the test's own (the cali veths
@@ -25,6 +26,9 @@ use std::time::{Duration, Instant};
 use calico_tests::netns::{ip, CniBinDir};
 use calico_tests::{unique, Backend};
 use serde_json::{json, Value};
+
+/// calico-cni's nftables table, as `nft list tables` prints it.
+const CALICO_TABLE: &str = "table inet calico";
 
 /// The example the chaining test uses too.
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../netconf-examples/cnitool-podman.conflist");
@@ -271,6 +275,11 @@ impl Podman {
         let nat = Command::new("iptables").args(["-w", "-t", "nat", "-S"]).output().unwrap();
         let nat = String::from_utf8_lossy(&nat.stdout);
         assert!(!nat.contains("CNI-DN-") && !nat.contains(&self.net), "{what}: portmap rules left:\n{nat}");
+        // No map or hairpin element of this network in calico-cni's table (each names its
+        // owner, network first, in its comment).
+        let ours = Command::new("nft").args(["list", "table", "inet", "calico"]).output().unwrap();
+        let ours = String::from_utf8_lossy(&ours.stdout);
+        assert!(!ours.contains(&format!("\"{}/", self.net)), "{what}: port mappings left:\n{ours}");
         let now = Machine::now();
         let new_netns: Vec<_> = now.netns.difference(&self.before.netns).filter(|n| n.starts_with("netns-")).collect();
         assert!(new_netns.is_empty(), "{what}: podman netns left: {new_netns:?}");
@@ -313,6 +322,22 @@ impl Podman {
             if empty && !self.before.tables.contains(table) && Machine::now().tables.contains(table) {
                 let words: Vec<&str> = table.split_whitespace().collect();
                 let _ = Command::new("nft").args(["delete", words[0], words[1], words[2]]).status();
+            }
+        }
+        // calico-cni's own table (crates/firewall): podman runs the plugins in the machine's
+        // netns, so the ADDs made it there. Remove it if it is new; else only this pool's
+        // elements (the pools stay in the sets by design: calico-node owns them).
+        if !self.before.tables.contains(CALICO_TABLE) {
+            if Machine::now().tables.contains(CALICO_TABLE) {
+                let _ = Command::new("nft").args(["delete", "table", "inet", "calico"]).status();
+            }
+        } else {
+            for set in ["all-pools4", "masq-pools4"] {
+                let element = format!("{{ {} }}", self.pool);
+                let _ = Command::new("nft")
+                    .args(["delete", "element", "inet", "calico", set, &element])
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
         if !self.before.cni_cache {
