@@ -162,6 +162,7 @@ fn attach<'a, D: Dataplane>(
         ips: result.ips.iter().map(|c| c.address.to_string()).collect(),
         result: result.to_json(cni::Version::LATEST),
         port_mappings,
+        profiles: Vec::new(),
     };
     endpoint::put(deps.store, &ep)?;
     tracing::info!(container = %req.env.container_id, %host_veth, ips = ?addresses, "workload attached");

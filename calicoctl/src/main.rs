@@ -6,6 +6,7 @@
 mod ipam_cmd;
 mod node_cmd;
 mod pool_cmd;
+mod profile_cmd;
 
 use std::process::ExitCode;
 
@@ -36,6 +37,11 @@ enum Command {
     Node {
         #[command(subcommand)]
         command: node_cmd::NodeCommand,
+    },
+    /// Manage security profiles: `profile add|remove|show`, `profile <P> tag|rule ...`
+    Profile {
+        #[command(subcommand)]
+        command: profile_cmd::ProfileCommand,
     },
 }
 
@@ -68,6 +74,7 @@ fn main() -> ExitCode {
         Command::Pool { command } => pool_cmd::run(&*store, command),
         Command::Ipam { command } => ipam_cmd::run(&*store, command),
         Command::Node { command } => node_cmd::run(&*store, command),
+        Command::Profile { command } => profile_cmd::run(&*store, command),
     });
     match result {
         Ok(code) => code,

@@ -27,6 +27,10 @@ pub struct Endpoint {
     /// remove exactly these, also when the netns is gone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub port_mappings: Vec<PortMapping>,
+    /// The security profiles the endpoint's traffic is evaluated against, in order (netconf
+    /// `profiles`, default the network's name). An older record without them has none.
+    #[serde(default)]
+    pub profiles: Vec<String>,
 }
 
 /// One host port forwarded to the endpoint: one per container address of the family.

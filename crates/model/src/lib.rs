@@ -13,6 +13,7 @@
 //! - [`node`]: the node record calico-node writes (Calico's v1 layout, plain text);
 //! - [`bgp`]: BGP peers (global and per node) and the global BGP settings;
 //! - [`profile`]: security profiles: their rules, tags and labels;
+//! - [`rule_syntax`]: the rule grammar of `calicoctl profile <P> rule ...`;
 //! - [`net`]: the address arithmetic the records use.
 //!
 //! Values are JSON (serde's derives here are the encoding) except where Calico stores plain
@@ -28,6 +29,7 @@ pub mod net;
 pub mod node;
 pub mod pool;
 pub mod profile;
+pub mod rule_syntax;
 
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -43,6 +45,10 @@ pub enum Error {
 
     #[error("invalid datastore value at {key}: {reason}")]
     Invalid { key: String, reason: String },
+
+    /// A profile rule that is malformed or cannot be enforced ([`rule_syntax`]).
+    #[error("invalid rule: {0}")]
+    Rule(String),
 
     /// A name that cannot be part of a key (a node's).
     #[error("invalid node name {name:?}: {reason}")]

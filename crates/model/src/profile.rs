@@ -50,6 +50,24 @@ impl Profile {
         }
     }
 
+    /// Every profile in `records` (the keys under [`keys::PROFILE_PREFIX`]), by name. A
+    /// profile is there when its rules key is; missing tags or labels are empty.
+    pub fn gather<'a>(records: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Result<Vec<Profile>, crate::Error> {
+        let mut by_name: BTreeMap<String, (Option<Rules>, Profile)> = BTreeMap::new();
+        for (key, value) in records {
+            let Some((name, part)) = keys::parse_profile(key) else { continue };
+            let (rules, p) = by_name
+                .entry(name.to_owned())
+                .or_insert_with(|| (None, Profile { name: name.to_owned(), ..Profile::default() }));
+            match part {
+                ProfilePart::Rules => *rules = Some(crate::decode(key, value)?),
+                ProfilePart::Tags => p.tags = crate::decode(key, value)?,
+                ProfilePart::Labels => p.labels = crate::decode(key, value)?,
+            }
+        }
+        Ok(by_name.into_values().filter_map(|(rules, p)| Some(Profile { rules: rules?, ..p })).collect())
+    }
+
     /// The keys and values to write: rules, tags, labels. An empty labels object is still
     /// written, so the profile's three keys come and go together.
     pub fn records(&self) -> [(String, Vec<u8>); 3] {
@@ -206,7 +224,7 @@ impl Protocol {
         })
     }
 
-    fn parse(text: &str) -> Option<Protocol> {
+    pub(crate) fn parse(text: &str) -> Option<Protocol> {
         Some(match text.to_ascii_lowercase().as_str() {
             "tcp" => Protocol::Tcp,
             "udp" => Protocol::Udp,
@@ -271,7 +289,7 @@ impl PortRange {
         PortRange { first: port, last: port }
     }
 
-    fn parse(text: &str) -> Option<PortRange> {
+    pub(crate) fn parse(text: &str) -> Option<PortRange> {
         let (first, last) = text.split_once(':').unwrap_or((text, text));
         let range = PortRange { first: first.trim().parse().ok()?, last: last.trim().parse().ok()? };
         (range.first <= range.last).then_some(range)
