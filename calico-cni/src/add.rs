@@ -13,7 +13,7 @@ use model::endpoint::Endpoint;
 use crate::context::Context;
 use crate::deps::{Dataplane, Deps};
 use crate::Error;
-use crate::{edge, endpoint};
+use crate::{edge, endpoint, profile};
 
 pub fn add<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Result<CniResult, Error> {
     if req.env.ifname == "lo" {
@@ -26,6 +26,7 @@ pub fn add<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Re
     }
     // Before anything is set up: a bad mapping leaves nothing behind.
     let requested = edge::requested(ctx)?;
+    let profiles = profile::wanted(ctx)?;
     let key = ctx.endpoint_key(req);
     // A repeated ADD for an attachment that is already set up answers from the record.
     if let Some(ep) = endpoint::get(deps.store, &key)? {
@@ -36,6 +37,7 @@ pub fn add<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Re
         tracing::info!(%key, old = %ep.container_id, "replacing the endpoint of an earlier sandbox");
     }
     let container_mac = container_mac(ctx)?;
+    profile::ensure(deps.store, &profiles)?;
     let netns_path = req.env.netns.as_deref().unwrap_or(Path::new(""));
     let container = deps
         .dataplane
@@ -43,7 +45,7 @@ pub fn add<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Re
         .map_err(|source| Error::Netns { path: netns_path.display().to_string(), source })?;
 
     let mut undo = Rollback::new();
-    match attach(req, ctx, deps, &container, container_mac, &requested, &mut undo) {
+    match attach(req, ctx, deps, &container, container_mac, &requested, profiles, &mut undo) {
         Ok(result) => {
             undo.disarm();
             tracing::debug!(netlink_requests = deps.dataplane.netlink_requests(&container), "ADD cost");
@@ -62,6 +64,7 @@ fn attach<'a, D: Dataplane>(
     container: &D::Netns,
     container_mac: Option<[u8; 6]>,
     requested: &[edge::Requested],
+    profiles: Vec<String>,
     undo: &mut Rollback<'a>,
 ) -> Result<CniResult, Error> {
     let dp = deps.dataplane;
@@ -162,7 +165,7 @@ fn attach<'a, D: Dataplane>(
         ips: result.ips.iter().map(|c| c.address.to_string()).collect(),
         result: result.to_json(cni::Version::LATEST),
         port_mappings,
-        profiles: Vec::new(),
+        profiles,
     };
     endpoint::put(deps.store, &ep)?;
     tracing::info!(container = %req.env.container_id, %host_veth, ips = ?addresses, "workload attached");

@@ -18,6 +18,7 @@ mod endpoint;
 mod error;
 mod gc;
 mod linux;
+mod profile;
 #[cfg(test)]
 mod tests;
 

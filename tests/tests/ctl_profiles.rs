@@ -158,3 +158,58 @@ fn profile_commands_on_both_datastores() {
         assert!(!gone.ok() && gone.stderr.contains("not found"), "[{name}] {gone:#?}");
     }
 }
+
+mod etcd_forward;
+
+/// The real calico-cni ADD creates the network's profile (or the netconf's) with the
+/// defaults, the endpoint record holds them, and `profile remove` is refused until DEL.
+#[test]
+fn add_creates_the_endpoints_profiles_and_remove_waits_for_del() {
+    use calico_tests::netns::{host, CniBinDir, Netns};
+    use calico_tests::Invocation;
+    let bins = CniBinDir::new();
+    for backend in Backend::all() {
+        let name = backend.name();
+        backend.ctl(&["pool", "add", "10.75.0.0/24"]).success();
+        let node = host();
+        let _reach = etcd_forward::forward_etcd(&node, &backend);
+        let conf = |profiles: Option<serde_json::Value>| {
+            let mut conf = serde_json::json!({"cniVersion": "1.0.0", "name": "pfnet", "type": "calico",
+                "nodename": "node-1", "ipam": {"type": "calico-ipam"}});
+            if let Some(p) = profiles {
+                conf["profiles"] = p;
+            }
+            backend.apply(&mut conf);
+            serde_json::to_vec(&conf).unwrap()
+        };
+        let run = |inv: &Invocation, conf: &[u8]| inv.clone().path(&bins.path()).run_in(&node, &bins.plugin("calico"), conf);
+        let (c1, c2) = (Netns::new("pf"), Netns::new("pf"));
+        let plain = conf(None);
+        let named = conf(Some(serde_json::json!(["pf-a", "pf-b"])));
+        let add1 = Invocation::new("ADD", "pf-one").netns(&c1.path());
+        let add2 = Invocation::new("ADD", "pf-two").netns(&c2.path());
+        run(&add1, &plain).expect_ok();
+        run(&add2, &named).expect_ok();
+        let listed = backend.ctl(&["profile", "show"]);
+        assert_eq!(listed.stdout, "NAME\npf-a\npf-b\npfnet\n", "[{name}]");
+        let rules = backend.ctl(&["profile", "pf-a", "rule", "show"]);
+        assert_eq!(rules.stdout, "Inbound rules:\n   1 allow from tag pf-a\nOutbound rules:\n   1 allow\n", "[{name}]");
+        let store = open(&backend);
+        let ep: model::endpoint::Endpoint = serde_json::from_slice(
+            &store.get(&model::keys::endpoint("node-1", "cni", "pf-two", "eth0")).unwrap().unwrap().value,
+        )
+        .unwrap();
+        assert_eq!(ep.profiles, ["pf-a", "pf-b"], "[{name}]");
+
+        let refused = backend.ctl(&["profile", "remove", "pfnet"]);
+        assert!(!refused.ok() && refused.stderr.contains("pf-one"), "[{name}] {refused:#?}");
+        run(&add1.with_command("DEL"), &plain).expect_ok();
+        backend.ctl(&["profile", "remove", "pfnet"]).success();
+        // A bad profile name is the netconf's error, and nothing is left.
+        let bad = Invocation::new("ADD", "pf-bad").netns(&c1.path());
+        run(&bad, &conf(Some(serde_json::json!(["no/pe"])))).expect_err(7);
+        run(&add2.with_command("DEL"), &named).expect_ok();
+        backend.assert_clean();
+        assert_eq!(backend.used(), 0, "[{name}]");
+    }
+}

@@ -5,6 +5,7 @@ mod add;
 mod check;
 mod del;
 mod edge;
+mod profile;
 mod fake;
 
 use cni::skel::Request;
@@ -38,8 +39,10 @@ impl Rig {
             store: RecordingStore::new(&script),
             fw: FakeFirewall::new(&script),
             ipam: FakeIpam::new(&script, CniResult { ips: vec![address], ..Default::default() }),
+            // No profiles, so the step lists of the other tests need not show the profile's
+            // read; tests/profile.rs covers the default (the network's name).
             conf: json!({"cniVersion": "1.0.0", "name": "net1", "type": "calico", "nodename": "node1",
-                         "log_level": "warning", "ipam": {"type": "fake-ipam"}}),
+                         "log_level": "warning", "ipam": {"type": "fake-ipam"}, "profiles": []}),
             script,
         }
     }

@@ -81,6 +81,11 @@ pub struct CalicoConf {
     pub mtu_file: Option<PathBuf>,
     #[serde(default, deserialize_with = "cni::object::object")]
     pub container_settings: ContainerSettings,
+    /// The security profiles of this network's endpoints, in order; absent: one profile named
+    /// after the network. A profile that does not exist is created with Calico's defaults at
+    /// the first ADD that names it.
+    #[serde(default)]
+    pub profiles: Option<Vec<String>>,
 }
 
 /// Calico's `container_settings` section (calico-cni).
@@ -152,10 +157,20 @@ impl CalicoConf {
                 return Err(invalid("mtu".into(), "must be between 68 and 65535").into());
             }
         }
+        for (i, p) in self.profiles.iter().flatten().enumerate() {
+            if !model::profile::is_valid_name(p) {
+                return Err(invalid(format!("profiles[{i}]"), "a profile name is letters, digits, '.', '_' and '-'").into());
+            }
+        }
         if !self.assign_v4() && !self.assign_v6() {
             return Err(invalid("ipam.assign_ipv4".into(), "assign_ipv4 and assign_ipv6 are both false").into());
         }
         Ok(())
+    }
+
+    /// The endpoint's profiles: `profiles`, else the network's name.
+    pub fn profiles(&self) -> Vec<String> {
+        self.profiles.clone().unwrap_or_else(|| vec![self.common.name.clone()])
     }
 
     /// The MTU for a workload: `mtu`, else the number in `mtu_file` (default
