@@ -37,7 +37,7 @@ pub fn add<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Re
         tracing::info!(%key, old = %ep.container_id, "replacing the endpoint of an earlier sandbox");
     }
     let container_mac = container_mac(ctx)?;
-    profile::ensure(deps.store, &profiles)?;
+    let profiles = profile::ensure(deps.store, &profiles)?;
     let netns_path = req.env.netns.as_deref().unwrap_or(Path::new(""));
     let container = deps
         .dataplane
@@ -64,7 +64,7 @@ fn attach<'a, D: Dataplane>(
     container: &D::Netns,
     container_mac: Option<[u8; 6]>,
     requested: &[edge::Requested],
-    profiles: Vec<String>,
+    profiles: Vec<model::profile::Profile>,
     undo: &mut Rollback<'a>,
 ) -> Result<CniResult, Error> {
     let dp = deps.dataplane;
@@ -94,6 +94,16 @@ fn attach<'a, D: Dataplane>(
     .map_err(step("creating the veth pair"))?;
     let veth = host_veth.clone();
     undo.push("deleting the veth pair", move || dp.delete_host_link(&veth).map(|_| ()));
+
+    // The endpoint's policy, before either end is up: no moment without it.
+    let member = firewall::policy::Endpoint {
+        veth: host_veth.clone(),
+        addrs: addresses.clone(),
+        profiles: profiles.iter().map(|p| p.name.clone()).collect(),
+    };
+    deps.firewall.attach_policy(&member, &profiles).map_err(edge::error("programming the endpoint's profiles"))?;
+    let (veth, addrs) = (host_veth.clone(), addresses.clone());
+    undo.push("removing the endpoint's profiles", move || deps.firewall.detach_policy(&veth, &addrs));
 
     let info = dp
         .setup_container(
@@ -165,7 +175,7 @@ fn attach<'a, D: Dataplane>(
         ips: result.ips.iter().map(|c| c.address.to_string()).collect(),
         result: result.to_json(cni::Version::LATEST),
         port_mappings,
-        profiles,
+        profiles: profiles.iter().map(|p| p.name.clone()).collect(),
     };
     endpoint::put(deps.store, &ep)?;
     tracing::info!(container = %req.env.container_id, %host_veth, ips = ?addresses, "workload attached");

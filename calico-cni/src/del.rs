@@ -46,6 +46,9 @@ pub fn del<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Re
             if !ports.is_empty() {
                 deps.firewall.remove(&ports).map_err(edge::error("removing the port mappings"))?;
             }
+            deps.firewall
+                .detach_policy(&ep.host_veth, &ep.addresses())
+                .map_err(edge::error("removing the endpoint's profiles"))?;
             endpoint::delete(deps.store, &key)?;
             remove_veth(deps.dataplane, &ep.host_veth, netns, &req.env.ifname).map_err(removing)?;
         }
@@ -63,6 +66,11 @@ pub fn del<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Re
                     .collect();
                 deps.firewall.remove(&ours).map_err(edge::error("removing the port mappings"))?;
             }
+            // The map entries and chains of an ADD that died before its record; the
+            // addresses it put in tag sets are unknown here (calico-node's sync drops them).
+            deps.firewall
+                .detach_policy(&ctx.host_veth(req), &[])
+                .map_err(edge::error("removing the endpoint's profiles"))?;
             remove_veth(deps.dataplane, &ctx.host_veth(req), netns, &req.env.ifname).map_err(removing)?
         }
     }

@@ -62,6 +62,10 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// A profile record that cannot be read.
+    #[error(transparent)]
+    CorruptProfile(#[from] model::Error),
+
     #[error("CHECK: {0}")]
     Check(String),
 
@@ -121,7 +125,7 @@ impl CniCode for Error {
             Error::Netconf(e) => e.cni_code(),
             Error::Ipam(e) => e.cni_code(),
             Error::Store(e) => e.cni_code(),
-            Error::CorruptEndpoint { .. } => code::IO,
+            Error::CorruptEndpoint { .. } | Error::CorruptProfile(_) => code::IO,
             Error::Netns { .. } => code::INVALID_ENV,
             Error::Dataplane { source, .. } => source.cni_code(),
             Error::Check(_) => CODE_CHECK_FAILED,

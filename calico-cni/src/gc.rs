@@ -37,6 +37,7 @@ pub fn gc<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Res
         if !ports.is_empty() {
             deps.firewall.remove(&ports).map_err(edge::error("removing stale port mappings"))?;
         }
+        deps.firewall.detach_policy(&ep.host_veth, &ep.addresses()).map_err(edge::error("removing stale profiles"))?;
         endpoint::delete(deps.store, &ep.key())?;
         tracing::info!(container = %ep.container_id, ifname = %ep.ifname, host_veth = %ep.host_veth, "garbage collected");
     }

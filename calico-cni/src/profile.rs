@@ -26,27 +26,32 @@ pub fn wanted(ctx: &Context) -> Result<Vec<String>, Error> {
     Ok(profiles)
 }
 
-/// Creates those of `names` that do not exist: one read, and one transaction when some are
-/// missing (each created only if still absent; a profile another ADD created meanwhile is
-/// kept as it is).
-pub fn ensure(store: &dyn Datastore, names: &[String]) -> Result<(), Error> {
+/// The profiles `names`, in order, creating those that do not exist: one read, and one
+/// transaction when some are missing (each created only if still absent; a profile another
+/// ADD created meanwhile is read again as it is).
+pub fn ensure(store: &dyn Datastore, names: &[String]) -> Result<Vec<Profile>, Error> {
     if names.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     for _ in 0..5 {
-        let reads: Vec<Read> = names.iter().map(|n| Read::Key(keys::profile_rules(n))).collect();
+        let reads: Vec<Read> = names
+            .iter()
+            .flat_map(|n| [keys::profile_rules(n), keys::profile_tags(n), keys::profile_labels(n)])
+            .map(Read::Key)
+            .collect();
         let found = store.read_many(&reads)?;
+        let records = found.iter().flatten().map(|kv| (kv.key.as_str(), kv.value.as_slice()));
+        let have = Profile::gather(records)?;
         let missing: Vec<Profile> =
-            names.iter().zip(found).filter(|(_, kv)| kv.is_empty()).map(|(n, _)| Profile::new(n)).collect();
+            names.iter().filter(|n| !have.iter().any(|p| &p.name == *n)).map(|n| Profile::new(n)).collect();
         if missing.is_empty() {
-            return Ok(());
+            return Ok(names.iter().filter_map(|n| have.iter().find(|p| &p.name == n).cloned()).collect());
         }
         let compares: Vec<Compare> = missing.iter().map(|p| Compare::Absent(keys::profile_rules(&p.name))).collect();
         let ops: Vec<Op> =
             missing.iter().flat_map(Profile::records).map(|(key, value)| Op::Put { key, value }).collect();
         if store.txn(&compares, &ops)?.committed() {
             tracing::info!(profiles = ?missing.iter().map(|p| &p.name).collect::<Vec<_>>(), "created profiles with the defaults");
-            return Ok(());
         }
     }
     Err(Error::Store(datastore::Error::Conflict { key: keys::profile_rules(&names[0]) }))

@@ -58,6 +58,10 @@ struct Cli {
     /// one full sync, then exit: 0, or 1 naming what could not be programmed
     #[arg(long)]
     once: bool,
+    /// let this host reach its own containers whatever their profiles (health checks); false
+    /// holds the host's traffic to them to their inbound rules too
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    host_to_workloads: bool,
     /// serve /liveness, /readiness and /metrics on this address, e.g. 127.0.0.1:9099
     #[arg(long, value_name = "ADDR:PORT")]
     health_listen: Option<SocketAddr>,
@@ -84,12 +88,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ipip_mtu: cli.ipip_mtu,
         mtu_file: Some(cli.mtu_file),
     };
+    let node_name = config.name.clone();
+    let resync = config.resync_interval;
     let mut agent = node::agent::Agent::new(&*store, &kernel, health, config)?;
     if cli.once {
         agent.run_once()?;
-    } else {
-        agent.run(&|| false)?;
+        let nft = firewall::nft::Nftables::new();
+        node::policy::PolicySync::new(&*store, &nft, &node_name, cli.host_to_workloads).sync(true)?;
+        return Ok(());
     }
+    // Security profiles on their own thread (and their own watch), beside the routes.
+    let store = &*store;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let nft = firewall::nft::Nftables::new();
+            let mut sync = node::policy::PolicySync::new(store, &nft, &node_name, cli.host_to_workloads);
+            sync.run(resync, &|| stop.load(std::sync::atomic::Ordering::Relaxed));
+        });
+        let result = agent.run(&|| false);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        result
+    })?;
     Ok(())
 }
 

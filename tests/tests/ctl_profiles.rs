@@ -182,7 +182,8 @@ fn add_creates_the_endpoints_profiles_and_remove_waits_for_del() {
             backend.apply(&mut conf);
             serde_json::to_vec(&conf).unwrap()
         };
-        let run = |inv: &Invocation, conf: &[u8]| inv.clone().path(&bins.path()).run_in(&node, &bins.plugin("calico"), conf);
+        let run =
+            |inv: &Invocation, conf: &[u8]| inv.clone().path(&bins.path()).run_in(&node, &bins.plugin("calico"), conf);
         let (c1, c2) = (Netns::new("pf"), Netns::new("pf"));
         let plain = conf(None);
         let named = conf(Some(serde_json::json!(["pf-a", "pf-b"])));

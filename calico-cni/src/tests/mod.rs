@@ -5,8 +5,8 @@ mod add;
 mod check;
 mod del;
 mod edge;
-mod profile;
 mod fake;
+mod profile;
 
 use cni::skel::Request;
 use cni::{CniResult, IpConfig};

@@ -159,7 +159,9 @@ impl CalicoConf {
         }
         for (i, p) in self.profiles.iter().flatten().enumerate() {
             if !model::profile::is_valid_name(p) {
-                return Err(invalid(format!("profiles[{i}]"), "a profile name is letters, digits, '.', '_' and '-'").into());
+                return Err(
+                    invalid(format!("profiles[{i}]"), "a profile name is letters, digits, '.', '_' and '-'").into()
+                );
             }
         }
         if !self.assign_v4() && !self.assign_v6() {

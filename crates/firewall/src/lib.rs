@@ -21,6 +21,7 @@
 pub mod fake;
 mod netlink;
 pub mod nft;
+pub mod policy;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -189,4 +190,28 @@ pub trait Firewall {
 
     /// Every element in our table (empty when there is none).
     fn list(&self) -> Result<Vec<Element>>;
+
+    // --- Security profiles ([`policy`]: the table `inet calico-policy`). The defaults do
+    // nothing, for firewalls that do not enforce (the unit tests' fakes). ---
+
+    /// Programs one endpoint in one transaction: its map entries and chains, its addresses in
+    /// the sets of its profiles' tags, and the chains of those of `profiles` (its profiles, in
+    /// order) that are not there yet. Done again, it replaces what an earlier one left.
+    fn attach_policy(&self, ep: &policy::Endpoint, profiles: &[model::profile::Profile]) -> Result<()> {
+        let _ = (ep, profiles);
+        Ok(())
+    }
+
+    /// Removes what [`Firewall::attach_policy`] programmed for the veth and addresses, in one
+    /// transaction; what is absent is no error.
+    fn detach_policy(&self, veth: &str, addrs: &[IpAddr]) -> Result<()> {
+        let _ = (veth, addrs);
+        Ok(())
+    }
+
+    /// Replaces the whole policy table with `state`, in one transaction.
+    fn replace_policy(&self, state: &policy::State) -> Result<()> {
+        let _ = state;
+        Ok(())
+    }
 }

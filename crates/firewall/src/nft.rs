@@ -277,7 +277,7 @@ const ELEM_USERDATA: u16 = 6;
 
 /// What came back for a request: the errno per message (0: success), and the data
 /// messages with their sequence numbers.
-type Answers = (Vec<i32>, Vec<(u32, Vec<u8>)>);
+pub(crate) type Answers = (Vec<i32>, Vec<(u32, Vec<u8>)>);
 
 /// The `inet calico` table of the netns this is first used in.
 #[derive(Default)]
@@ -304,7 +304,7 @@ impl Nftables {
         Ok(self.sock.get_or_init(|| s))
     }
 
-    fn buf(&self) -> Buf {
+    pub(crate) fn buf(&self) -> Buf {
         let first = self.seq.get().wrapping_add(1);
         self.seq.set(first.wrapping_add(1 << 12));
         Buf::new(first)
@@ -312,7 +312,7 @@ impl Nftables {
 
     /// Sends `buf` and collects one answer per message that expects one; the errnos by
     /// message (0 for success) and the data messages.
-    fn exchange(&self, op: &'static str, buf: &Buf) -> Result<Answers> {
+    pub(crate) fn exchange(&self, op: &'static str, buf: &Buf) -> Result<Answers> {
         let sock = self.sock()?;
         sock.send(buf).map_err(|source| Error::Kernel { op, source })?;
         let mut errnos: Vec<Option<i32>> = vec![None; buf.seqs.len()];
@@ -339,7 +339,7 @@ impl Nftables {
     }
 
     /// Sends a batch; the first error aborts the whole transaction and is returned.
-    fn batch(&self, op: &'static str, fill: impl FnOnce(&mut Buf)) -> Result<()> {
+    pub(crate) fn batch(&self, op: &'static str, fill: impl FnOnce(&mut Buf)) -> Result<()> {
         let mut b = self.buf();
         b.msg(NFNL_MSG_BATCH_BEGIN, 0, 0, NFNL_SUBSYS_NFTABLES);
         b.end_msg();
@@ -430,7 +430,7 @@ impl Nftables {
     }
 }
 
-fn value(b: &mut Buf, ty: u16, v: &[u8]) {
+pub(crate) fn value(b: &mut Buf, ty: u16, v: &[u8]) {
     b.nest(ty);
     b.attr(DATA_VALUE, v);
     b.end_nest();
@@ -567,6 +567,20 @@ impl Firewall for Nftables {
         }
         Ok(out)
     }
+
+    // --- Security profiles: see crate::policy (table inet calico-policy). ---
+    fn attach_policy(&self, ep: &crate::policy::Endpoint, profiles: &[model::profile::Profile]) -> Result<()> {
+        self.policy_attach(ep, profiles)
+    }
+
+    fn detach_policy(&self, veth: &str, addrs: &[IpAddr]) -> Result<()> {
+        self.policy_detach(veth, addrs)
+    }
+
+    fn replace_policy(&self, state: &crate::policy::State) -> Result<()> {
+        self.policy_replace(state)
+    }
+    // --- end of security profiles ---
 }
 
 // --- The table, created in one transaction. ---
@@ -659,7 +673,7 @@ fn rule(b: &mut Buf, chain: &str, exprs: impl FnOnce(&mut Buf)) {
     b.end_msg();
 }
 
-fn expr(b: &mut Buf, name: &str, body: impl FnOnce(&mut Buf)) {
+pub(crate) fn expr(b: &mut Buf, name: &str, body: impl FnOnce(&mut Buf)) {
     b.nest(LIST_ELEM);
     b.str(1, name); // NFTA_EXPR_NAME
     b.nest(2); // NFTA_EXPR_DATA
@@ -668,14 +682,14 @@ fn expr(b: &mut Buf, name: &str, body: impl FnOnce(&mut Buf)) {
     b.end_nest();
 }
 
-fn meta(b: &mut Buf, key: u32, dreg: u32) {
+pub(crate) fn meta(b: &mut Buf, key: u32, dreg: u32) {
     expr(b, "meta", |b| {
         b.be32(2, key); // NFTA_META_KEY
         b.be32(1, dreg); // NFTA_META_DREG
     });
 }
 
-fn cmp(b: &mut Buf, sreg: u32, op: u32, data: &[u8]) {
+pub(crate) fn cmp(b: &mut Buf, sreg: u32, op: u32, data: &[u8]) {
     expr(b, "cmp", |b| {
         b.be32(1, sreg);
         b.be32(2, op); // NFT_CMP_EQ 0, NEQ 1
@@ -716,7 +730,7 @@ fn not_loopback(b: &mut Buf, is4: bool) {
     }
 }
 
-fn payload(b: &mut Buf, base: u32, offset: u32, len: u32, dreg: u32) {
+pub(crate) fn payload(b: &mut Buf, base: u32, offset: u32, len: u32, dreg: u32) {
     expr(b, "payload", |b| {
         b.be32(1, dreg);
         b.be32(2, base); // 1 network header, 2 transport header

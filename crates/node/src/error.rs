@@ -23,6 +23,10 @@ pub enum Error {
     #[error(transparent)]
     NodeName(calico_netconf::Error),
 
+    /// An nftables request failed (the policy table).
+    #[error("firewall")]
+    Firewall(#[source] firewall::Error),
+
     /// A record cannot be read, or a name cannot be part of a key.
     #[error(transparent)]
     Model(#[from] model::Error),

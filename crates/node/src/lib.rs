@@ -10,6 +10,8 @@
 //! - [`vxlan`]: `vxlan.calico`, the tunnel address, ARP and FDB entries per remote node;
 //! - [`ipip`]: the kernel's `tunl0`, set up with this node's IPIP tunnel address;
 //! - [`agent`]: the loop (full sync, watch, resync, backoff) over the pieces above;
+//! - [`policy`]: security profiles: the `inet calico-policy` table, rebuilt in one transaction
+//!   on every profile or endpoint change;
 //! - [`kernel`]: the kernel behind a trait, over netlink or a recording fake;
 //! - [`health`], [`mtu`]: the health and metrics endpoints, the MTU file.
 pub mod agent;
@@ -20,6 +22,7 @@ pub mod ipip;
 pub mod kernel;
 pub mod local;
 pub mod mtu;
+pub mod policy;
 pub mod register;
 pub mod routes;
 pub mod vxlan;

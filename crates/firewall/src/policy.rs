@@ -1,0 +1,657 @@
+//! Security profiles on nftables, in a table of their own, `inet calico-policy`, so that
+//! calico-node can replace the whole policy in one transaction (delete the table and build
+//! it again, in one batch) while the NAT table stays as it is.
+//!
+//! ```text
+//! table inet calico-policy {
+//!   map from-ep { type ifname : verdict }      # host veth -> jump eo-<veth>
+//!   map to-ep   { type ifname : verdict }      # host veth -> jump ei-<veth>
+//!   set tag4-<T> { type ipv4_addr }            # and tag6-<T>: the addresses of every
+//!                                              # endpoint with a profile carrying tag T
+//!   chain from-workloads { type filter hook prerouting priority filter; policy accept;
+//!     ct state established,related accept
+//!     meta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type 133-136 accept   # NDP
+//!     iifname vmap @from-ep
+//!     iifname "cali*" drop }                   # a veth without its policy yet
+//!   chain to-workloads { type filter hook forward priority filter; policy accept;
+//!     ct state established,related accept
+//!     oifname vmap @to-ep
+//!     oifname "cali*" drop }
+//!   chain ei-<veth> { jump pi-<P1>; jump pi-<P2> }   # the endpoint's profiles in order;
+//!   chain eo-<veth> { jump po-<P1>; jump po-<P2> }   # returning means no rule matched: drop
+//!   chain pi-<P> { <inbound rules: allow = accept, deny = drop> }
+//!   chain po-<P> { <outbound rules> }
+//! }
+//! ```
+//!
+//! Traffic from the host itself to its local containers leaves through the output hook, not
+//! forward, so it is allowed (health checks); `host_to_workloads = false` adds
+//! `chain host-to-workloads { type filter hook output priority filter; ... oifname vmap
+//! @to-ep; oifname "cali*" drop }` that holds it to the profiles too.
+//!
+//! Tag membership is set elements, so an endpoint coming or going never rewrites a rule.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+use model::profile::{Action, PortRange, Profile, Protocol, Rule};
+
+use crate::netlink::*;
+use crate::nft::{cmp, expr, meta, payload, value, Nftables};
+use crate::{Error, Result};
+
+pub const TABLE: &str = "calico-policy";
+/// The prefix of every host veth calico-cni makes.
+pub const VETH_PREFIX: &str = "cali";
+
+const NFPROTO_INET: u8 = 1;
+const NFT_MSG_DELTABLE: u16 = 2;
+const NFT_MSG_GETCHAIN: u16 = 4;
+const NFT_MSG_DELRULE: u16 = 8;
+const NFT_MSG_GETSET: u16 = 10;
+const NFT_MSG_DESTROYTABLE: u16 = 26;
+const NFT_MSG_DESTROYCHAIN: u16 = 27;
+const NFT_MSG_DESTROYSETELEM: u16 = 30;
+const NLM_F_APPEND: u16 = 0x800;
+const R: u32 = 8;
+const T_IPV4: u32 = 7;
+const T_IPV6: u32 = 8;
+const T_IFNAME: u32 = 41;
+const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
+const SET_MAP: u32 = 0x8;
+const NF_DROP: u32 = 0;
+const NF_ACCEPT: u32 = 1;
+const NFT_JUMP: i32 = -3;
+
+/// One local endpoint as the policy sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The host end of its veth.
+    pub veth: String,
+    pub addrs: Vec<IpAddr>,
+    /// Its profiles' names, in order.
+    pub profiles: Vec<String>,
+}
+
+/// Everything the policy table holds, as calico-node computes it from the datastore.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    pub profiles: Vec<Profile>,
+    /// Tag → the addresses of every endpoint (on any host) with a profile carrying it.
+    pub members: BTreeMap<String, BTreeSet<IpAddr>>,
+    /// This host's endpoints.
+    pub endpoints: Vec<Endpoint>,
+    /// Whether the host itself may reach its containers whatever their profiles.
+    pub host_to_workloads: bool,
+}
+
+impl State {
+    /// The state for `profiles` and every endpoint (local ones are those in `local`): tag
+    /// members from the profiles each endpoint has.
+    pub fn build<'a>(
+        profiles: Vec<Profile>,
+        all: impl IntoIterator<Item = (&'a [String], Vec<IpAddr>)>,
+        endpoints: Vec<Endpoint>,
+        host_to_workloads: bool,
+    ) -> State {
+        let tags_of: BTreeMap<&str, &[String]> = profiles.iter().map(|p| (p.name.as_str(), &p.tags[..])).collect();
+        let mut members: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
+        for (names, addrs) in all {
+            for tag in names.iter().filter_map(|n| tags_of.get(n.as_str())).flat_map(|t| t.iter()) {
+                members.entry(tag.clone()).or_default().extend(addrs.iter().copied());
+            }
+        }
+        State { profiles, members, endpoints, host_to_workloads }
+    }
+}
+
+fn is4(ip: &IpAddr) -> bool {
+    ip.is_ipv4()
+}
+
+fn tag_set(tag: &str, v4: bool) -> String {
+    format!("tag{}-{tag}", if v4 { 4 } else { 6 })
+}
+
+fn chain_in(profile: &str) -> String {
+    format!("pi-{profile}")
+}
+
+fn chain_out(profile: &str) -> String {
+    format!("po-{profile}")
+}
+
+fn ep_in(veth: &str) -> String {
+    format!("ei-{veth}")
+}
+
+fn ep_out(veth: &str) -> String {
+    format!("eo-{veth}")
+}
+
+fn ifname_key(name: &str) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    let n = name.len().min(15);
+    k[..n].copy_from_slice(&name.as_bytes()[..n]);
+    k
+}
+
+fn ip_bytes(ip: &IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// Every tag a profile's rules name.
+fn referenced_tags(p: &Profile) -> impl Iterator<Item = &String> {
+    p.rules
+        .inbound_rules
+        .iter()
+        .chain(&p.rules.outbound_rules)
+        .flat_map(|r| [&r.src_tag, &r.dst_tag, &r.not_src_tag, &r.not_dst_tag])
+        .flatten()
+}
+
+// --- Encoding. ---
+
+fn table_msg(b: &mut Buf, ty: u16, flags: u16) {
+    b.nft(ty, flags, NFPROTO_INET);
+    b.str(1, TABLE);
+    if ty != NFT_MSG_DELTABLE && ty != NFT_MSG_DESTROYTABLE {
+        b.be32(2, 0);
+    }
+    b.end_msg();
+}
+
+fn chain_msg(b: &mut Buf, name: &str, hook: Option<(u32, &str)>) {
+    b.nft(NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_ACK, NFPROTO_INET);
+    b.str(1, TABLE);
+    b.str(3, name);
+    if let Some((hook, _)) = hook {
+        b.nest(4);
+        b.be32(1, hook);
+        b.be32(2, 0); // priority filter
+        b.end_nest();
+        b.be32(5, NF_ACCEPT);
+        b.str(7, "filter");
+    }
+    b.end_msg();
+}
+
+fn flush_chain(b: &mut Buf, name: &str) {
+    b.nft(NFT_MSG_DELRULE, NLM_F_ACK, NFPROTO_INET);
+    b.str(1, TABLE);
+    b.str(2, name);
+    b.end_msg();
+}
+
+fn destroy_chain(b: &mut Buf, name: &str) {
+    b.nft(NFT_MSG_DESTROYCHAIN, NLM_F_ACK, NFPROTO_INET);
+    b.str(1, TABLE);
+    b.str(3, name);
+    b.end_msg();
+}
+
+fn set_msg(b: &mut Buf, name: &str, key_type: u32, key_len: u32, verdicts: bool) {
+    b.nft(NFT_MSG_NEWSET, NLM_F_CREATE | NLM_F_ACK, NFPROTO_INET);
+    b.str(1, TABLE);
+    b.str(2, name);
+    b.be32(3, if verdicts { SET_MAP } else { 0 });
+    b.be32(4, key_type);
+    b.be32(5, key_len);
+    if verdicts {
+        b.be32(6, NFT_DATA_VERDICT);
+    }
+    // NFTA_SET_ID (the kernel wants one): unique within the batch.
+    b.be32(10, b.bytes.len() as u32);
+    b.end_msg();
+}
+
+fn tag_set_msg(b: &mut Buf, tag: &str, v4: bool) {
+    let (ty, len) = if v4 { (T_IPV4, 4) } else { (T_IPV6, 16) };
+    set_msg(b, &tag_set(tag, v4), ty, len, false);
+}
+
+/// Adds (or, with `ty` DESTROYSETELEM, removes) elements of one set; `jumps` gives each key
+/// its verdict (a map).
+fn elems(b: &mut Buf, ty: u16, set: &str, keys: &[Vec<u8>], jumps: Option<&[String]>) {
+    if keys.is_empty() {
+        return;
+    }
+    let flags = if ty == NFT_MSG_NEWSETELEM { NLM_F_CREATE | NLM_F_ACK } else { NLM_F_ACK };
+    b.nft(ty, flags, NFPROTO_INET);
+    b.str(1, TABLE);
+    b.str(2, set);
+    b.nest(3);
+    for (i, k) in keys.iter().enumerate() {
+        b.nest(1);
+        value(b, 1, k);
+        if let (Some(j), true) = (jumps, ty == NFT_MSG_NEWSETELEM) {
+            b.nest(2); // NFTA_SET_ELEM_DATA
+            verdict(b, NFT_JUMP as u32, Some(&j[i]));
+            b.end_nest();
+        }
+        b.end_nest();
+    }
+    b.end_nest();
+    b.end_msg();
+}
+
+/// NFTA_DATA_VERDICT { code, chain }.
+fn verdict(b: &mut Buf, code: u32, chain: Option<&str>) {
+    b.nest(2);
+    b.be32(1, code);
+    if let Some(c) = chain {
+        b.str(2, c);
+    }
+    b.end_nest();
+}
+
+fn immediate(b: &mut Buf, code: u32, chain: Option<&str>) {
+    expr(b, "immediate", |b| {
+        b.be32(1, 0); // NFT_REG_VERDICT
+        b.nest(2);
+        verdict(b, code, chain);
+        b.end_nest();
+    });
+}
+
+fn rule_msg(b: &mut Buf, chain: &str, exprs: impl FnOnce(&mut Buf)) {
+    b.nft(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND | NLM_F_ACK, NFPROTO_INET);
+    b.str(1, TABLE);
+    b.str(2, chain);
+    b.nest(4);
+    exprs(b);
+    b.end_nest();
+    b.end_msg();
+}
+
+fn lookup(b: &mut Buf, set: &str, dreg: Option<u32>, invert: bool) {
+    expr(b, "lookup", |b| {
+        b.str(1, set);
+        b.be32(2, R);
+        if let Some(d) = dreg {
+            b.be32(3, d);
+        }
+        if invert {
+            b.be32(5, 1);
+        }
+    });
+}
+
+fn ct_established(b: &mut Buf) {
+    expr(b, "ct", |b| {
+        b.be32(2, 0); // NFT_CT_STATE
+        b.be32(1, R);
+    });
+    expr(b, "bitwise", |b| {
+        b.be32(1, R);
+        b.be32(2, R);
+        b.be32(3, 4);
+        value(b, 4, &(2u32 | 4).to_ne_bytes()); // ESTABLISHED | RELATED
+        value(b, 5, &0u32.to_ne_bytes());
+    });
+    cmp(b, R, 1, &0u32.to_ne_bytes());
+}
+
+fn ifname(b: &mut Buf, out: bool) {
+    meta(b, if out { 7 } else { 6 }, R); // NFT_META_OIFNAME / IIFNAME
+}
+
+fn base_chains(b: &mut Buf, host_to_workloads: bool) {
+    set_msg(b, "from-ep", T_IFNAME, 16, true);
+    set_msg(b, "to-ep", T_IFNAME, 16, true);
+    let mut chains = vec![("from-workloads", 0u32, false), ("to-workloads", 2, true)];
+    if !host_to_workloads {
+        chains.push(("host-to-workloads", 3, true));
+    }
+    for (name, hook, out) in chains {
+        chain_msg(b, name, Some((hook, "filter")));
+        rule_msg(b, name, |b| {
+            ct_established(b);
+            immediate(b, NF_ACCEPT, None);
+        });
+        if !out {
+            rule_msg(b, name, |b| {
+                meta(b, 15, R);
+                cmp(b, R, 0, &[10]); // ipv6
+                meta(b, 16, R);
+                cmp(b, R, 0, &[58]);
+                payload(b, 2, 0, 1, R);
+                cmp(b, R, 5, &[133]); // >= router solicitation
+                cmp(b, R, 3, &[136]); // <= neighbour advertisement
+                immediate(b, NF_ACCEPT, None);
+            });
+        }
+        rule_msg(b, name, |b| {
+            ifname(b, out);
+            lookup(b, if out { "to-ep" } else { "from-ep" }, Some(0), false);
+        });
+        rule_msg(b, name, |b| {
+            ifname(b, out);
+            cmp(b, R, 0, VETH_PREFIX.as_bytes());
+            immediate(b, NF_DROP, None);
+        });
+    }
+}
+
+/// The families a rule must be written for: one when a protocol, CIDR or ip_version fixes
+/// it, both when it names tags (a set per family), else none needed (`None`).
+fn families(r: &Rule) -> Vec<Option<bool>> {
+    let nets = [&r.src_net, &r.dst_net, &r.not_src_net, &r.not_dst_net];
+    let fixed = match r.protocol {
+        Some(Protocol::Icmp) => Some(true),
+        Some(Protocol::Icmpv6) => Some(false),
+        _ => None,
+    }
+    .or(r.ip_version.map(|v| v == 4))
+    .or(nets.iter().find_map(|n| n.map(|n| n.is_ipv4())));
+    let tags = [&r.src_tag, &r.dst_tag, &r.not_src_tag, &r.not_dst_tag].iter().any(|t| t.is_some());
+    match (fixed, tags) {
+        (Some(v4), _) => vec![Some(v4)],
+        (None, true) => vec![Some(true), Some(false)],
+        (None, false) => vec![None],
+    }
+}
+
+fn net_match(b: &mut Buf, net: &IpNetwork, src: bool, neq: bool) {
+    let (off, len) = match (net.is_ipv4(), src) {
+        (true, true) => (12, 4),
+        (true, false) => (16, 4),
+        (false, true) => (8, 16),
+        (false, false) => (24, 16),
+    };
+    payload(b, 1, off, len, R);
+    expr(b, "bitwise", |b| {
+        b.be32(1, R);
+        b.be32(2, R);
+        b.be32(3, len);
+        value(b, 4, &ip_bytes(&net.mask()));
+        value(b, 5, &vec![0; len as usize]);
+    });
+    cmp(b, R, if neq { 1 } else { 0 }, &ip_bytes(&net.network()));
+}
+
+fn tag_match(b: &mut Buf, tag: &str, v4: bool, src: bool, invert: bool) {
+    let (off, len) = match (v4, src) {
+        (true, true) => (12, 4),
+        (true, false) => (16, 4),
+        (false, true) => (8, 16),
+        (false, false) => (24, 16),
+    };
+    payload(b, 1, off, len, R);
+    lookup(b, &tag_set(tag, v4), None, invert);
+}
+
+fn port_match(b: &mut Buf, p: &PortRange, src: bool, neq: bool) {
+    payload(b, 2, if src { 0 } else { 2 }, 2, R);
+    if p.first == p.last {
+        cmp(b, R, if neq { 1 } else { 0 }, &p.first.to_be_bytes());
+    } else {
+        expr(b, "range", |b| {
+            b.be32(1, R);
+            b.be32(2, if neq { 1 } else { 0 });
+            value(b, 3, &p.first.to_be_bytes());
+            value(b, 4, &p.last.to_be_bytes());
+        });
+    }
+}
+
+/// The nftables rules of one profile rule (one per family and port range it expands to).
+fn profile_rule(b: &mut Buf, chain: &str, r: &Rule) {
+    let code = match r.action {
+        Action::Allow | Action::NextTier => NF_ACCEPT,
+        Action::Deny => NF_DROP,
+        // Logging is not enforced here; the rule does not decide.
+        Action::Log => return,
+    };
+    if [&r.src_selector, &r.dst_selector, &r.not_src_selector, &r.not_dst_selector].iter().any(|s| s.is_some()) {
+        // Selectors are refused by validation; one that got in never matches.
+        return;
+    }
+    let one = |v: &Vec<PortRange>| -> Vec<Option<PortRange>> {
+        if v.is_empty() {
+            vec![None]
+        } else {
+            v.iter().copied().map(Some).collect()
+        }
+    };
+    for fam in families(r) {
+        for sp in one(&r.src_ports) {
+            for dp in one(&r.dst_ports) {
+                rule_msg(b, chain, |b| {
+                    if let Some(v4) = fam {
+                        meta(b, 15, R);
+                        cmp(b, R, 0, &[if v4 { 2 } else { 10 }]);
+                    }
+                    if let Some(p) = r.protocol {
+                        meta(b, 16, R);
+                        cmp(b, R, 0, &[p.number()]);
+                    }
+                    if let Some(p) = r.not_protocol {
+                        meta(b, 16, R);
+                        cmp(b, R, 1, &[p.number()]);
+                    }
+                    let v4 = fam.unwrap_or(true);
+                    for (src, net, neq) in [
+                        (true, &r.src_net, false),
+                        (false, &r.dst_net, false),
+                        (true, &r.not_src_net, true),
+                        (false, &r.not_dst_net, true),
+                    ] {
+                        if let Some(n) = net {
+                            net_match(b, n, src, neq);
+                        }
+                    }
+                    for (src, tag, inv) in [
+                        (true, &r.src_tag, false),
+                        (false, &r.dst_tag, false),
+                        (true, &r.not_src_tag, true),
+                        (false, &r.not_dst_tag, true),
+                    ] {
+                        if let Some(t) = tag {
+                            tag_match(b, t, v4, src, inv);
+                        }
+                    }
+                    if let Some(p) = sp {
+                        port_match(b, &p, true, false);
+                    }
+                    if let Some(p) = dp {
+                        port_match(b, &p, false, false);
+                    }
+                    for p in &r.not_src_ports {
+                        port_match(b, p, true, true);
+                    }
+                    for p in &r.not_dst_ports {
+                        port_match(b, p, false, true);
+                    }
+                    for (off, want, neq) in [
+                        (0, r.icmp_type, false),
+                        (1, r.icmp_code, false),
+                        (0, r.not_icmp_type, true),
+                        (1, r.not_icmp_code, true),
+                    ] {
+                        if let Some(v) = want {
+                            payload(b, 2, off, 1, R);
+                            cmp(b, R, if neq { 1 } else { 0 }, &[v]);
+                        }
+                    }
+                    immediate(b, code, None);
+                });
+            }
+        }
+    }
+}
+
+/// A profile's two chains with their rules, and the sets its rules and tags need (created
+/// when missing, kept when present). `fresh`: the chains are new (no flush needed).
+fn profile_objects(b: &mut Buf, p: &Profile, fresh: bool) {
+    for tag in referenced_tags(p).chain(&p.tags) {
+        tag_set_msg(b, tag, true);
+        tag_set_msg(b, tag, false);
+    }
+    for (chain, rules) in [(chain_in(&p.name), &p.rules.inbound_rules), (chain_out(&p.name), &p.rules.outbound_rules)] {
+        chain_msg(b, &chain, None);
+        if !fresh {
+            flush_chain(b, &chain);
+        }
+        for r in rules {
+            profile_rule(b, &chain, r);
+        }
+    }
+}
+
+/// An endpoint's two chains (jumps to its profiles' chains, in order) and its map entries.
+/// Profiles without chains are skipped (their traffic then falls to the drop).
+fn endpoint_objects(b: &mut Buf, ep: &Endpoint, known: &BTreeSet<&str>, fresh: bool) {
+    for (chain, to) in [(ep_in(&ep.veth), chain_in as fn(&str) -> String), (ep_out(&ep.veth), chain_out)] {
+        chain_msg(b, &chain, None);
+        if !fresh {
+            flush_chain(b, &chain);
+        }
+        for p in ep.profiles.iter().filter(|p| known.contains(p.as_str())) {
+            rule_msg(b, &chain, |b| immediate(b, NFT_JUMP as u32, Some(&to(p))));
+        }
+    }
+    let key = vec![ifname_key(&ep.veth).to_vec()];
+    elems(b, NFT_MSG_NEWSETELEM, "to-ep", &key, Some(&[ep_in(&ep.veth)]));
+    elems(b, NFT_MSG_NEWSETELEM, "from-ep", &key, Some(&[ep_out(&ep.veth)]));
+}
+
+fn members(b: &mut Buf, ty: u16, tag: &str, addrs: &[IpAddr]) {
+    for v4 in [true, false] {
+        let keys: Vec<Vec<u8>> = addrs.iter().filter(|a| is4(a) == v4).map(ip_bytes).collect();
+        elems(b, ty, &tag_set(tag, v4), &keys, None);
+    }
+}
+
+/// The policy table's side of the [`crate::Firewall`] trait, on the real kernel.
+impl Nftables {
+    /// Creates the table with its base chains and maps unless it exists (one transaction).
+    fn ensure_policy_table(&self, host_to_workloads: bool) -> Result<()> {
+        let r = self.batch("creating table inet calico-policy", |b| {
+            table_msg(b, NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK);
+            base_chains(b, host_to_workloads);
+        });
+        match r {
+            Err(e) if e.errno() == Some(libc::EEXIST) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Which of `chains` exist (one round trip).
+    fn chains_present(&self, chains: &[String]) -> Result<Vec<bool>> {
+        let mut b = self.buf();
+        for c in chains {
+            b.nft(NFT_MSG_GETCHAIN, 0, NFPROTO_INET);
+            b.str(1, TABLE);
+            b.str(3, c);
+            b.end_msg();
+        }
+        let (errnos, _) = self.exchange("reading chains", &b)?;
+        errnos
+            .into_iter()
+            .map(|e| match e {
+                0 => Ok(true),
+                libc::ENOENT => Ok(false),
+                e => Err(Error::kernel("reading chains", e)),
+            })
+            .collect()
+    }
+
+    /// The names of the table's sets (empty when there is no table).
+    fn set_names(&self) -> Result<Vec<String>> {
+        let mut b = self.buf();
+        b.nft(NFT_MSG_GETSET, NLM_F_DUMP, NFPROTO_INET);
+        b.str(1, TABLE);
+        b.end_msg();
+        let (errnos, data) = self.exchange("listing sets", &b)?;
+        match errnos[0] {
+            0 | libc::ENOENT => {}
+            e => return Err(Error::kernel("listing sets", e)),
+        }
+        Ok(data
+            .iter()
+            .filter(|(_, p)| attr(p, 1).is_some_and(|t| t.strip_suffix(&[0]) == Some(TABLE.as_bytes())))
+            .filter_map(|(_, p)| attr(p, 2))
+            .map(|n| String::from_utf8_lossy(n.strip_suffix(&[0]).unwrap_or(n)).into_owned())
+            .collect())
+    }
+
+    pub(crate) fn policy_attach(&self, ep: &Endpoint, profiles: &[Profile]) -> Result<()> {
+        self.ensure_policy_table(true)?;
+        let chains: Vec<String> = profiles.iter().map(|p| chain_in(&p.name)).collect();
+        let present = self.chains_present(&chains)?;
+        let known: BTreeSet<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
+        self.batch("attaching the endpoint's policy", |b| {
+            for (p, present) in profiles.iter().zip(present) {
+                if present {
+                    // calico-node keeps it; only the sets its tags need, for the members.
+                    for tag in &p.tags {
+                        tag_set_msg(b, tag, true);
+                        tag_set_msg(b, tag, false);
+                    }
+                } else {
+                    profile_objects(b, p, true);
+                }
+            }
+            endpoint_objects(b, ep, &known, false);
+            for tag in profiles.iter().flat_map(|p| &p.tags).collect::<BTreeSet<_>>() {
+                members(b, NFT_MSG_NEWSETELEM, tag, &ep.addrs);
+            }
+        })
+    }
+
+    pub(crate) fn policy_detach(&self, veth: &str, addrs: &[IpAddr]) -> Result<()> {
+        let sets = self.set_names()?;
+        if sets.is_empty() {
+            return Ok(());
+        }
+        self.batch("detaching the endpoint's policy", |b| {
+            let key = vec![ifname_key(veth).to_vec()];
+            elems(b, NFT_MSG_DESTROYSETELEM, "to-ep", &key, None);
+            elems(b, NFT_MSG_DESTROYSETELEM, "from-ep", &key, None);
+            destroy_chain(b, &ep_in(veth));
+            destroy_chain(b, &ep_out(veth));
+            for set in &sets {
+                let keys: Vec<Vec<u8>> = match (set.starts_with("tag4-"), set.starts_with("tag6-")) {
+                    (true, _) => addrs.iter().filter(|a| is4(a)).map(ip_bytes).collect(),
+                    (_, true) => addrs.iter().filter(|a| !is4(a)).map(ip_bytes).collect(),
+                    _ => continue,
+                };
+                elems(b, NFT_MSG_DESTROYSETELEM, set, &keys, None);
+            }
+        })
+    }
+
+    pub(crate) fn policy_replace(&self, state: &State) -> Result<()> {
+        let known: BTreeSet<&str> = state.profiles.iter().map(|p| p.name.as_str()).collect();
+        self.batch("replacing the policy", |b| {
+            // `add table; delete table; table ...`: one transaction, whatever was there.
+            table_msg(b, NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_ACK);
+            table_msg(b, NFT_MSG_DELTABLE, NLM_F_ACK);
+            table_msg(b, NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_ACK);
+            for tag in state.members.keys() {
+                tag_set_msg(b, tag, true);
+                tag_set_msg(b, tag, false);
+            }
+            for p in &state.profiles {
+                profile_objects(b, p, true);
+            }
+            base_chains(b, state.host_to_workloads);
+            for ep in &state.endpoints {
+                endpoint_objects(b, ep, &known, true);
+            }
+            for (tag, addrs) in &state.members {
+                members(b, NFT_MSG_NEWSETELEM, tag, &addrs.iter().copied().collect::<Vec<_>>());
+            }
+        })
+    }
+
+    /// Removes the policy table (tests, and a node told to stop enforcing).
+    pub fn policy_remove(&self) -> Result<()> {
+        self.batch("removing table inet calico-policy", |b| table_msg(b, NFT_MSG_DESTROYTABLE, NLM_F_ACK))
+    }
+}

@@ -1,0 +1,195 @@
+//! Security profiles on this host: the whole `inet calico-policy` table (see
+//! `firewall::policy`) computed from the datastore's profiles and every endpoint record, and
+//! written in one nftables transaction whenever a profile or an endpoint changes (a watch on
+//! both prefixes), so a rule, tag or profile change reaches the kernel in well under a second.
+//! Tag sets hold the addresses of every endpoint in the cluster with a profile carrying the
+//! tag; the verdict maps hold this host's endpoints.
+
+use std::time::{Duration, Instant};
+
+use datastore::{Datastore, Read};
+use firewall::policy::{Endpoint, State};
+use firewall::Firewall;
+use model::endpoint::Endpoint as Record;
+use model::keys;
+use model::profile::Profile;
+
+use crate::{chain, Result};
+
+/// The policy syncer of one node.
+pub struct PolicySync<'a> {
+    pub store: &'a dyn Datastore,
+    pub firewall: &'a dyn Firewall,
+    pub node: String,
+    /// Whether the host may reach its own containers whatever their profiles.
+    pub host_to_workloads: bool,
+    /// What the kernel was last given.
+    last: Option<State>,
+}
+
+impl<'a> PolicySync<'a> {
+    pub fn new(store: &'a dyn Datastore, firewall: &'a dyn Firewall, node: &str, host_to_workloads: bool) -> Self {
+        PolicySync { store, firewall, node: node.to_owned(), host_to_workloads, last: None }
+    }
+
+    fn prefixes() -> Vec<String> {
+        vec![keys::PROFILE_PREFIX.to_owned(), keys::ENDPOINT_HOST_PREFIX.to_owned()]
+    }
+
+    /// The state the datastore asks for, and the revision it was read at (one read).
+    pub fn desired(&self) -> Result<(State, i64)> {
+        let reads: Vec<Read> = Self::prefixes().into_iter().map(Read::Prefix).collect();
+        let (found, revision) = self.store.read_many_at(&reads)?;
+        let profiles = Profile::gather(found[0].iter().map(|kv| (kv.key.as_str(), kv.value.as_slice())))?;
+        let mut records = Vec::new();
+        for kv in found[1].iter().filter(|kv| keys::is_endpoint(&kv.key)) {
+            match model::decode::<Record>(&kv.key, &kv.value) {
+                Ok(ep) => records.push(ep),
+                Err(e) => tracing::warn!(key = %kv.key, error = %chain(&e), "skipping an unreadable endpoint record"),
+            }
+        }
+        let locals = records
+            .iter()
+            .filter(|r| r.node == self.node)
+            .map(|r| Endpoint { veth: r.host_veth.clone(), addrs: r.addresses(), profiles: r.profiles.clone() })
+            .collect();
+        let all = records.iter().map(|r| (r.profiles.as_slice(), r.addresses()));
+        Ok((State::build(profiles, all, locals, self.host_to_workloads), revision))
+    }
+
+    /// Reads the datastore and, when it differs from what the kernel was given, replaces the
+    /// table in one transaction. The revision read at.
+    pub fn sync(&mut self, force: bool) -> Result<i64> {
+        let (state, revision) = self.desired()?;
+        if force || self.last.as_ref() != Some(&state) {
+            let start = Instant::now();
+            self.firewall.replace_policy(&state).map_err(crate::Error::Firewall)?;
+            tracing::info!(
+                profiles = state.profiles.len(),
+                endpoints = state.endpoints.len(),
+                took_us = start.elapsed().as_micros() as u64,
+                "policy table replaced"
+            );
+            self.last = Some(state);
+        }
+        Ok(revision)
+    }
+
+    /// Follows the datastore until `stop` says so: a full sync, then one per batch of
+    /// changes, and again every `resync` (which also repairs a table changed by hand).
+    pub fn run(&mut self, resync: Duration, stop: &dyn Fn() -> bool) {
+        let mut delay = Duration::from_millis(100);
+        while !stop() {
+            let revision = match self.sync(true) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("policy sync failed: {}", chain(&e));
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            delay = Duration::from_millis(100);
+            let mut watch = match self.store.watch(&Self::prefixes(), revision + 1) {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!("policy watch failed: {}", chain(&e));
+                    std::thread::sleep(delay);
+                    continue;
+                }
+            };
+            let deadline = Instant::now() + resync;
+            while !stop() && Instant::now() < deadline {
+                match watch.next(Duration::from_millis(500)) {
+                    Ok(None) => {}
+                    Ok(Some(_)) => {
+                        if let Err(e) = self.sync(false) {
+                            tracing::error!("policy sync failed: {}", chain(&e));
+                        }
+                    }
+                    Err(e) if e.is_unavailable() => std::thread::sleep(Duration::from_millis(200)),
+                    Err(e) => {
+                        tracing::info!("policy watch ended ({}): full sync", chain(&e));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datastore::memory::MemoryStore;
+    use datastore::Op;
+
+    #[derive(Default)]
+    struct Fake(std::cell::RefCell<Vec<State>>);
+
+    impl Firewall for Fake {
+        fn ensure_table(&self) -> firewall::Result<()> {
+            Ok(())
+        }
+        fn missing(&self, _: &[firewall::Element]) -> firewall::Result<Vec<firewall::Element>> {
+            Ok(Vec::new())
+        }
+        fn add(&self, _: &[firewall::Element]) -> firewall::Result<()> {
+            Ok(())
+        }
+        fn remove(&self, _: &[firewall::Element]) -> firewall::Result<()> {
+            Ok(())
+        }
+        fn list(&self) -> firewall::Result<Vec<firewall::Element>> {
+            Ok(Vec::new())
+        }
+        fn replace_policy(&self, state: &State) -> firewall::Result<()> {
+            self.0.borrow_mut().push(state.clone());
+            Ok(())
+        }
+    }
+
+    fn put(store: &MemoryStore, key: String, value: serde_json::Value) {
+        store.txn(&[], &[Op::Put { key, value: value.to_string().into_bytes() }]).unwrap();
+    }
+
+    fn endpoint(store: &MemoryStore, node: &str, id: &str, ip: &str, profiles: &[&str]) {
+        put(
+            store,
+            keys::endpoint(node, "cni", id, "eth0"),
+            serde_json::json!({"node": node, "orchestrator": "cni", "workload_id": id, "container_id": id,
+                "ifname": "eth0", "netns": "/x", "network": "n", "host_veth": format!("cali{id}"),
+                "mac": "ee:ee:ee:ee:ee:ee", "ips": [format!("{ip}/32")], "result": {}, "profiles": profiles}),
+        );
+    }
+
+    #[test]
+    fn members_come_from_every_host_and_the_maps_from_this_one() {
+        let store = MemoryStore::new();
+        for p in [Profile::new("a"), Profile::new("b")] {
+            let ops: Vec<Op> = p.records().into_iter().map(|(key, value)| Op::Put { key, value }).collect();
+            store.txn(&[], &ops).unwrap();
+        }
+        endpoint(&store, "n1", "x1", "10.0.0.1", &["a"]);
+        endpoint(&store, "n2", "x2", "10.0.0.2", &["a", "b"]);
+        let fw = Fake::default();
+        let mut sync = PolicySync::new(&store, &fw, "n1", true);
+        sync.sync(false).unwrap();
+        let state = fw.0.borrow()[0].clone();
+        assert_eq!(state.profiles.len(), 2);
+        let a: Vec<String> = state.members["a"].iter().map(|a| a.to_string()).collect();
+        assert_eq!(a, ["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(state.members["b"].len(), 1);
+        assert_eq!(
+            state.endpoints,
+            [Endpoint { veth: "calix1".into(), addrs: vec!["10.0.0.1".parse().unwrap()], profiles: vec!["a".into()] }]
+        );
+        // Nothing changed: nothing written.
+        sync.sync(false).unwrap();
+        assert_eq!(fw.0.borrow().len(), 1);
+        put(&store, keys::profile_tags("b"), serde_json::json!(["b", "a"]));
+        sync.sync(false).unwrap();
+        assert_eq!(fw.0.borrow().len(), 2);
+        assert_eq!(fw.0.borrow()[1].members["a"].len(), 2);
+    }
+}

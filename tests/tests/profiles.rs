@@ -1,0 +1,161 @@
+//! Profiles enforced on nftables (the `inet calico-policy` table), with the real calico-cni
+//! in a host netns: containers of one profile reach each other, a container of another
+//! profile does not, until calico-node applies a rule that lets it; DEL leaves no element,
+//! map entry or chain behind.
+
+use std::time::{Duration, Instant};
+
+use calico_tests::cni_host::CniHost;
+use calico_tests::netns::{host, Netns};
+use calico_tests::{result_ips, Invocation};
+use serde_json::{json, Value};
+
+const POOL: &str = "10.76.0.0/24";
+
+fn conf(cni: &CniHost, network: &str, profiles: Option<Value>) -> Vec<u8> {
+    let mut c: Value = serde_json::from_slice(&cni.conf("1.0.0", json!({}))).unwrap();
+    c["name"] = json!(network);
+    if let Some(p) = profiles {
+        c["profiles"] = p;
+    }
+    serde_json::to_vec(&c).unwrap()
+}
+
+/// One quick ping (1 s): for the answers that must not come.
+fn pings(from: &Netns, to: &str) -> bool {
+    from.exec(&["ping", "-c", "1", "-W", "1", to]).status.success()
+}
+
+fn nft(cni: &CniHost) -> String {
+    let out = cni.host.exec(&["nft", "list", "table", "inet", "calico-policy"]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct Ctr {
+    ns: Netns,
+    add: Invocation,
+    conf: Vec<u8>,
+    ip: String,
+}
+
+fn add(cni: &CniHost, network: &str, profiles: Option<Value>) -> Ctr {
+    let ns = Netns::new("pf");
+    let conf = conf(cni, network, profiles);
+    let add = cni.inv("ADD", &format!("pf-{}", ns.name), &ns);
+    let ip = result_ips(&cni.run(&add, &conf).expect_ok())[0].clone();
+    Ctr { ns, add, conf, ip }
+}
+
+fn del(cni: &CniHost, c: &Ctr) {
+    cni.run(&c.add.with_command("DEL"), &c.conf).expect_ok();
+}
+
+/// calico-node in the host netns on the test's store, killed on drop.
+struct Agent(std::process::Child, std::path::PathBuf);
+
+impl Agent {
+    fn start(cni: &CniHost, name: &str) -> Agent {
+        let log = cni.store.dir().join(format!("agent-{}.log", std::process::id()));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", &cni.host.name]).arg(calico_tests::bin("calico-node"));
+        cmd.args(["--nodename", name, "--log-level", "debug"]);
+        cmd.arg("--mtu-file").arg(cni.store.dir().join("mtu"));
+        cmd.env_remove("ETCD_ENDPOINTS").env_remove("CALICO_DATASTORE_PATH").env_remove("NODENAME");
+        for (k, v) in cni.store.ctl_env() {
+            cmd.env(k, v);
+        }
+        cmd.stdin(std::process::Stdio::null()).stdout(file.try_clone().unwrap()).stderr(file);
+        let agent = Agent(cmd.spawn().expect("start calico-node"), log);
+        let ready = within(Duration::from_secs(10), || agent.log().contains("policy table replaced"));
+        assert!(ready.is_some(), "calico-node never wrote the policy:\n{}", agent.log());
+        agent
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits up to `limit` for `f`; how long it took.
+fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn a_profile_admits_its_own_and_refuses_others_and_del_leaves_nothing() {
+    let cni = CniHost::new(host(), &[POOL], json!({"name": "pfa"}));
+    let a1 = add(&cni, "pfa", None);
+    let a2 = add(&cni, "pfa", None);
+    let b1 = add(&cni, "pfb", None);
+    assert!(a1.ns.ping(&a2.ip), "same profile: a1 -> a2\n{}", nft(&cni));
+    assert!(a2.ns.ping(&a1.ip), "same profile: a2 -> a1");
+    assert!(!pings(&b1.ns, &a1.ip), "b1 reached a1 without a rule\n{}", nft(&cni));
+    assert!(!pings(&a1.ns, &b1.ip), "a1 reached b1 without a rule");
+    // The host itself reaches its containers (health checks).
+    assert!(pings(&cni.host, &a1.ip) && pings(&cni.host, &b1.ip), "host -> containers\n{}", nft(&cni));
+    let table = nft(&cni);
+    assert!(table.contains("chain pi-pfa") && table.contains("set tag4-pfa"), "{table}");
+    assert!(table.contains(&a1.ip) && table.contains(&b1.ip), "{table}");
+
+    // A container with both profiles reaches, and is reached by, both.
+    let ab = add(&cni, "pfab", Some(json!(["pfa", "pfb"])));
+    assert!(ab.ns.ping(&a1.ip) && ab.ns.ping(&b1.ip), "ab -> a1, b1");
+    assert!(a1.ns.ping(&ab.ip) && b1.ns.ping(&ab.ip), "a1, b1 -> ab");
+
+    for c in [&a1, &a2, &b1, &ab] {
+        del(&cni, c);
+        del(&cni, c);
+    }
+    let table = nft(&cni);
+    for c in [&a1, &a2, &b1, &ab] {
+        assert!(!table.contains(&c.ip), "{} left in\n{table}", c.ip);
+    }
+    assert!(!table.contains("ei-cali") && !table.contains("eo-cali") && !table.contains(": jump"), "{table}");
+    cni.assert_nothing_left("after DEL");
+}
+
+/// calico-node applies rule, tag and profile changes within 1 s, in one transaction.
+#[test]
+fn rule_changes_reach_the_kernel_within_a_second_through_calico_node() {
+    let cni = CniHost::new(host(), &[POOL], json!({"name": "pfa"}));
+    let node = Agent::start(&cni, "node1");
+    let a1 = add(&cni, "pfa", None);
+    let b1 = add(&cni, "pfb", None);
+    assert!(!pings(&b1.ns, &a1.ip), "b1 reached a1 without a rule");
+    let ctl = |args: &[&str]| cni.store.ctl(args).success().stdout.clone();
+
+    ctl(&["profile", "pfa", "rule", "add", "inbound", "allow", "from", "tag", "pfb"]);
+    let took = within(Duration::from_secs(3), || pings(&b1.ns, &a1.ip));
+    assert!(took.is_some_and(|t| t < Duration::from_millis(1500)), "allow from tag pfb took {took:?}\n{}", nft(&cni));
+    ctl(&["profile", "pfa", "rule", "remove", "inbound", "allow", "from", "tag", "pfb"]);
+    assert!(within(Duration::from_secs(2), || !pings(&b1.ns, &a1.ip)).is_some(), "removed rule still admits");
+
+    // Outbound deny blocks, and icmp rules match only ICMP.
+    ctl(&["profile", "pfb", "rule", "add", "inbound", "allow", "icmp"]);
+    assert!(within(Duration::from_secs(2), || pings(&a1.ns, &b1.ip)).is_some(), "icmp allowed in");
+    ctl(&["profile", "pfa", "rule", "add", "outbound", "--at=1", "deny", "icmp"]);
+    assert!(within(Duration::from_secs(2), || !pings(&a1.ns, &b1.ip)).is_some(), "outbound icmp denied");
+
+    // A tag added to a profile makes its endpoints members, with no rule rewritten.
+    ctl(&["profile", "pfa", "rule", "remove", "outbound", "--at=1"]);
+    ctl(&["profile", "pfb", "tag", "add", "pfa"]);
+    assert!(within(Duration::from_secs(2), || pings(&b1.ns, &a1.ip)).is_some(), "b1 tagged pfa reaches a1");
+    drop(node);
+    del(&cni, &a1);
+    del(&cni, &b1);
+}
