@@ -3,6 +3,7 @@
 //! The datastore is chosen as the plugins choose it: `--etcd-endpoints` / `ETCD_ENDPOINTS`
 //! for etcd, otherwise `--datastore-path` / `CALICO_DATASTORE_PATH` for the embedded store.
 
+mod container_cmd;
 mod ipam_cmd;
 mod node_cmd;
 mod pool_cmd;
@@ -37,6 +38,13 @@ enum Command {
     Node {
         #[command(subcommand)]
         command: node_cmd::NodeCommand,
+    },
+    /// A container's endpoints and profiles: `container <C> endpoint show`, `container <C>
+    /// profile set|append|remove <P>...`
+    Container {
+        /// the container id (or a unique prefix), then the command
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Manage security profiles: `profile add|remove|show`, `profile <P> tag|rule ...`
     Profile {
@@ -75,6 +83,7 @@ fn main() -> ExitCode {
         Command::Ipam { command } => ipam_cmd::run(&*store, command),
         Command::Node { command } => node_cmd::run(&*store, command),
         Command::Profile { command } => profile_cmd::run(&*store, command),
+        Command::Container { args } => container_cmd::run(&*store, args),
     });
     match result {
         Ok(code) => code,

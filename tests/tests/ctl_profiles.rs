@@ -202,6 +202,37 @@ fn add_creates_the_endpoints_profiles_and_remove_waits_for_del() {
         .unwrap();
         assert_eq!(ep.profiles, ["pf-a", "pf-b"], "[{name}]");
 
+        // `calicoctl container`: by a unique prefix of the id; profiles set, appended, removed.
+        let shown = backend.ctl(&["container", "pf-tw", "endpoint", "show"]);
+        assert!(shown.success().stdout.contains("pf-a,pf-b") && shown.stdout.contains("pf-two"), "[{name}] {shown:#?}");
+        let ambiguous = backend.ctl(&["container", "pf-", "endpoint", "show"]);
+        assert!(!ambiguous.ok() && ambiguous.stderr.contains("several"), "[{name}] {ambiguous:#?}");
+        let unknown = backend.ctl(&["container", "nope", "endpoint", "show"]);
+        assert!(
+            !unknown.ok() && unknown.stderr.contains("Container nope is unknown to Calico."),
+            "[{name}] {unknown:#?}"
+        );
+        let profiles_of = |id: &str| -> Vec<String> {
+            let v = backend.ctl(&["container", id, "endpoint", "show", "-o", "json"]).json();
+            serde_json::from_value(v[0]["profiles"].clone()).unwrap()
+        };
+        backend.ctl(&["container", "pf-two", "profile", "set", "pfnet"]).success();
+        assert_eq!(profiles_of("pf-two"), ["pfnet"], "[{name}]");
+        backend.ctl(&["container", "pf-two", "profile", "append", "pf-b", "pf-a"]).success();
+        assert_eq!(profiles_of("pf-two"), ["pfnet", "pf-b", "pf-a"], "[{name}]");
+        backend.ctl(&["container", "pf-two", "profile", "remove", "pfnet"]).success();
+        assert_eq!(profiles_of("pf-two"), ["pf-b", "pf-a"], "[{name}]");
+        for (args, says) in [
+            (&["container", "pf-two", "profile", "append", "pf-a"][..], "already has profile pf-a"),
+            (&["container", "pf-two", "profile", "remove", "pfnet"][..], "does not have profile pfnet"),
+            (&["container", "pf-two", "profile", "set", "missing"][..], "Profile missing not found."),
+            (&["container", "pf-two", "profile", "set", "a/b"][..], "invalid profile name"),
+        ] {
+            let out = backend.ctl(args);
+            assert!(!out.ok() && out.stderr.contains(says), "[{name}] {args:?}: {out:#?}");
+        }
+        assert_eq!(profiles_of("pf-two"), ["pf-b", "pf-a"], "[{name}] a refused change changed it");
+
         let refused = backend.ctl(&["profile", "remove", "pfnet"]);
         assert!(!refused.ok() && refused.stderr.contains("pf-one"), "[{name}] {refused:#?}");
         run(&add1.with_command("DEL"), &plain).expect_ok();

@@ -27,6 +27,9 @@ fn env() -> (CniHost, Netns) {
     // Only the plain pool is routed back: NATed traffic must come from the host's address.
     outside.ip(&["route", "add", PLAIN_POOL, "via", HOST_V4]);
     let cni = CniHost::new(h, &[PLAIN_POOL], json!({"name": "edgenet"}));
+    // Profiles (issue 13): the network's profile admits anyone, so these tests see NAT alone.
+    cni.store.ctl(&["profile", "add", "edgenet"]).success();
+    cni.store.ctl(&["profile", "edgenet", "rule", "add", "inbound", "allow"]).success();
     cni.store.ctl(&["pool", "add", "--nat-outgoing", NAT_POOL]).success();
     (cni, outside)
 }

@@ -29,6 +29,8 @@ use serde_json::{json, Value};
 
 /// calico-cni's nftables table, as `nft list tables` prints it.
 const CALICO_TABLE: &str = "table inet calico";
+/// calico-cni's profile table.
+const POLICY_TABLE: &str = "table inet calico-policy";
 
 /// The example the chaining test uses too.
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../netconf-examples/cnitool-podman.conflist");
@@ -339,6 +341,10 @@ impl Podman {
                     .stderr(Stdio::null())
                     .status();
             }
+        }
+        // calico-cni's profile table (crates/firewall/src/policy.rs), if these ADDs made it.
+        if !self.before.tables.contains(POLICY_TABLE) && Machine::now().tables.contains(POLICY_TABLE) {
+            let _ = Command::new("nft").args(["delete", "table", "inet", "calico-policy"]).status();
         }
         if !self.before.cni_cache {
             // Only when empty: podman's libcni cache (not configurable) that it created.
