@@ -159,3 +159,84 @@ fn rule_changes_reach_the_kernel_within_a_second_through_calico_node() {
     del(&cni, &a1);
     del(&cni, &b1);
 }
+
+/// Whether a TCP connection from inside `ns` to `to` is answered within a second.
+fn connects(ns: &Netns, to: &str) -> bool {
+    let to: std::net::SocketAddr = to.parse().unwrap();
+    ns.run_in(|| std::net::TcpStream::connect_timeout(&to, Duration::from_secs(1)).is_ok())
+}
+
+/// The outside reaches a container only as its profile allows: a mapped port once the
+/// seed's `rule add inbound allow tcp to ports 80` is there, ICMP once a cidr rule admits
+/// the outside's network.
+#[test]
+fn the_outside_and_mapped_ports_obey_the_profile() {
+    use calico_tests::netns::HOST_V4;
+    let h = host();
+    h.run_in(|| std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")).unwrap();
+    let outside = Netns::new("pf-out");
+    h.ip(&["link", "set", "up1", "netns", &outside.name]);
+    outside.ip(&["addr", "add", "10.255.255.2/30", "dev", "up1"]);
+    outside.ip(&["link", "set", "up1", "up"]);
+    outside.ip(&["route", "add", POOL, "via", HOST_V4]);
+    let cni = CniHost::new(h, &[POOL], json!({"name": "pfo"}));
+    let node = Agent::start(&cni, "node1");
+    let ns = Netns::new("pf");
+    let mut c: Value = serde_json::from_slice(&conf(&cni, "pfo", None)).unwrap();
+    c["capabilities"] = json!({"portMappings": true});
+    c["runtimeConfig"] = json!({"portMappings": [{"hostPort": 18090, "containerPort": 80, "protocol": "tcp"}]});
+    let c = serde_json::to_vec(&c).unwrap();
+    let add = cni.inv("ADD", "pf-mapped", &ns);
+    let ip = result_ips(&cni.run(&add, &c).expect_ok())[0].clone();
+    let _listener = ns.run_in(|| std::net::TcpListener::bind("0.0.0.0:80").unwrap());
+    let mapped = format!("{HOST_V4}:18090");
+    assert!(!connects(&outside, &mapped), "the mapped port is open without a rule\n{}", nft(&cni));
+    assert!(connects(&cni.host, &mapped), "the host itself reaches it (host_to_workloads)");
+    assert!(!pings(&outside, &ip), "the outside pings the container without a rule");
+
+    cni.store.ctl(&["profile", "pfo", "rule", "add", "inbound", "allow", "tcp", "to", "ports", "80"]).success();
+    let took = within(Duration::from_secs(3), || connects(&outside, &mapped));
+    assert!(took.is_some(), "the seed's rule did not open the mapped port\n{}", nft(&cni));
+    assert!(connects(&outside, &format!("{ip}:80")), "routed, to the container's own port");
+    assert!(!pings(&outside, &ip), "a tcp rule admitted ICMP");
+
+    cni.store
+        .ctl(&["profile", "pfo", "rule", "add", "inbound", "allow", "icmp", "from", "cidr", "10.255.255.0/30"])
+        .success();
+    assert!(
+        within(Duration::from_secs(3), || pings(&outside, &ip)).is_some(),
+        "the cidr rule did not admit the outside"
+    );
+    drop(node);
+    cni.run(&add.with_command("DEL"), &c).expect_ok();
+}
+
+/// An ADD killed (SIGKILL) at any point, then DEL: no map entry, chain or set element is
+/// left, and nothing in IPAM.
+#[test]
+fn a_killed_add_leaves_nothing_after_del() {
+    use std::io::Write;
+    let cni = CniHost::new(host(), &[POOL], json!({"name": "pfk"}));
+    let plugin = cni.bins.plugin("calico");
+    let conf = conf(&cni, "pfk", None);
+    let mut seed = std::process::id() as u64;
+    for i in 0..16 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let delay = Duration::from_micros((seed >> 33) % 40_000);
+        let ns = Netns::new("pf");
+        let inv = cni.inv("ADD", &format!("pf-kill-{i}"), &ns);
+        let mut cmd = inv.command(std::path::Path::new("ip"));
+        cmd.args(["netns", "exec", &cni.host.name]).arg(&plugin);
+        cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(&conf).unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let _ = child.wait();
+        cni.run(&inv.with_command("DEL"), &conf).expect_ok();
+        let table = nft(&cni);
+        assert!(!table.contains("elements"), "after a kill at {delay:?} and DEL:\n{table}");
+        assert!(!table.contains("chain ei-") && !table.contains("chain eo-"), "after {delay:?}:\n{table}");
+    }
+    cni.assert_nothing_left("killed ADDs, then DEL");
+}

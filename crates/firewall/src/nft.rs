@@ -243,7 +243,7 @@ fn pools(set: PoolSet, mut raws: Vec<Raw>) -> Vec<Element> {
 }
 
 /// nft's comment encoding in element userdata: type 0 (comment), length, NUL-terminated.
-fn comment(owner: &str) -> Vec<u8> {
+pub(crate) fn comment(owner: &str) -> Vec<u8> {
     let mut s: Vec<u8> = owner.bytes().take(250).collect();
     s.push(0);
     let mut v = vec![0u8, s.len() as u8];
@@ -251,7 +251,7 @@ fn comment(owner: &str) -> Vec<u8> {
     v
 }
 
-fn parse_comment(udata: &[u8]) -> Option<String> {
+pub(crate) fn parse_comment(udata: &[u8]) -> Option<String> {
     let mut b = udata;
     while b.len() >= 2 {
         let (ty, len) = (b[0], b[1] as usize);

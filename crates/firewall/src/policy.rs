@@ -38,7 +38,7 @@ use ipnetwork::IpNetwork;
 use model::profile::{Action, PortRange, Profile, Protocol, Rule};
 
 use crate::netlink::*;
-use crate::nft::{cmp, expr, meta, payload, value, Nftables};
+use crate::nft::{cmp, comment, expr, meta, parse_comment, payload, value, Nftables};
 use crate::{Error, Result};
 
 pub const TABLE: &str = "calico-policy";
@@ -215,8 +215,8 @@ fn tag_set_msg(b: &mut Buf, tag: &str, v4: bool) {
 }
 
 /// Adds (or, with `ty` DESTROYSETELEM, removes) elements of one set; `jumps` gives each key
-/// its verdict (a map).
-fn elems(b: &mut Buf, ty: u16, set: &str, keys: &[Vec<u8>], jumps: Option<&[String]>) {
+/// its verdict (a map); `owner` goes into each new element's comment.
+fn elems(b: &mut Buf, ty: u16, set: &str, keys: &[Vec<u8>], jumps: Option<&[String]>, owner: Option<&str>) {
     if keys.is_empty() {
         return;
     }
@@ -232,6 +232,9 @@ fn elems(b: &mut Buf, ty: u16, set: &str, keys: &[Vec<u8>], jumps: Option<&[Stri
             b.nest(2); // NFTA_SET_ELEM_DATA
             verdict(b, NFT_JUMP as u32, Some(&j[i]));
             b.end_nest();
+        }
+        if let (Some(o), true) = (owner, ty == NFT_MSG_NEWSETELEM) {
+            b.attr(6, &comment(o)); // NFTA_SET_ELEM_USERDATA
         }
         b.end_nest();
     }
@@ -516,14 +519,16 @@ fn endpoint_objects(b: &mut Buf, ep: &Endpoint, known: &BTreeSet<&str>, fresh: b
         }
     }
     let key = vec![ifname_key(&ep.veth).to_vec()];
-    elems(b, NFT_MSG_NEWSETELEM, "to-ep", &key, Some(&[ep_in(&ep.veth)]));
-    elems(b, NFT_MSG_NEWSETELEM, "from-ep", &key, Some(&[ep_out(&ep.veth)]));
+    elems(b, NFT_MSG_NEWSETELEM, "to-ep", &key, Some(&[ep_in(&ep.veth)]), None);
+    elems(b, NFT_MSG_NEWSETELEM, "from-ep", &key, Some(&[ep_out(&ep.veth)]), None);
 }
 
-fn members(b: &mut Buf, ty: u16, tag: &str, addrs: &[IpAddr]) {
+/// The addresses in (or out of) a tag's sets; `owner` (the veth) is each element's comment,
+/// so that a DEL without the endpoint's record finds them.
+fn members(b: &mut Buf, ty: u16, tag: &str, addrs: &[IpAddr], owner: Option<&str>) {
     for v4 in [true, false] {
         let keys: Vec<Vec<u8>> = addrs.iter().filter(|a| is4(a) == v4).map(ip_bytes).collect();
-        elems(b, ty, &tag_set(tag, v4), &keys, None);
+        elems(b, ty, &tag_set(tag, v4), &keys, None, owner);
     }
 }
 
@@ -599,9 +604,40 @@ impl Nftables {
             }
             endpoint_objects(b, ep, &known, false);
             for tag in profiles.iter().flat_map(|p| &p.tags).collect::<BTreeSet<_>>() {
-                members(b, NFT_MSG_NEWSETELEM, tag, &ep.addrs);
+                members(b, NFT_MSG_NEWSETELEM, tag, &ep.addrs, Some(&ep.veth));
             }
         })
+    }
+
+    /// The keys of the tag set elements whose comment is `owner`, by set (one round trip).
+    fn owned_members(&self, sets: &[String], owner: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let tags: Vec<&String> = sets.iter().filter(|s| s.starts_with("tag4-") || s.starts_with("tag6-")).collect();
+        if tags.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut b = self.buf();
+        for set in &tags {
+            b.nft(NFT_MSG_GETSETELEM, NLM_F_DUMP, NFPROTO_INET);
+            b.str(1, TABLE);
+            b.str(2, set);
+            b.end_msg();
+        }
+        let (_, data) = self.exchange("listing tag members", &b)?;
+        let mut out = Vec::new();
+        for (seq, payload) in &data {
+            let Some(i) = b.seqs.iter().position(|s| s == seq) else { continue };
+            let Some(list) = attr(payload, 3) else { continue };
+            for (_, e) in attrs(list).into_iter().filter(|(t, _)| *t == 1) {
+                let key = attr(e, 1).and_then(|k| attr(k, 1));
+                let who = attr(e, 6).and_then(parse_comment);
+                if let (Some(key), Some(who)) = (key, who) {
+                    if who == owner {
+                        out.push((tags[i].clone(), key.to_vec()));
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub(crate) fn policy_detach(&self, veth: &str, addrs: &[IpAddr]) -> Result<()> {
@@ -609,10 +645,12 @@ impl Nftables {
         if sets.is_empty() {
             return Ok(());
         }
+        // Without the addresses (an ADD that died before its record), by the elements' owner.
+        let owned = if addrs.is_empty() { self.owned_members(&sets, veth)? } else { Vec::new() };
         self.batch("detaching the endpoint's policy", |b| {
             let key = vec![ifname_key(veth).to_vec()];
-            elems(b, NFT_MSG_DESTROYSETELEM, "to-ep", &key, None);
-            elems(b, NFT_MSG_DESTROYSETELEM, "from-ep", &key, None);
+            elems(b, NFT_MSG_DESTROYSETELEM, "to-ep", &key, None, None);
+            elems(b, NFT_MSG_DESTROYSETELEM, "from-ep", &key, None, None);
             destroy_chain(b, &ep_in(veth));
             destroy_chain(b, &ep_out(veth));
             for set in &sets {
@@ -621,7 +659,10 @@ impl Nftables {
                     (_, true) => addrs.iter().filter(|a| !is4(a)).map(ip_bytes).collect(),
                     _ => continue,
                 };
-                elems(b, NFT_MSG_DESTROYSETELEM, set, &keys, None);
+                elems(b, NFT_MSG_DESTROYSETELEM, set, &keys, None, None);
+            }
+            for (set, key) in &owned {
+                elems(b, NFT_MSG_DESTROYSETELEM, set, std::slice::from_ref(key), None, None);
             }
         })
     }
@@ -645,7 +686,7 @@ impl Nftables {
                 endpoint_objects(b, ep, &known, true);
             }
             for (tag, addrs) in &state.members {
-                members(b, NFT_MSG_NEWSETELEM, tag, &addrs.iter().copied().collect::<Vec<_>>());
+                members(b, NFT_MSG_NEWSETELEM, tag, &addrs.iter().copied().collect::<Vec<_>>(), None);
             }
         })
     }
