@@ -26,7 +26,8 @@ pub fn add<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Re
     }
     // Before anything is set up: a bad mapping leaves nothing behind.
     let requested = edge::requested(ctx)?;
-    let profiles = profile::wanted(ctx)?;
+    // A bad profile name is the netconf's error, before anything is set up.
+    profile::wanted(ctx)?;
     let key = ctx.endpoint_key(req);
     // A repeated ADD for an attachment that is already set up answers from the record.
     if let Some(ep) = endpoint::get(deps.store, &key)? {
@@ -37,7 +38,6 @@ pub fn add<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Re
         tracing::info!(%key, old = %ep.container_id, "replacing the endpoint of an earlier sandbox");
     }
     let container_mac = container_mac(ctx)?;
-    let profiles = profile::ensure(deps.store, &profiles)?;
     let netns_path = req.env.netns.as_deref().unwrap_or(Path::new(""));
     let container = deps
         .dataplane
@@ -45,7 +45,7 @@ pub fn add<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Re
         .map_err(|source| Error::Netns { path: netns_path.display().to_string(), source })?;
 
     let mut undo = Rollback::new();
-    match attach(req, ctx, deps, &container, container_mac, &requested, profiles, &mut undo) {
+    match attach(req, ctx, deps, &container, container_mac, &requested, &mut undo) {
         Ok(result) => {
             undo.disarm();
             tracing::debug!(netlink_requests = deps.dataplane.netlink_requests(&container), "ADD cost");
@@ -64,11 +64,12 @@ fn attach<'a, D: Dataplane>(
     container: &D::Netns,
     container_mac: Option<[u8; 6]>,
     requested: &[edge::Requested],
-    profiles: Vec<model::profile::Profile>,
     undo: &mut Rollback<'a>,
 ) -> Result<CniResult, Error> {
     let dp = deps.dataplane;
     let host_veth = ctx.host_veth(req);
+    // The profiles first (created when missing; shared, so never undone).
+    let profiles = profile::ensure(deps.store, &profile::wanted(ctx)?)?;
     let ipam_result = deps.ipam.add(req)?;
     undo.push("releasing the IPAM allocation", || deps.ipam.del(req));
     let addresses: Vec<IpAddr> = ipam_result.ips.iter().map(|c| c.address.ip()).collect();
