@@ -148,6 +148,25 @@ impl Socket {
 
     pub fn send(&self, buf: &Buf) -> io::Result<()> {
         self.round_trips.set(self.round_trips.get() + 1);
+        // A large batch (the whole policy table) goes in one datagram, and its acks come
+        // back at once: make room for both, as nft does (the FORCE variants need root, which
+        // writing nftables needs anyway).
+        if buf.bytes.len() > 64 << 10 {
+            let room = |opt, want: usize| {
+                let v = want.min(i32::MAX as usize) as libc::c_int;
+                unsafe {
+                    libc::setsockopt(
+                        self.fd.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        opt,
+                        (&v as *const libc::c_int).cast(),
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    )
+                }
+            };
+            room(libc::SO_SNDBUFFORCE, buf.bytes.len() + (64 << 10));
+            room(libc::SO_RCVBUFFORCE, (buf.seqs.len() * 2048).max(1 << 20));
+        }
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
         let rc = unsafe {

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Profiles benchmark (issue 13), in netns of its own:
+# 1. ADD+DEL of calico-cni with a profile whose tag set already holds 1,000 members, against
+#    the same with a profile whose set is empty, in one hyperfine run (goal: <= 1.1x):
+#    membership is set elements, so nothing an ADD does grows with them.
+# 2. A rule change on a host with 500 endpoints: from `calicoctl profile ... rule add` to the
+#    rule in the kernel (polled with nft), and the one nftables transaction calico-node makes
+#    (its log's took_us), goal <= 200 ms.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+BIN=$(scripts/build-release.sh -q -p calico-cni -p calico-ipam -p calicoctl -p calico-node -p calico-tests)
+RUNS=${RUNS:-100}
+ENDPOINTS=${ENDPOINTS:-500}
+id=$$
+H=calibench-ph-$id C=calibench-pc-$id M=calibench-pm-$id
+work=$(mktemp -d /tmp/calico-bench-prof.XXXXXX)
+agent=
+cleanup() {
+  if [[ -n $agent ]]; then kill "$agent" 2>/dev/null || true; wait "$agent" 2>/dev/null || true; fi
+  for n in "$C" "$H"; do ip netns del "$n" 2>/dev/null || true; done
+  for i in $(seq "$ENDPOINTS"); do ip netns del "$M-$i" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+for n in "$H" "$C"; do ip netns add "$n"; ip -n "$n" link set lo up; done
+mkdir -p "$work/bin"
+for p in calico-cni calico-ipam; do ln -s "$BIN/$p" "$work/bin/$p"; done
+ln -s "$BIN/calico-cni" "$work/bin/calico"
+ctl() { "$BIN/calicoctl" --datastore-path "$work/store.db" "$@"; }
+ctl pool add 10.232.0.0/16 >/dev/null
+conf() { # conf NAME PROFILE
+  cat > "$work/$1.json" <<CONF
+{"cniVersion":"1.0.0","name":"$1","type":"calico","nodename":"bench","log_level":"warning","profiles":["$2"],
+ "datastore_path":"$work/store.db","mtu_file":"$work/mtu","ipam":{"type":"calico-ipam"}}
+CONF
+}
+conf big big; conf empty empty
+export CNI_PATH=$work/bin
+one() { # one COMMAND CONF ID IFNAME NETNS
+  CNI_COMMAND=$1 CNI_CONTAINERID=$3 CNI_NETNS=/var/run/netns/$5 CNI_IFNAME=$4 \
+    ip netns exec "$H" "$work/bin/calico" < "$work/$2.json" > "$work/out" || { cat "$work/out"; return 1; }
+}
+# Both profiles and their sets exist (one ADD+DEL each); then 1,000 members in big's set.
+one ADD big seed eth0 "$C"; one DEL big seed eth0 "$C"
+one ADD empty seed2 eth0 "$C"; one DEL empty seed2 eth0 "$C"
+python3 -c "print('add element inet calico-policy tag4-big { ' + ', '.join(f'10.233.{i//250}.{i%250+1}' for i in range(1000)) + ' }')" > "$work/members.nft"
+ip netns exec "$H" nft -f "$work/members.nft"
+echo "members of tag big in the kernel: $(ip netns exec "$H" nft list set inet calico-policy tag4-big | grep -o '10\.233\.[0-9.]*' | wc -l)"
+
+ip netns exec "$H" hyperfine -N --warmup 10 --runs "$RUNS" --export-json "$work/members.json" \
+  -n "empty profile" "$BIN/cni-cycle $work/bin/calico $work/empty.json --netns /var/run/netns/$C --id e1" \
+  -n "1000 members" "$BIN/cni-cycle $work/bin/calico $work/big.json --netns /var/run/netns/$C --id b1"
+python3 - "$work/members.json" <<'PY'
+import json, sys
+r = {x["command"]: x["mean"] * 1e3 for x in json.load(open(sys.argv[1]))["results"]}
+e, b = r["empty profile"], r["1000 members"]
+print(f"ADD+DEL: empty profile {e:.2f} ms, tag with 1000 members {b:.2f} ms -> ratio {b/e:.3f} (goal <= 1.1)")
+PY
+
+# 2. $ENDPOINTS endpoints on this host (a netns each), then calico-node, then rule changes.
+for i in $(seq "$ENDPOINTS"); do ip netns add "$M-$i"; one ADD big "m$i" eth0 "$M-$i"; done
+ip -n "$H" link add up0 type veth peer name up1
+ip -n "$H" addr add 10.229.0.1/24 dev up0
+ip -n "$H" link set up0 up; ip -n "$H" link set up1 up
+ip netns exec "$H" "$BIN/calico-node" --nodename bench --ip 10.229.0.1/24 --datastore-path "$work/store.db" \
+  --mtu-file "$work/mtu" --log-level info 2>"$work/agent.log" &
+agent=$!
+for _ in $(seq 200); do grep -q "policy table replaced" "$work/agent.log" && break; sleep 0.05; done
+grep -q "policy table replaced" "$work/agent.log" || { echo "calico-node did not sync:"; cat "$work/agent.log"; exit 1; }
+echo "endpoints in the kernel's map: $(ip netns exec "$H" nft list map inet calico-policy to-ep | grep -c ': jump ei-')"
+for port in 1001 1002 1003 1004 1005; do
+  before=$(grep -c "policy table replaced" "$work/agent.log")
+  t0=$(date +%s%N)
+  ctl profile big rule add inbound allow tcp to ports "$port" >/dev/null
+  until ip netns exec "$H" nft list chain inet calico-policy pi-big | grep -q "dport $port"; do sleep 0.002; done
+  t1=$(date +%s%N)
+  for _ in $(seq 100); do [[ $(grep -c "policy table replaced" "$work/agent.log") -gt $before ]] && break; sleep 0.01; done
+  took=$(grep "policy table replaced" "$work/agent.log" | tail -1 | grep -o 'took_us=[0-9]*' | cut -d= -f2)
+  echo "rule change with $ENDPOINTS endpoints: in the kernel after $(( (t1 - t0) / 1000000 )) ms (calicoctl and the watch included);" \
+       "calico-node's one transaction took $((took / 1000)).$(( (took % 1000) / 100 )) ms (goal <= 200 ms)"
+done
+kill -0 "$agent" || { echo "calico-node exited:"; cat "$work/agent.log"; exit 1; }
+for i in $(seq "$ENDPOINTS"); do one DEL big "m$i" eth0 "$M-$i"; done
