@@ -55,12 +55,16 @@ struct Agent(std::process::Child, std::path::PathBuf);
 
 impl Agent {
     fn start(cni: &CniHost, name: &str) -> Agent {
+        Agent::start_with(cni, name, &[])
+    }
+
+    fn start_with(cni: &CniHost, name: &str, extra: &[&str]) -> Agent {
         let log = cni.store.dir().join(format!("agent-{}.log", std::process::id()));
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = std::process::Command::new("ip");
         cmd.args(["netns", "exec", &cni.host.name]).arg(calico_tests::bin("calico-node"));
         cmd.args(["--nodename", name, "--log-level", "debug"]);
-        cmd.arg("--mtu-file").arg(cni.store.dir().join("mtu"));
+        cmd.arg("--mtu-file").arg(cni.store.dir().join("mtu")).args(extra);
         cmd.env_remove("ETCD_ENDPOINTS").env_remove("CALICO_DATASTORE_PATH").env_remove("NODENAME");
         for (k, v) in cni.store.ctl_env() {
             cmd.env(k, v);
@@ -239,4 +243,26 @@ fn a_killed_add_leaves_nothing_after_del() {
         assert!(!table.contains("chain ei-") && !table.contains("chain eo-"), "after {delay:?}:\n{table}");
     }
     cni.assert_nothing_left("killed ADDs, then DEL");
+}
+
+/// `--host-to-workloads=false`: the host's own traffic to its containers obeys their inbound
+/// rules too.
+#[test]
+fn host_to_workloads_false_holds_the_host_to_the_profiles() {
+    let cni = CniHost::new(host(), &[POOL], json!({"name": "pfh"}));
+    let a = add(&cni, "pfh", None);
+    assert!(pings(&cni.host, &a.ip), "by default the host reaches its containers");
+    let node = Agent::start_with(&cni, "node1", &["--host-to-workloads", "false"]);
+    assert!(
+        within(Duration::from_secs(2), || !pings(&cni.host, &a.ip)).is_some(),
+        "the host still reaches it\n{}",
+        nft(&cni)
+    );
+    cni.store.ctl(&["profile", "pfh", "rule", "add", "inbound", "allow", "icmp"]).success();
+    assert!(
+        within(Duration::from_secs(3), || pings(&cni.host, &a.ip)).is_some(),
+        "the icmp rule did not admit the host"
+    );
+    drop(node);
+    del(&cni, &a);
 }
