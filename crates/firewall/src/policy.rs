@@ -696,3 +696,52 @@ impl Nftables {
         self.batch("removing table inet calico-policy", |b| table_msg(b, NFT_MSG_DESTROYTABLE, NLM_F_ACK))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(words: &str) -> Rule {
+        model::rule_syntax::parse(&words.split_whitespace().collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn a_rule_is_written_once_per_family_it_needs() {
+        assert_eq!(families(&rule("allow")), [None], "no address match: both families at once");
+        assert_eq!(families(&rule("allow tcp to ports 80")), [None]);
+        assert_eq!(families(&rule("allow from tag a")), [Some(true), Some(false)], "a set per family");
+        assert_eq!(families(&rule("allow icmp")), [Some(true)]);
+        assert_eq!(families(&rule("allow icmpv6 from tag a")), [Some(false)]);
+        assert_eq!(families(&rule("deny from cidr fd00::/8 to tag b")), [Some(false)]);
+    }
+
+    #[test]
+    fn a_port_list_expands_to_one_rule_per_range_and_log_rules_to_none() {
+        let count = |r: &Rule| {
+            let mut b = Buf::new(1);
+            profile_rule(&mut b, "pi-x", r);
+            b.seqs.len()
+        };
+        assert_eq!(count(&rule("allow tcp from ports 1,2:3 to ports 80,443,8000:8080")), 6);
+        assert_eq!(count(&rule("allow udp from tag a to ports 53")), 2);
+        assert_eq!(count(&Rule { action: Action::Log, ..Rule::default() }), 0);
+        let sel = Rule { src_selector: Some("has(x)".into()), ..Rule::default() };
+        assert_eq!(count(&sel), 0, "a selector never matches");
+    }
+
+    #[test]
+    fn members_come_from_the_profiles_each_endpoint_has() {
+        let mut a = Profile::new("a");
+        a.tags.push("shared".into());
+        let b = Profile::new("b");
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let pa = vec!["a".to_owned()];
+        let pab = vec!["a".to_owned(), "b".to_owned(), "gone".to_owned()];
+        let state =
+            State::build(vec![a, b], [(&pa[..], vec![ip("10.0.0.1")]), (&pab[..], vec![ip("10.0.0.2")])], vec![], true);
+        assert_eq!(state.members["a"].len(), 2);
+        assert_eq!(state.members["shared"].len(), 2);
+        assert_eq!(state.members["b"].iter().copied().collect::<Vec<_>>(), [ip("10.0.0.2")]);
+        assert!(!state.members.contains_key("gone"));
+    }
+}
