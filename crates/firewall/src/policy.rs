@@ -735,8 +735,8 @@ mod tests {
         a.tags.push("shared".into());
         let b = Profile::new("b");
         let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
-        let pa = vec!["a".to_owned()];
-        let pab = vec!["a".to_owned(), "b".to_owned(), "gone".to_owned()];
+        let pa = ["a".to_owned()];
+        let pab = ["a".to_owned(), "b".to_owned(), "gone".to_owned()];
         let state =
             State::build(vec![a, b], [(&pa[..], vec![ip("10.0.0.1")]), (&pab[..], vec![ip("10.0.0.2")])], vec![], true);
         assert_eq!(state.members["a"].len(), 2);
