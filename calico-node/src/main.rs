@@ -61,6 +61,19 @@ struct Cli {
     /// serve /liveness, /readiness and /metrics on this address, e.g. 127.0.0.1:9099
     #[arg(long, value_name = "ADDR:PORT")]
     health_listen: Option<SocketAddr>,
+    /// bird: run and configure BIRD as this node's BGP speaker; none: no BGP at all (e.g. a
+    /// pure VXLAN cluster)
+    #[arg(long, default_value = "bird", value_parser = ["bird", "none"])]
+    bgp: String,
+    /// the config file calico-node writes for BIRD
+    #[arg(long, default_value = node::bgp::DEFAULT_CONFIG)]
+    bird_config: PathBuf,
+    /// BIRD's control socket (calicoctl node show reads the sessions there)
+    #[arg(long, default_value = node::bgp::DEFAULT_SOCKET)]
+    bird_socket: PathBuf,
+    /// the BIRD program
+    #[arg(long, default_value = "bird")]
+    bird_binary: PathBuf,
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -83,6 +96,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         vxlan_mtu: cli.vxlan_mtu,
         ipip_mtu: cli.ipip_mtu,
         mtu_file: Some(cli.mtu_file),
+        // A one-shot sync leaves BGP alone.
+        bgp: (cli.bgp == "bird" && !cli.once).then(|| node::bgp::Options {
+            paths: node::bgp::Paths { program: cli.bird_binary, config: cli.bird_config, socket: cli.bird_socket },
+        }),
     };
     let mut agent = node::agent::Agent::new(&*store, &kernel, health, config)?;
     if cli.once {
