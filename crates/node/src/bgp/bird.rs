@@ -72,7 +72,9 @@ fn read_reply(reader: &mut impl BufRead) -> std::io::Result<Vec<Line>> {
         }
         let raw = raw.trim_end_matches(['\n', '\r']);
         let (head, last) = match raw.as_bytes() {
-            [a, b, c, d, sep, ..] if [a, b, c, d].iter().all(|x| x.is_ascii_digit()) && (*sep == b'-' || *sep == b' ') => {
+            [a, b, c, d, sep, ..]
+                if [a, b, c, d].iter().all(|x| x.is_ascii_digit()) && (*sep == b'-' || *sep == b' ') =>
+            {
                 code = raw[..4].parse().unwrap_or(0);
                 (5, *sep == b' ')
             }

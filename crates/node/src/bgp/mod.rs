@@ -136,15 +136,7 @@ pub fn input(view: &BgpView, cluster: &Cluster, local: &Local, as_flag: Option<u
             add(PeerSpec { kind: PeerKind::Global, ip, as_number: peer.as_num.0, node: None });
         }
     }
-    Some(Input {
-        node: local.name.clone(),
-        ipv4,
-        as_number,
-        pools,
-        direct_pools,
-        peers,
-        log_level: view.log_level,
-    })
+    Some(Input { node: local.name.clone(), ipv4, as_number, pools, direct_pools, peers, log_level: view.log_level })
 }
 
 /// `--bgp`, `--bird-config`, `--bird-socket`, `--bird-binary`.
@@ -292,7 +284,8 @@ mod tests {
         assert_eq!(i.as_number, DEFAULT_AS);
         assert_eq!(i.pools.len(), 2);
         assert_eq!(i.direct_pools, vec!["10.0.0.0/16".parse().unwrap()]);
-        let peers: Vec<(PeerKind, String, u32)> = i.peers.iter().map(|p| (p.kind, p.ip.to_string(), p.as_number)).collect();
+        let peers: Vec<(PeerKind, String, u32)> =
+            i.peers.iter().map(|p| (p.kind, p.ip.to_string(), p.as_number)).collect();
         assert_eq!(
             peers,
             [

@@ -230,8 +230,18 @@ mod tests {
             pools: vec!["10.201.0.0/16".parse().unwrap(), "10.202.0.0/16".parse().unwrap()],
             direct_pools: vec!["10.201.0.0/16".parse().unwrap()],
             peers: vec![
-                PeerSpec { kind: PeerKind::Mesh, ip: "10.200.0.9".parse().unwrap(), as_number: 64512, node: Some("host2".into()) },
-                PeerSpec { kind: PeerKind::Mesh, ip: "10.200.0.2".parse().unwrap(), as_number: 64512, node: Some("host3".into()) },
+                PeerSpec {
+                    kind: PeerKind::Mesh,
+                    ip: "10.200.0.9".parse().unwrap(),
+                    as_number: 64512,
+                    node: Some("host2".into()),
+                },
+                PeerSpec {
+                    kind: PeerKind::Mesh,
+                    ip: "10.200.0.2".parse().unwrap(),
+                    as_number: 64512,
+                    node: Some("host3".into()),
+                },
                 PeerSpec { kind: PeerKind::Node, ip: "10.200.0.254".parse().unwrap(), as_number: 65000, node: None },
                 PeerSpec { kind: PeerKind::Global, ip: "192.0.2.1".parse().unwrap(), as_number: 65001, node: None },
             ],
