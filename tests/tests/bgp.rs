@@ -44,7 +44,7 @@ impl Tor {
     fn start(router: &Netns, peers: &[(&str, &str, u32)]) -> Tor {
         let dir = tempfile::Builder::new().prefix("bgp-tor-").tempdir().expect("tempdir");
         let mut conf = String::from(
-            "router id 10.200.0.254;\nlog stderr all;\nprotocol device { scan time 10; }\n\
+            "router id 10.200.0.254;\nlog stderr all;\ndebug protocols { states, events };\nprotocol device { scan time 10; }\n\
              # Forward to what the hosts announce.\nprotocol kernel { ipv4 { import none; export all; }; }\n",
         );
         for (i, (local, host, asn)) in peers.iter().enumerate() {

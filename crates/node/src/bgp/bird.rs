@@ -233,7 +233,10 @@ impl Bird {
             let _ = std::fs::create_dir_all(dir);
         }
         let mut cmd = Command::new(&self.paths.program);
-        cmd.arg("-f").arg("-c").arg(&self.paths.config).arg("-s").arg(&self.paths.socket);
+        // -R: graceful restart recovery, always (as calico/node runs BIRD): the routes BIRD
+        // left in the kernel stay until it has converged again, and the peers, which kept
+        // ours as stale, get our End-of-RIB only once the kernel's blocks are learned again.
+        cmd.arg("-f").arg("-R").arg("-c").arg(&self.paths.config).arg("-s").arg(&self.paths.socket);
         cmd.stdin(Stdio::null());
         // SAFETY: prctl is async-signal-safe; it runs in the child between fork and exec.
         unsafe {

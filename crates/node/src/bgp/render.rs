@@ -25,6 +25,9 @@ use model::bgp::LogLevel;
 pub const KERNEL_METRIC: u32 = 1024;
 /// The protocol number of the agent's routes, whose blackholes BIRD learns.
 pub const AGENT_PROTOCOL: u8 = crate::routes::PROTOCOL;
+/// How long a restarted BIRD waits for its peers' End-of-RIB before it exports anyway (BIRD's
+/// default is 240 s: a peer that is down would hold back our routes that long).
+pub const GR_WAIT: u32 = 30;
 /// The name of the kernel protocol in the rendered config.
 pub const KERNEL_PROTOCOL: &str = "calico_kernel";
 
@@ -117,6 +120,8 @@ pub fn render(input: &Input) -> String {
 # Do not edit: the next change overwrites it.
 router id {me};
 log stderr {log};
+# After a restart (bird -R), wait at most this long for the peers before exporting anyway.
+graceful restart wait {GR_WAIT};
 {debug}
 # Every pool: only blocks inside them leave this node or are learned from peers.
 define CALICO_POOLS = {pools};
