@@ -77,6 +77,13 @@ struct Cli {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.bgp == "bird" && !cli.once {
+        // Fail now, not later in readiness, when BIRD is not there at all.
+        let program = &cli.bird_binary;
+        std::process::Command::new(program).arg("--version").output().map_err(|e| {
+            anyhow::anyhow!("cannot run BIRD ({}): {e}; install bird2, or run with --bgp=none", program.display())
+        })?;
+    }
     // The plugins' rule, by the plugins' code.
     let conf =
         calico_netconf::CalicoConf { nodename: cli.nodename, nodename_file: cli.nodename_file, ..Default::default() };

@@ -376,4 +376,31 @@ fn bad_input_is_refused_and_a_config_bird_rejects_is_never_loaded() {
     wait_for("the peer gone from BIRD", Duration::from_secs(10), || {
         !h.birdc(&["show", "protocols"]).contains("Global_")
     });
+
+    // BIRD dies: calico-node starts it again, on the config it had.
+    let pid = bird_pid(&h.bird_socket()).expect("host1's bird");
+    Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    wait_for("BIRD started again", Duration::from_secs(10), || {
+        bird_pid(&h.bird_socket()).is_some_and(|p| p != pid) && h.metrics().contains("calico_node_bird_starts 2")
+    });
+    wait_for("BIRD answering again", Duration::from_secs(10), || {
+        h.birdc(&["show", "protocols"]).contains("calico_kernel")
+    });
+    assert!(h.ready());
+
+    // Without BIRD installed, --bgp=bird is refused at start, naming the way out.
+    let out = lab.agent_command(0, &["--bgp=bird", "--bird-binary", "/nonexistent/bird"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("install bird2, or run with --bgp=none"), "{stderr}");
+}
+
+/// The pid of the `bird` whose control socket is `socket`.
+fn bird_pid(socket: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let is_bird = args.first().is_some_and(|a| a.ends_with(b"bird"));
+        (is_bird && args.iter().any(|a| *a == socket.as_bytes())).then_some(pid)
+    })
 }

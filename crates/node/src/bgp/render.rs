@@ -299,6 +299,26 @@ mod tests {
         assert!(render(&i).contains("log stderr { fatal, bug };"));
     }
 
+    /// What is rendered, BIRD parses (`bird -p`), when BIRD is installed.
+    #[test]
+    fn bird_parses_what_is_rendered() {
+        if std::process::Command::new("bird").arg("--version").output().is_err() {
+            eprintln!("bird is not installed: skipped");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut cases = vec![input()];
+        let mut empty = input();
+        (empty.pools, empty.direct_pools, empty.peers, empty.log_level) = (vec![], vec![], vec![], LogLevel::Debug);
+        cases.push(empty);
+        for (i, case) in cases.iter().enumerate() {
+            let path = dir.path().join(format!("bird{i}.conf"));
+            std::fs::write(&path, render(case)).unwrap();
+            let out = std::process::Command::new("bird").arg("-p").arg("-c").arg(&path).output().unwrap();
+            assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), render(case));
+        }
+    }
+
     #[test]
     fn names_round_trip() {
         let ip: Ipv4Addr = "10.1.2.3".parse().unwrap();
