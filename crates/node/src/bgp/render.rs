@@ -258,6 +258,7 @@ mod tests {
     fn the_header_filters_and_kernel_protocol() {
         let text = render(&input());
         assert!(text.contains("router id 10.200.0.5;\n"), "{text}");
+        assert!(text.contains("graceful restart wait 30;\n"), "{text}");
         assert!(text.contains("define CALICO_POOLS = [ 10.201.0.0/16+, 10.202.0.0/16+ ];\n"), "{text}");
         assert!(text.contains("define CALICO_DIRECT_POOLS = [ 10.201.0.0/16+ ];\n"), "{text}");
         assert!(text.contains("if krt_source = 80 && dest = RTD_BLACKHOLE && net ~ CALICO_POOLS then accept;"));
@@ -294,7 +295,8 @@ mod tests {
         i.log_level = LogLevel::Debug;
         let text = render(&i);
         assert!(text.contains("define CALICO_POOLS = [ 0.0.0.0/32{32,32} ];"), "{text}");
-        assert!(text.contains("log stderr all;\ndebug protocols { states, events };"), "{text}");
+        assert!(text.contains("log stderr all;\n"), "{text}");
+        assert!(text.contains("\ndebug protocols { states, events };\n"), "{text}");
         i.log_level = LogLevel::None;
         assert!(render(&i).contains("log stderr { fatal, bug };"));
     }
