@@ -185,11 +185,12 @@ impl Bgp {
             self.problem = Some("BGP needs this node's IPv4 address".into());
             return;
         };
+        let started = std::time::Instant::now();
         let text = render::render(&input);
-        self.load(&text);
+        self.load(&text, started);
     }
 
-    fn load(&mut self, text: &str) {
+    fn load(&mut self, text: &str, started: std::time::Instant) {
         self.last = Some(text.to_owned());
         match self.bird.apply(text) {
             Ok(changed) => {
@@ -197,7 +198,8 @@ impl Bgp {
                     tracing::info!(
                         reconfigurations = self.bird.reconfigurations,
                         starts = self.bird.starts,
-                        "BIRD runs the new config"
+                        ms = started.elapsed().as_secs_f64() * 1000.0,
+                        "BIRD runs the new config (rendered, checked, written, loaded)"
                     );
                 }
                 self.problem = None;
@@ -219,7 +221,7 @@ impl Bgp {
         }
         if let Some(text) = self.last.clone() {
             tracing::warn!("BIRD is not running: starting it");
-            self.load(&text);
+            self.load(&text, std::time::Instant::now());
         }
     }
 }
