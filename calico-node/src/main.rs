@@ -104,7 +104,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ipip_mtu: cli.ipip_mtu,
         mtu_file: Some(cli.mtu_file),
         // A one-shot sync leaves BGP alone.
-        bgp: (cli.bgp == "bird" && !cli.once).then(|| node::bgp::Options {
+        bgp: (cli.bgp == "bird" && !cli.once).then_some(node::bgp::Options {
             paths: node::bgp::Paths { program: cli.bird_binary, config: cli.bird_config, socket: cli.bird_socket },
         }),
     };

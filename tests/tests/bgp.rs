@@ -269,6 +269,6 @@ fn bird_pid(socket: &str) -> Option<u32> {
         let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
         let is_bird = args.first().is_some_and(|a| a.ends_with(b"bird"));
-        (is_bird && args.iter().any(|a| *a == socket.as_bytes())).then_some(pid)
+        (is_bird && args.contains(&socket.as_bytes())).then_some(pid)
     })
 }
