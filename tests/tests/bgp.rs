@@ -160,6 +160,9 @@ fn a_mesh_of_three_learns_each_others_blocks_until_it_is_turned_off() {
         let learned = h.ns.ip(&["route", "show", "proto", "bird"]);
         assert!(!learned.contains(&blocks[i]), "{}: its own block came back: {learned}", h.name);
         assert!(learned.lines().all(|l| l.contains("metric 1024")), "{learned}");
+        // The agent's own routes (metric 0) stand beside BIRD's, each programmed.
+        assert!(h.ready(), "{}", h.log());
+        assert!(!h.log().contains("route not programmed"), "{}", h.log());
     }
     // One session per pair: the lower address is passive.
     let conf = std::fs::read_to_string(lab.hosts[0].dir.path().join("bird.conf")).unwrap();

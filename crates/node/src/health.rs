@@ -250,6 +250,18 @@ mod tests {
     }
 
     #[test]
+    fn a_problem_of_a_part_keeps_the_node_not_ready_until_cleared() {
+        let health = Health::new();
+        health.set_ready();
+        health.set_problem("bgp", Some("BGP: BIRD rejected the config".into()));
+        assert_eq!(health.readiness(), (false, "BGP: BIRD rejected the config".into()));
+        health.set_ready();
+        assert!(!health.readiness().0, "a full sync does not clear it");
+        health.set_problem("bgp", None);
+        assert_eq!(health.readiness(), (true, String::new()));
+    }
+
+    #[test]
     fn a_busy_address_is_an_error_at_start() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let err = serve(Arc::new(Health::new()), taken.local_addr().unwrap()).unwrap_err();
