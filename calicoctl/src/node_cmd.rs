@@ -106,6 +106,10 @@ fn remove(store: &dyn Datastore, name: &str, remove_endpoints: bool) -> anyhow::
     let mut ops: Vec<Op> = node::keys_of(name).into_iter().map(|key| Op::Delete { key }).collect();
     for family in [4, 6] {
         ops.push(Op::Delete { key: keys::cursor(name, family) });
+        // Its own BGP peers go with it.
+        for kv in store.list(&keys::node_peer_prefix(name, family))? {
+            ops.push(Op::Delete { key: kv.key });
+        }
     }
     // Its address claims, unless another node has taken one over meanwhile.
     let mut compares = Vec::new();

@@ -97,6 +97,14 @@ fn a_tor_learns_each_hosts_blocks_and_clients_reach_containers_without_nat() {
         tor.kernel_routes().contains("10.201.200.0/26 via 10.200.0.1 ")
     });
     assert_eq!(reconf(&lab.hosts[0]), before, "no BIRD reconfiguration for a new block\n{}", tor.log());
+
+    // Removing a node removes its own peers too.
+    let peers = lab.ctl(0, &["node", "bgp", "peer", "show", "--node", "host2", "-o", "json"]).expect_ok();
+    assert_eq!(peers, serde_json::json!([{"ip": "10.200.1.254", "as_num": 65000}]));
+    lab.hosts[1].agent.kill();
+    lab.ctl(0, &["node", "remove", "host2", "--remove-endpoints"]).success();
+    let peers = lab.ctl(0, &["node", "bgp", "peer", "show", "--node", "host2", "-o", "json"]).expect_ok();
+    assert_eq!(peers, serde_json::json!([]));
 }
 
 #[test]
