@@ -75,9 +75,18 @@ pub trait Dataplane {
     }
 }
 
+/// What IPAM ADD gave.
+#[derive(Clone, Debug, Default)]
+pub struct Allocation {
+    pub result: CniResult,
+    /// The pools the addresses came from, when the IPAM knows them (calico-ipam in this
+    /// process); `None` from a plugin exec'd, whose pools ADD then lists itself.
+    pub pools: Option<Vec<model::pool::Pool>>,
+}
+
 /// The IPAM plugin that `ipam.type` names, one method per verb.
 pub trait Ipam {
-    fn add(&self, req: &Request) -> Result<CniResult, Error>;
+    fn add(&self, req: &Request) -> Result<Allocation, Error>;
     fn del(&self, req: &Request) -> Result<(), Error>;
     fn check(&self, req: &Request) -> Result<(), Error>;
     fn gc(&self, req: &Request) -> Result<(), Error>;

@@ -17,7 +17,7 @@ use datastore::memory::MemoryStore;
 use datastore::{Compare, Datastore, KeyValue, Op, TxnOutcome};
 use rtnetlink::packet_core::ErrorMessage;
 
-use crate::deps::{Dataplane, Ipam};
+use crate::deps::{Allocation, Dataplane, Ipam};
 use crate::Error;
 
 pub const EEXIST: i32 = 17;
@@ -268,12 +268,15 @@ impl Dataplane for FakeDataplane {
 pub struct FakeIpam {
     script: Script,
     pub result: CniResult,
+    /// The pools ADD says the addresses came from (`None`: like an IPAM exec'd, which
+    /// does not say).
+    pub pools: RefCell<Option<Vec<model::pool::Pool>>>,
     pub held: RefCell<BTreeSet<String>>,
 }
 
 impl FakeIpam {
     pub fn new(script: &Script, result: CniResult) -> FakeIpam {
-        FakeIpam { script: script.clone(), result, held: RefCell::default() }
+        FakeIpam { script: script.clone(), result, pools: RefCell::default(), held: RefCell::default() }
     }
 
     fn fail(&self, step: &'static str, req: &Request) -> Result<(), Error> {
@@ -289,10 +292,10 @@ impl FakeIpam {
 }
 
 impl Ipam for FakeIpam {
-    fn add(&self, req: &Request) -> Result<CniResult, Error> {
+    fn add(&self, req: &Request) -> Result<Allocation, Error> {
         self.fail(step::IPAM_ADD, req)?;
         self.held.borrow_mut().insert(req.env.container_id.clone());
-        Ok(self.result.clone())
+        Ok(Allocation { result: self.result.clone(), pools: self.pools.borrow().clone() })
     }
 
     fn del(&self, req: &Request) -> Result<(), Error> {

@@ -17,7 +17,9 @@
 //!   chain postrouting { type nat hook postrouting priority srcnat; policy accept;
 //!     meta nfproto ipv4 ip saddr . ip daddr @hairpin4 masquerade
 //!     meta nfproto ipv4 ip saddr @masq-pools4 ip daddr != @all-pools4 masquerade fully-random
-//!     (the same for ipv6) }
+//!     (the same for ipv6)
+//!     meta nfproto ipv4 oifname "tunl0" fib saddr . oif type != local fib saddr type local
+//!       masquerade                                         # and oifname "vxlan.calico" }
 //! }
 //! ```
 //!
@@ -647,6 +649,35 @@ fn table_batch(b: &mut Buf) {
             masq(b, 0x10); // NF_NAT_RANGE_PROTO_RANDOM_FULLY
         });
     }
+    // The host's own traffic into a tunnel with a source that is not the tunnel's (e.g.
+    // the uplink's address): masqueraded to the tunnel address, so the far end answers
+    // into the tunnel (Felix's `-o tunl0 -m addrtype ! --src-type LOCAL --limit-iface-out
+    // -m addrtype --src-type LOCAL -j MASQUERADE`).
+    for dev in TUNNELS {
+        rule(b, "postrouting", |b| {
+            nfproto(b, NFPROTO_IPV4);
+            meta(b, 7, R); // NFT_META_OIFNAME
+            let mut name = [0u8; 16];
+            name[..dev.len()].copy_from_slice(dev.as_bytes());
+            cmp(b, R, 0, &name);
+            fib_saddr(b, 1 | 16, 1); // saddr . oif: not local on the tunnel
+            fib_saddr(b, 1, 0); // saddr: local to the host
+            masq(b, 0);
+        });
+    }
+}
+
+/// The tunnel devices of calico-node whose host-originated traffic is masqueraded.
+pub const TUNNELS: [&str; 2] = ["tunl0", "vxlan.calico"];
+
+/// `fib saddr [. oif] type [!=] local` (`flags`: NFTA_FIB_F_SADDR, | NFTA_FIB_F_OIF).
+fn fib_saddr(b: &mut Buf, flags: u32, op: u32) {
+    expr(b, "fib", |b| {
+        b.be32(1, R); // NFTA_FIB_DREG
+        b.be32(2, 3); // NFTA_FIB_RESULT: NFT_FIB_RESULT_ADDRTYPE
+        b.be32(3, flags);
+    });
+    cmp(b, R, op, &2u32.to_ne_bytes()); // RTN_LOCAL
 }
 
 fn rule(b: &mut Buf, chain: &str, exprs: impl FnOnce(&mut Buf)) {
