@@ -183,3 +183,50 @@ fn add_and_del_with_nat_and_two_mappings_exec_nothing() {
     }
     cni.assert_nothing_left("after DEL");
 }
+
+/// Through our own driver, per spec version with capabilities: a TCP and a UDP mapping (the
+/// UDP one on the host's address only) from ADD's runtimeConfig, reached from outside, the
+/// CHECK of versions that have it, DEL leaving only the pools.
+fn mapped_ports_by_version(v: &str) {
+    let (cni, outside) = env();
+    let ctr = Netns::new("edge-c");
+    let mut c: Value = serde_json::from_slice(&cni.conf(v, json!({"ipv4_pools": [NAT_POOL]}))).unwrap();
+    c["capabilities"] = json!({"portMappings": true});
+    c["runtimeConfig"] = json!({"portMappings": [
+        {"hostPort": 18200, "containerPort": 80, "protocol": "tcp"},
+        {"hostPort": 18201, "containerPort": 81, "protocol": "udp", "hostIP": HOST_V4}]});
+    let c = serde_json::to_vec(&c).unwrap();
+    let add = cni.inv("ADD", "edge-v", &ctr);
+    let result = cni.run(&add, &c).expect_ok();
+    assert_eq!(result["cniVersion"], v, "{result}");
+    let ctr_ip = ip_of(&result);
+    let els = elements(&cni.host).join("\n");
+    assert!(
+        els.contains(&format!(": {ctr_ip} . 80")) && els.contains(&format!("{HOST_V4} . udp . 18201")),
+        "{v}: {els}"
+    );
+
+    let peer = peer_of(&ctr, "0.0.0.0:80", || connect(&outside, &format!("{HOST_V4}:18200")));
+    assert_eq!(peer.ip().to_string(), OUTSIDE, "{v}: DNAT from outside");
+    // UDP: a datagram from outside to the host's address arrives at the container's port 81.
+    let sock = ctr.run_in(|| std::net::UdpSocket::bind("0.0.0.0:81").unwrap());
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    outside.run_in(|| {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.send_to(b"udp", format!("{HOST_V4}:18201")).unwrap();
+    });
+    let mut buf = [0; 8];
+    let (n, from) = sock.recv_from(&mut buf).unwrap_or_else(|e| panic!("{v}: no UDP datagram: {e}"));
+    assert_eq!((&buf[..n], from.ip().to_string()), (&b"udp"[..], OUTSIDE.to_owned()), "{v}");
+
+    if v >= "0.4.0" {
+        cni.run(&add.with_command("CHECK"), &calico_tests::with_prev(&c, &result)).expect_ok();
+    }
+    cni.run(&add.with_command("DEL"), &c).expect_ok();
+    cni.run(&add.with_command("DEL"), &c).expect_ok();
+    let left = elements(&cni.host).join("\n");
+    assert!(!left.contains("edge-v") && !left.contains(&format!("{ctr_ip} . ")), "{v}: left: {left}");
+    cni.assert_nothing_left(v);
+}
+
+calico_tests::spec_version_tests!(mapped_ports_by_version, capabilities);
