@@ -230,3 +230,79 @@ fn mapped_ports_by_version(v: &str) {
 }
 
 calico_tests::spec_version_tests!(mapped_ports_by_version, capabilities);
+
+/// The owned elements (map and hairpin) and the pool CIDRs of each pool set, from
+/// `nft -j list table inet calico` in the host.
+fn nft_json(h: &Netns) -> (Vec<String>, Vec<(String, String)>) {
+    let out = h.exec(&["nft", "-j", "list", "table", "inet", "calico"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(json!({"nftables": []}));
+    let (mut owned, mut pools) = (Vec::new(), Vec::new());
+    for obj in v["nftables"].as_array().into_iter().flatten() {
+        let Some(set) = obj.get("set").or_else(|| obj.get("map")) else { continue };
+        let name = set["name"].as_str().unwrap_or_default().to_owned();
+        for e in set["elem"].as_array().into_iter().flatten() {
+            if name.contains("pools") {
+                let p = &e["prefix"];
+                pools.push((name.clone(), format!("{}/{}", p["addr"].as_str().unwrap_or("?"), p["len"])));
+            } else {
+                owned.push(format!("{name}: {e}"));
+            }
+        }
+    }
+    pools.sort();
+    (owned, pools)
+}
+
+#[test]
+fn kill_9_of_add_at_any_moment_then_del_leaves_no_element() {
+    let (cni, _outside) = env();
+    let c = conf(
+        &cni,
+        NAT_POOL,
+        json!([{"hostPort": 18300, "containerPort": 80}, {"hostPort": 18301, "containerPort": 81, "protocol": "udp"}]),
+    );
+    // What the datastore says: both pools are pools, the NAT one masqueraded.
+    let wanted = {
+        let mut w = vec![
+            ("all-pools4".to_owned(), NAT_POOL.to_owned()),
+            ("all-pools4".to_owned(), PLAIN_POOL.to_owned()),
+            ("masq-pools4".to_owned(), NAT_POOL.to_owned()),
+        ];
+        w.sort();
+        w
+    };
+    // Killed before the end, and of those, killed after its mappings were in.
+    let (mut killed, mut mid_way) = (0, 0);
+    for i in 0..30u64 {
+        let ctr = Netns::new("edge-c");
+        let add = cni.inv("ADD", &format!("edge-kill{i}"), &ctr);
+        let mut cmd = add.command(std::path::Path::new("ip"));
+        cmd.args(["netns", "exec", &cni.host.name]).arg(cni.bins.plugin("calico"));
+        let mut child = cmd.spawn().unwrap();
+        {
+            use std::io::Write as _;
+            let _ = child.stdin.take().unwrap().write_all(&c);
+        }
+        // Spread over an ADD's run time (10-20 ms here), in a scrambled order.
+        std::thread::sleep(Duration::from_micros((i * 7919) % 25_000));
+        if child.try_wait().unwrap().is_none() {
+            killed += 1;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        if !nft_json(&cni.host).0.is_empty() {
+            mid_way += 1;
+        }
+        cni.run(&add.with_command("DEL"), &c).expect_ok();
+        let (owned, pools) = nft_json(&cni.host);
+        assert!(owned.is_empty(), "kill {i}: elements left after DEL: {owned:#?}");
+        if !pools.is_empty() {
+            // The table exists once an ADD got that far: then its pools are the datastore's.
+            assert!(pools.iter().all(|p| wanted.contains(p)), "kill {i}: {pools:?} vs {wanted:?}");
+        }
+        assert_eq!(ctr.links(), ["lo"], "kill {i}: the container's side is gone");
+    }
+    eprintln!("{killed} of 30 ADDs killed before they finished, {mid_way} with their mappings in (or complete)");
+    assert!(killed > 0 && mid_way > 0, "the delays miss ADD's run time");
+    cni.assert_nothing_left("after kills and DELs");
+}
