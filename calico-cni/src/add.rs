@@ -108,6 +108,10 @@ fn attach<'a, D: Dataplane>(
     // The firewall: the container's pools in the pool sets (read first, added only when
     // missing: they are shared, so never undone), and its port mappings, in one batch.
     let port_mappings = edge::mappings(requested, &addresses);
+    if port_mappings.iter().any(|m| m.container_ip.is_ipv4()) {
+        // The host's own connections to 127.0.0.1:<hostPort> go out through this veth.
+        dp.route_localnet(&host_veth).map_err(step("allowing mapped localhost connections"))?;
+    }
     let owner = edge::owner(&ctx.conf.common.name, &req.env.container_id, &req.env.ifname);
     let ports = edge::port_elements(&port_mappings, &owner);
     // calico-ipam in this process says which pools; only another IPAM costs a listing.

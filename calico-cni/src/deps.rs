@@ -60,6 +60,10 @@ pub trait Dataplane {
     /// Configures the host end ([`dataplane::setup_host`]).
     fn setup_host(&self, host_veth: &str, addresses: &[IpAddr]) -> dataplane::Result<HostInfo>;
 
+    /// `net.ipv4.conf.<host_veth>.route_localnet = 1`: the host's connections to a mapped
+    /// port on 127.0.0.0/8 may then leave, DNATed, through this veth (as portmap does).
+    fn route_localnet(&self, host_veth: &str) -> dataplane::Result<()>;
+
     /// Deletes `ifname` inside `container` as best it can, never `lo`; a failure is logged
     /// ([`dataplane::delete_container_link`]). Whether a link was deleted.
     fn delete_container_link(&self, container: &Self::Netns, ifname: &str) -> bool;

@@ -126,6 +126,8 @@ fn a_mapped_port_is_reached_from_outside_from_the_host_and_by_hairpin() {
     assert_eq!(peer.ip().to_string(), OUTSIDE, "DNAT from outside keeps the client's address");
     let peer = peer_of(&ctr, "0.0.0.0:80", || connect(&cni.host, &mapped));
     assert_eq!(peer.ip().to_string(), HOST_V4, "locally generated");
+    let peer = peer_of(&ctr, "0.0.0.0:80", || connect(&cni.host, "127.0.0.1:18080"));
+    assert_eq!(peer.ip().to_string(), HOST_V4, "from the host's localhost: masqueraded to the host's address");
     let peer = peer_of(&ctr, "0.0.0.0:80", || connect(&ctr, &mapped));
     assert_ne!(peer.ip().to_string(), ctr_ip, "hairpin is masqueraded so the reply comes back");
 

@@ -619,6 +619,10 @@ fn host_port_mapped_by_calico_cni_alone_from_outside_the_host_and_hairpin() {
     let sh = Command::new("sh").args(["-c", &script]).output().expect("sh");
     assert!(sh.status.success(), "nc {}:{port}: {}", out.host, text(&sh));
     assert!(wait_for("from-host"), "host -> {}:{port}: {:?}", out.host, received());
+    let script = format!("echo from-localhost | busybox nc -w 3 127.0.0.1 {port}");
+    let sh = Command::new("sh").args(["-c", &script]).output().expect("sh");
+    assert!(sh.status.success(), "nc 127.0.0.1:{port}: {}", text(&sh));
+    assert!(wait_for("from-localhost"), "host -> 127.0.0.1:{port}: {:?}", received());
     let hairpin = format!("echo from-itself | nc -w 3 {} {port}", out.host);
     let ex = p.podman(&["exec", &server, "sh", "-c", &hairpin]);
     assert!(ex.status.success(), "hairpin: {}", text(&ex));

@@ -46,6 +46,7 @@ fn add_puts_the_pools_and_the_mappings_in_one_batch_before_the_record() {
     assert_eq!(
         calls[at + 1..],
         [
+            format!("{} {}", step::ROUTE_LOCALNET, super::host_veth("c1")),
             format!("{} pool 10.0.0.0/24,nat-outgoing pool 10.0.0.0/24", step::FW_MISSING),
             format!(
                 "{} pool 10.0.0.0/24,nat-outgoing pool 10.0.0.0/24,{},hairpin 10.0.0.5 for {OWNER}",

@@ -39,6 +39,7 @@ pub mod step {
     pub const DELETE_HOST_LINK_DETACHED: &str = "host.delete_link_detached";
     pub const SETUP_CONTAINER: &str = "container.setup";
     pub const SETUP_HOST: &str = "host.setup";
+    pub const ROUTE_LOCALNET: &str = "host.route_localnet";
     pub const DELETE_CONTAINER_LINK: &str = "container.delete_link";
     pub const CHECK: &str = "dataplane.check";
     pub const FW_MISSING: &str = "firewall.missing";
@@ -238,6 +239,13 @@ impl Dataplane for FakeDataplane {
             return Err(dataplane::Error::LinkNotFound { name: host_veth.into() });
         }
         Ok(HostInfo { index: 7 })
+    }
+
+    fn route_localnet(&self, host_veth: &str) -> dataplane::Result<()> {
+        if let Some(errno) = self.script.record(step::ROUTE_LOCALNET, host_veth) {
+            return Err(nack(&format!("route_localnet {host_veth}"), errno));
+        }
+        Ok(())
     }
 
     fn delete_container_link(&self, container: &FakeNetns, ifname: &str) -> bool {

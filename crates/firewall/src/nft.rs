@@ -13,11 +13,13 @@
 //!     meta nfproto ipv4 fib daddr type local ip daddr & 255.0.0.0 != 127.0.0.0
 //!       dnat ip to meta l4proto . th dport map @ports4
 //!     (the same for ipv6, ip6 daddr != ::1) }
-//!   chain output { type nat hook output priority dstnat; the same rules }
+//!   chain output { type nat hook output priority dstnat; the same rules, but 127.0.0.0/8
+//!     is mapped (not ::1) }
 //!   chain postrouting { type nat hook postrouting priority srcnat; policy accept;
 //!     meta nfproto ipv4 ip saddr . ip daddr @hairpin4 masquerade
 //!     meta nfproto ipv4 ip saddr @masq-pools4 ip daddr != @all-pools4 masquerade fully-random
 //!     (the same for ipv6)
+//!     meta nfproto ipv4 ip saddr 127.0.0.0/8 ct status dnat masquerade
 //!     meta nfproto ipv4 oifname "tunl0" fib saddr . oif type != local fib saddr type local
 //!       masquerade                                         # and oifname "vxlan.calico" }
 //! }
@@ -615,7 +617,13 @@ fn table_batch(b: &mut Buf) {
                 rule(b, chain, |b| {
                     nfproto(b, fam);
                     fib_local(b);
-                    not_loopback(b, is4);
+                    // The host's own connections to 127.0.0.0/8 are mapped too (calico-cni
+                    // sets route_localnet on the mapped container's veth, postrouting
+                    // masquerades them); ::1 cannot leave the host, nor can anything
+                    // arriving for 127/8 from outside.
+                    if !(is4 && chain == "output") {
+                        not_loopback(b, is4);
+                    }
                     let mut reg = R;
                     if host {
                         payload(b, 1, daddr, alen, reg);
@@ -649,6 +657,26 @@ fn table_batch(b: &mut Buf) {
             masq(b, 0x10); // NF_NAT_RANGE_PROTO_RANDOM_FULLY
         });
     }
+    // Mapped connections from the host's 127.0.0.0/8: from the host's address instead, so
+    // the container can answer.
+    rule(b, "postrouting", |b| {
+        nfproto(b, NFPROTO_IPV4);
+        payload(b, 1, 12, 1, R); // the first byte of ip saddr
+        cmp(b, R, 0, &[127]);
+        expr(b, "ct", |b| {
+            b.be32(2, 2); // NFTA_CT_KEY: NFT_CT_STATUS
+            b.be32(1, R); // NFTA_CT_DREG
+        });
+        expr(b, "bitwise", |b| {
+            b.be32(1, R);
+            b.be32(2, R);
+            b.be32(3, 4);
+            value(b, 4, &0x20u32.to_ne_bytes()); // IPS_DST_NAT
+            value(b, 5, &[0, 0, 0, 0]);
+        });
+        cmp(b, R, 1, &[0, 0, 0, 0]);
+        masq(b, 0);
+    });
     // The host's own traffic into a tunnel with a source that is not the tunnel's (e.g.
     // the uplink's address): masqueraded to the tunnel address, so the far end answers
     // into the tunnel (Felix's `-o tunl0 -m addrtype ! --src-type LOCAL --limit-iface-out
