@@ -57,10 +57,10 @@ export CNI_PATH=$work/bin
 cycle() { echo "$BIN/cni-cycle $work/bin/calico $work/$1 --netns /var/run/netns/$C --id $2"; }
 bench() { # bench NAME -- hyperfine's -n/command pairs
   local name=$1; shift
-  ip netns exec "$H" hyperfine -N --warmup 10 --runs "$RUNS" --export-json "$work/$name.json" "$@"
+  ip netns exec "$H" hyperfine -N --warmup 10 --runs "$RUNS" --export-json "$work/out-$name.json" "$@"
 }
 ratio() { # ratio NAME A B GOAL: mean(A)/mean(B) of one run
-  python3 - "$work/$1.json" "$2" "$3" "$4" <<'PY'
+  python3 - "$work/out-$1.json" "$2" "$3" "$4" <<'PY'
 import json, sys
 r = {x["command"]: x["mean"] * 1e3 for x in json.load(open(sys.argv[1]))["results"]}
 a, b = r[sys.argv[2]], r[sys.argv[3]]
@@ -89,7 +89,7 @@ ratio ports "native mapping" "plain" "goal <= 1.15"
 echo "with $held port mappings present:"
 ratio thousand "one more mapping" "no mapping" "goal <= 1.1"
 echo "  ADD alone: one more mapping: $split_one; no mapping: $split_none"
-python3 - "$work/ports.json" "$work/thousand.json" <<'PY'
+python3 - "$work/out-ports.json" "$work/out-thousand.json" <<'PY'
 import json, sys
 m = lambda f, c: {x["command"]: x["mean"] * 1e3 for x in json.load(open(f))["results"]}[c]
 a, b = m(sys.argv[2], "one more mapping"), m(sys.argv[1], "native mapping")

@@ -288,6 +288,16 @@ type Answers = (Vec<i32>, Vec<(u32, Vec<u8>)>);
 pub struct Nftables {
     sock: OnceCell<Socket>,
     seq: Cell<u32>,
+    /// A batch removed elements: the socket is then closed by a helper ([`Drop`]).
+    removed: Cell<bool>,
+}
+
+impl Drop for Nftables {
+    fn drop(&mut self) {
+        if let (true, Some(sock)) = (self.removed.get(), self.sock.take()) {
+            sock.close_detached();
+        }
+    }
 }
 
 impl Nftables {
@@ -318,6 +328,7 @@ impl Nftables {
     /// message (0 for success) and the data messages.
     fn exchange(&self, op: &'static str, buf: &Buf) -> Result<Answers> {
         let sock = self.sock()?;
+        sock.reserve(buf.seqs.len());
         sock.send(buf).map_err(|source| Error::Kernel { op, source })?;
         let mut errnos: Vec<Option<i32>> = vec![None; buf.seqs.len()];
         let mut data = Vec::new();
@@ -411,6 +422,7 @@ impl Nftables {
         if raws.is_empty() {
             return Ok(());
         }
+        self.removed.set(true);
         self.batch("removing elements", |b| {
             for r in raws {
                 elem_msg(b, NFT_MSG_DELSETELEM, NLM_F_ACK, r);
