@@ -41,10 +41,7 @@ pub fn del<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Re
         }
         Some(ep) => {
             // The veth, then the mappings, then the record: while the record is there, a
-            // failed DEL is retried with it. The veth goes first because the kernel's
-            // unregistering waits for an RCU grace period, which a set element removal
-            // just before would make it wait out (about 10 ms here); after it, the
-            // removal costs its round trips only.
+            // failed DEL is retried with it (a veth already gone is no error).
             remove_veth(deps.dataplane, &ep.host_veth, netns, &req.env.ifname).map_err(removing)?;
             let owner = edge::owner(&ep.network, &ep.container_id, &ep.ifname);
             let ports = edge::port_elements(&ep.port_mappings, &owner);
