@@ -84,7 +84,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ipip_mtu: cli.ipip_mtu,
         mtu_file: Some(cli.mtu_file),
     };
-    let mut agent = node::agent::Agent::new(&*store, &kernel, health, config)?;
+    // The pool sets of the `inet calico` table (outgoing NAT), over netlink.
+    let firewall = firewall::nft::Nftables::new();
+    let mut agent = node::agent::Agent::new(&*store, &kernel, health, config)?.with_firewall(&firewall);
     if cli.once {
         agent.run_once()?;
     } else {

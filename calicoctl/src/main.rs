@@ -1,8 +1,9 @@
-//! calicoctl: the admin tool for pools, IPAM and container addresses.
+//! calicoctl: the admin tool for pools, IPAM, container addresses and endpoints.
 //!
 //! The datastore is chosen as the plugins choose it: `--etcd-endpoints` / `ETCD_ENDPOINTS`
 //! for etcd, otherwise `--datastore-path` / `CALICO_DATASTORE_PATH` for the embedded store.
 
+mod endpoint_cmd;
 mod ipam_cmd;
 mod node_cmd;
 mod pool_cmd;
@@ -37,6 +38,11 @@ enum Command {
         #[command(subcommand)]
         command: node_cmd::NodeCommand,
     },
+    /// Inspect the workload endpoints calico-cni set up (addresses, port mappings)
+    Endpoint {
+        #[command(subcommand)]
+        command: endpoint_cmd::EndpointCommand,
+    },
 }
 
 impl Command {
@@ -68,6 +74,7 @@ fn main() -> ExitCode {
         Command::Pool { command } => pool_cmd::run(&*store, command),
         Command::Ipam { command } => ipam_cmd::run(&*store, command),
         Command::Node { command } => node_cmd::run(&*store, command),
+        Command::Endpoint { command } => endpoint_cmd::run(&*store, command),
     });
     match result {
         Ok(code) => code,
