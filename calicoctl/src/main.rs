@@ -1,8 +1,9 @@
-//! calicoctl: the admin tool for pools, IPAM, container addresses and endpoints.
+//! calicoctl: the admin tool for pools, IPAM, container addresses, endpoints, nodes and BGP.
 //!
 //! The datastore is chosen as the plugins choose it: `--etcd-endpoints` / `ETCD_ENDPOINTS`
 //! for etcd, otherwise `--datastore-path` / `CALICO_DATASTORE_PATH` for the embedded store.
 
+mod bgp_cmd;
 mod endpoint_cmd;
 mod ipam_cmd;
 mod node_cmd;
@@ -33,7 +34,12 @@ enum Command {
         #[command(subcommand)]
         command: ipam_cmd::IpamCommand,
     },
-    /// Inspect the nodes calico-node registered
+    /// BGP: global peers, the node-to-node mesh, the default AS number
+    Bgp {
+        #[command(subcommand)]
+        command: bgp_cmd::BgpCommand,
+    },
+    /// Inspect the nodes calico-node registered, and their BGP peers
     Node {
         #[command(subcommand)]
         command: node_cmd::NodeCommand,
@@ -75,6 +81,7 @@ fn main() -> ExitCode {
         Command::Ipam { command } => ipam_cmd::run(&*store, command),
         Command::Node { command } => node_cmd::run(&*store, command),
         Command::Endpoint { command } => endpoint_cmd::run(&*store, command),
+        Command::Bgp { command } => bgp_cmd::run(&*store, command),
     });
     match result {
         Ok(code) => code,

@@ -12,6 +12,7 @@ use datastore::{Datastore, Event, EventKind, Read};
 use ipnetwork::IpNetwork;
 use model::node::Node;
 
+use crate::bgp::Bgp;
 use crate::cluster::{self, Cluster, Dirty};
 use crate::health::Health;
 use crate::ipip::Ipip;
@@ -44,6 +45,8 @@ pub struct Config {
     pub ipip_mtu: Option<u32>,
     /// `--mtu-file`: where to write the MTU for workloads; not written when `None`.
     pub mtu_file: Option<std::path::PathBuf>,
+    /// `--bgp=bird` and BIRD's paths; `None` for `--bgp=none` (and `--once`).
+    pub bgp: Option<crate::bgp::Options>,
 }
 
 /// Retry delays: 100 ms, doubling, at most [`MAX_BACKOFF`].
@@ -92,6 +95,8 @@ pub struct Agent<'a> {
     nat: Nat,
     /// Why the pool sets could not be programmed last time.
     nat_failure: Option<String>,
+    /// BGP through BIRD, unless `--bgp=none`.
+    bgp: Option<Bgp>,
 }
 
 impl<'a> Agent<'a> {
@@ -109,6 +114,7 @@ impl<'a> Agent<'a> {
             "calico-node starting"
         );
         let (vxlan, ipip) = (Vxlan::new(config.vxlan_mtu), Ipip::new(config.ipip_mtu));
+        let bgp = config.bgp.clone().map(Bgp::new);
         Ok(Agent {
             store,
             kernel,
@@ -129,6 +135,7 @@ impl<'a> Agent<'a> {
             firewall: None,
             nat: Nat::default(),
             nat_failure: None,
+            bgp,
         })
     }
 
@@ -268,10 +275,14 @@ impl<'a> Agent<'a> {
         let reads: Vec<Read> = cluster::prefixes().into_iter().map(Read::Prefix).collect();
         let (found, revision) = self.store.read_many_at(&reads)?;
         let mut view = Cluster::default();
+        let mut bgp_view = crate::bgp::BgpView::default();
         let mut seen = BTreeSet::new();
         for kv in found.iter().flatten() {
             // The prefixes overlap (the host prefix holds node and endpoint keys): once each.
             if !seen.insert(kv.key.as_str()) {
+                continue;
+            }
+            if bgp_view.apply(&kv.key, Some(&kv.value)) {
                 continue;
             }
             if let Err(e) = view.apply(&self.config.name, &kv.key, Some(&kv.value), &mut Dirty::default()) {
@@ -282,6 +293,10 @@ impl<'a> Agent<'a> {
         self.ensure_tunnels(true)?;
         let report = self.sync_kernel()?;
         self.sync_nat(true);
+        if let Some(bgp) = &mut self.bgp {
+            bgp.view = bgp_view;
+        }
+        self.sync_bgp();
         self.health.metrics.full_syncs.inc();
         self.health.metrics.last_sync_seconds.set(started.elapsed().as_secs_f64());
         tracing::info!(
@@ -317,14 +332,25 @@ impl<'a> Agent<'a> {
     /// Apply a batch of watch events to the view, and the routes they touch to the kernel.
     pub fn apply_events(&mut self, events: &[Event]) -> Result<SyncReport> {
         let mut dirty = Dirty::default();
+        let mut bgp_changed = false;
         for event in events {
             let value = match &event.kind {
                 EventKind::Put { value } => Some(value.as_slice()),
                 EventKind::Delete => None,
             };
+            if let Some(bgp) = &mut self.bgp {
+                if bgp.apply(&event.key, value) {
+                    bgp_changed = true;
+                    continue;
+                }
+            }
             if let Err(e) = self.cluster.apply(&self.config.name, &event.key, value, &mut dirty) {
                 tracing::warn!("skipping a change: {}", chain(&e));
             }
+        }
+        // A block changing renders nothing: BIRD learns its route from the kernel.
+        if bgp_changed || dirty.pools || dirty.nodes {
+            self.sync_bgp();
         }
         if dirty.is_empty() {
             return Ok(SyncReport::default());
@@ -359,6 +385,30 @@ impl<'a> Agent<'a> {
         tracing::debug!(events = events.len(), replaced = report.replaced, deleted = report.deleted, "applied changes");
         self.after_write(&report, &old_problems, &old_bgp);
         Ok(report)
+    }
+
+    /// Have BIRD run the config of the view as it is; readiness says why when it cannot.
+    fn sync_bgp(&mut self) {
+        let Some(bgp) = &mut self.bgp else { return };
+        bgp.sync(&self.cluster, &self.local, self.config.as_number);
+        self.health.set_problem("bgp", bgp.problem.clone());
+        self.health.metrics.bird_starts.set(bgp.bird.starts as i64);
+        self.health.metrics.bird_reconfigurations.set(bgp.bird.reconfigurations as i64);
+    }
+
+    /// Start BIRD again if it died.
+    fn tick_bgp(&mut self) {
+        let Some(bgp) = &mut self.bgp else { return };
+        if self.synced {
+            bgp.tick();
+            self.health.set_problem("bgp", bgp.problem.clone());
+            self.health.metrics.bird_starts.set(bgp.bird.starts as i64);
+        }
+    }
+
+    /// BIRD's counters: (starts, reconfigurations), when BGP is on.
+    pub fn bird_counts(&self) -> Option<(u64, u64)> {
+        self.bgp.as_ref().map(|b| (b.bird.starts, b.bird.reconfigurations))
     }
 
     /// The route `dst` should have, noting why it has none when that is worth saying.
@@ -490,6 +540,7 @@ impl<'a> Agent<'a> {
                 if stop() {
                     return Ok(());
                 }
+                self.tick_bgp();
                 let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
                     continue 'resync;
                 };
@@ -555,6 +606,7 @@ mod tests {
             vxlan_mtu: None,
             ipip_mtu: None,
             mtu_file: None,
+            bgp: None,
         }
     }
 

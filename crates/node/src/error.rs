@@ -27,6 +27,10 @@ pub enum Error {
     #[error(transparent)]
     NodeName(calico_netconf::Error),
 
+    /// BIRD failed.
+    #[error(transparent)]
+    Bird(#[from] crate::bgp::BirdError),
+
     /// A record cannot be read, or a name cannot be part of a key.
     #[error(transparent)]
     Model(#[from] model::Error),

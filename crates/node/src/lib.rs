@@ -10,10 +10,12 @@
 //! - [`vxlan`]: `vxlan.calico`, the tunnel address, ARP and FDB entries per remote node;
 //! - [`ipip`]: the kernel's `tunl0`, set up with this node's IPIP tunnel address;
 //! - [`nat`]: the pool sets of the `inet calico` table (outgoing NAT), kept to the pools;
+//! - [`bgp`]: BGP through BIRD: bird.conf from the datastore, BIRD supervised;
 //! - [`agent`]: the loop (full sync, watch, resync, backoff) over the pieces above;
 //! - [`kernel`]: the kernel behind a trait, over netlink or a recording fake;
 //! - [`health`], [`mtu`]: the health and metrics endpoints, the MTU file.
 pub mod agent;
+pub mod bgp;
 pub mod cluster;
 mod error;
 pub mod health;
