@@ -108,7 +108,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             paths: node::bgp::Paths { program: cli.bird_binary, config: cli.bird_config, socket: cli.bird_socket },
         }),
     };
-    let mut agent = node::agent::Agent::new(&*store, &kernel, health, config)?;
+    // The pool sets of the `inet calico` table (outgoing NAT), over netlink.
+    let firewall = firewall::nft::Nftables::new();
+    let mut agent = node::agent::Agent::new(&*store, &kernel, health, config)?.with_firewall(&firewall);
     if cli.once {
         agent.run_once()?;
     } else {

@@ -1,9 +1,10 @@
-//! calicoctl: the admin tool for pools, IPAM and container addresses, nodes and BGP.
+//! calicoctl: the admin tool for pools, IPAM, container addresses, endpoints, nodes and BGP.
 //!
 //! The datastore is chosen as the plugins choose it: `--etcd-endpoints` / `ETCD_ENDPOINTS`
 //! for etcd, otherwise `--datastore-path` / `CALICO_DATASTORE_PATH` for the embedded store.
 
 mod bgp_cmd;
+mod endpoint_cmd;
 mod ipam_cmd;
 mod node_cmd;
 mod pool_cmd;
@@ -43,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: node_cmd::NodeCommand,
     },
+    /// Inspect the workload endpoints calico-cni set up (addresses, port mappings)
+    Endpoint {
+        #[command(subcommand)]
+        command: endpoint_cmd::EndpointCommand,
+    },
 }
 
 impl Command {
@@ -74,6 +80,7 @@ fn main() -> ExitCode {
         Command::Pool { command } => pool_cmd::run(&*store, command),
         Command::Ipam { command } => ipam_cmd::run(&*store, command),
         Command::Node { command } => node_cmd::run(&*store, command),
+        Command::Endpoint { command } => endpoint_cmd::run(&*store, command),
         Command::Bgp { command } => bgp_cmd::run(&*store, command),
     });
     match result {

@@ -18,6 +18,7 @@ use crate::health::Health;
 use crate::ipip::Ipip;
 use crate::kernel::Kernel;
 use crate::local::{self, AddressChoice, Local};
+use crate::nat::Nat;
 use crate::routes::{self, Capabilities, RouteTable, SyncReport, Want};
 use crate::vxlan::Vxlan;
 use crate::{chain, register, Error, Result};
@@ -89,6 +90,11 @@ pub struct Agent<'a> {
     /// written keeps the tunnel addresses stored, so a restart withdraws none).
     tunnels_checked: bool,
     synced: bool,
+    /// The `inet calico` table's pool sets (outgoing NAT), when given a firewall.
+    firewall: Option<&'a dyn firewall::Firewall>,
+    nat: Nat,
+    /// Why the pool sets could not be programmed last time.
+    nat_failure: Option<String>,
     /// BGP through BIRD, unless `--bgp=none`.
     bgp: Option<Bgp>,
 }
@@ -126,8 +132,38 @@ impl<'a> Agent<'a> {
             tunnel_failures: Vec::new(),
             tunnels_checked: false,
             synced: false,
+            firewall: None,
+            nat: Nat::default(),
+            nat_failure: None,
             bgp,
         })
+    }
+
+    /// Keep the pool sets of `firewall`'s table (outgoing NAT) in step with the pools too.
+    pub fn with_firewall(mut self, firewall: &'a dyn firewall::Firewall) -> Self {
+        self.firewall = Some(firewall);
+        self
+    }
+
+    /// Bring the pool sets to the view's pools (`full`: check the table and the kernel's
+    /// elements too). A failure is noted and logged, never fatal: the next full sync retries.
+    pub fn sync_nat(&mut self, full: bool) {
+        let Some(fw) = self.firewall else { return };
+        match self.nat.sync(fw, &self.cluster, full) {
+            Ok(report) => {
+                if report != Default::default() {
+                    tracing::debug!(added = report.added, removed = report.removed, full, "pool sets synced");
+                }
+                if self.nat_failure.take().is_some() {
+                    tracing::info!("pool sets programmed again");
+                }
+            }
+            Err(e) => {
+                let line = format!("outgoing NAT pool sets: {}", chain(&e));
+                tracing::error!("{line}");
+                self.nat_failure = Some(line);
+            }
+        }
     }
 
     /// This host as detected.
@@ -256,6 +292,7 @@ impl<'a> Agent<'a> {
         self.cluster = view;
         self.ensure_tunnels(true)?;
         let report = self.sync_kernel()?;
+        self.sync_nat(true);
         if let Some(bgp) = &mut self.bgp {
             bgp.view = bgp_view;
         }
@@ -317,6 +354,9 @@ impl<'a> Agent<'a> {
         }
         if dirty.is_empty() {
             return Ok(SyncReport::default());
+        }
+        if dirty.pools {
+            self.sync_nat(false);
         }
         if dirty.pools || dirty.nodes {
             let device_changed = if dirty.pools {
@@ -424,6 +464,7 @@ impl<'a> Agent<'a> {
             self.problem_pools().into_iter().map(|(pool, reason)| Error::Pool { pool, reason }.to_string()).collect();
         lines.extend(self.failures.iter().cloned());
         lines.extend(self.tunnel_failures.iter().cloned());
+        lines.extend(self.nat_failure.iter().cloned());
         lines
     }
 
@@ -474,6 +515,7 @@ impl<'a> Agent<'a> {
                         if let Err(e) = self.sync_kernel() {
                             tracing::error!("kernel sync failed: {}", chain(&e));
                         }
+                        self.sync_nat(true);
                     }
                     continue;
                 }

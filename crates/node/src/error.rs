@@ -15,6 +15,10 @@ pub enum Error {
     #[error("dataplane")]
     Dataplane(#[from] dataplane::Error),
 
+    /// The `inet calico` nftables table refused.
+    #[error("nftables")]
+    Firewall(#[from] firewall::Error),
+
     /// IPAM failed (the tunnel address).
     #[error("IPAM")]
     Ipam(#[from] ipam::Error),

@@ -9,6 +9,7 @@
 //!   diffed against the kernel;
 //! - [`vxlan`]: `vxlan.calico`, the tunnel address, ARP and FDB entries per remote node;
 //! - [`ipip`]: the kernel's `tunl0`, set up with this node's IPIP tunnel address;
+//! - [`nat`]: the pool sets of the `inet calico` table (outgoing NAT), kept to the pools;
 //! - [`bgp`]: BGP through BIRD: bird.conf from the datastore, BIRD supervised;
 //! - [`agent`]: the loop (full sync, watch, resync, backoff) over the pieces above;
 //! - [`kernel`]: the kernel behind a trait, over netlink or a recording fake;
@@ -22,6 +23,7 @@ pub mod ipip;
 pub mod kernel;
 pub mod local;
 pub mod mtu;
+pub mod nat;
 pub mod register;
 pub mod routes;
 pub mod vxlan;
