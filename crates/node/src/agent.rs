@@ -515,6 +515,8 @@ impl<'a> Agent<'a> {
                         if let Err(e) = self.sync_kernel() {
                             tracing::error!("kernel sync failed: {}", chain(&e));
                         }
+                        // And keep BIRD running meanwhile.
+                        self.tick_bgp();
                         self.sync_nat(true);
                     }
                     continue;
