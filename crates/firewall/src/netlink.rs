@@ -175,10 +175,10 @@ impl Socket {
         }
     }
 
-    /// Closes the socket without waiting: after a transaction that removed something,
-    /// the kernel's release of a netfilter socket waits for the removed objects' RCU
-    /// grace period (`nft_rcv_nl_event` flushes the destroy work: about 10 ms here), which
-    /// the runtime waiting on this plugin would pay. A helper process sharing this one's
+    /// Closes the socket without waiting: while a transaction's removed objects (this
+    /// process's or any other's) wait for their RCU grace period, the kernel's release of
+    /// a netfilter socket waits with them (`nft_rcv_nl_event` flushes the destroy work:
+    /// about 10 ms here), which the runtime waiting on this plugin would pay. A helper process sharing this one's
     /// memory ([`detach::spawn_shared`]) holds the last reference and pays it instead.
     /// Where no helper can be started, the socket is closed here, waiting.
     pub fn close_detached(self) {
