@@ -61,9 +61,11 @@ bench() { # bench NAME -- hyperfine's -n/command pairs
 ratio() { # ratio NAME A B GOAL: mean(A)/mean(B) of one run
   python3 - "$work/out-$1.json" "$2" "$3" "$4" <<'PY'
 import json, sys
-r = {x["command"]: x["mean"] * 1e3 for x in json.load(open(sys.argv[1]))["results"]}
+r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
 a, b = r[sys.argv[2]], r[sys.argv[3]]
-print(f"{sys.argv[2]} {a:.2f} ms / {sys.argv[3]} {b:.2f} ms -> {a/b:.3f} ({sys.argv[4]})")
+m = lambda k: (a[k] * 1e3, b[k] * 1e3, a[k] / b[k])
+print("{} / {}: mean {:.2f} / {:.2f} ms -> {:.3f}, median {:.2f} / {:.2f} ms -> {:.3f} ({})".format(
+    sys.argv[2], sys.argv[3], *m("mean"), *m("median"), sys.argv[4]))
 PY
 }
 
