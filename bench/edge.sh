@@ -13,14 +13,13 @@ source scripts/deps.sh
 BIN=$(scripts/build-release.sh -q -p calico-cni -p calico-ipam -p calicoctl -p calico-tests)
 RUNS=${RUNS:-100}
 id=$$
-H=caliedge-h-$id C=caliedge-c-$id
+H=caliedge-h-$id C=caliedge-c-$id F=caliedge-f-$id
 work=$(mktemp -d /tmp/calico-edge.XXXXXX)
 cleanup() {
-  ip netns del "$C" 2>/dev/null || true; ip netns del "$H" 2>/dev/null || true; rm -rf "$work"
+  for ns in "$C" "$F" "$H"; do ip netns del "$ns" 2>/dev/null || true; done; rm -rf "$work"
 }
 trap cleanup EXIT
-ip netns add "$H"; ip netns add "$C"
-ip -n "$H" link set lo up; ip -n "$C" link set lo up
+for ns in "$H" "$C" "$F"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
 
 mkdir -p "$work/bin"
 ln -s "$BIN/calico-cni" "$work/bin/calico"
@@ -62,9 +61,11 @@ bench() { # bench NAME -- hyperfine's -n/command pairs
 ratio() { # ratio NAME A B GOAL: mean(A)/mean(B) of one run
   python3 - "$work/out-$1.json" "$2" "$3" "$4" <<'PY'
 import json, sys
-r = {x["command"]: x["mean"] * 1e3 for x in json.load(open(sys.argv[1]))["results"]}
+r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
 a, b = r[sys.argv[2]], r[sys.argv[3]]
-print(f"{sys.argv[2]} {a:.2f} ms / {sys.argv[3]} {b:.2f} ms -> {a/b:.3f} ({sys.argv[4]})")
+m = lambda k: (a[k] * 1e3, b[k] * 1e3, a[k] / b[k])
+print("{} / {}: mean {:.2f} / {:.2f} ms -> {:.3f}, median {:.2f} / {:.2f} ms -> {:.3f} ({})".format(
+    sys.argv[2], sys.argv[3], *m("mean"), *m("median"), sys.argv[4]))
 PY
 }
 
@@ -73,9 +74,9 @@ bench ports -n "native mapping" "$(cycle native.json m1)" \
   -n "calico-cni+portmap" "$BIN/cni-cycle $work/bin/calico $work/chained.conflist --netns /var/run/netns/$C --id c1" \
   -n "plain" "$(cycle plain.json p2)"
 
-# 1,000 mappings held by one container (host ports 20000-20999).
-ip netns exec "$H" "$BIN/cni-cycle" "$work/bin/calico" "$work/fill.json" --netns "/var/run/netns/$C" --id fill --fill 1
-held=$(ip netns exec "$H" nft list map inet calico ports4 | grep -o ' : ' | wc -l)
+# 1,000 mappings held by one container of its own (host ports 20000-20999).
+ip netns exec "$H" "$BIN/cni-cycle" "$work/bin/calico" "$work/fill.json" --netns "/var/run/netns/$F" --id fill --fill 1
+held=$(ip netns exec "$H" nft list map inet calico ports4 | grep -o 'comment' | wc -l)
 bench thousand -n "one more mapping" "$(cycle native.json m2)" -n "no mapping" "$(cycle plain.json p3)"
 split() { ip netns exec "$H" "$BIN/cni-cycle" "$work/bin/calico" "$work/$1" --netns "/var/run/netns/$C" --id "$2" --split 50; }
 split_one=$(split native.json s1)

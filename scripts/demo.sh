@@ -16,7 +16,7 @@ cargo build --bins --locked -q
 source scripts/lib/target-dir.sh
 BIN=$TARGET_DIR/debug
 id=$$
-H=calidemo-host-$id C1=calidemo-a-$id C2=calidemo-b-$id O=calidemo-out-$id
+H=calidemo-host-$id C1=calidemo-a-$id C2=calidemo-b-$id O=demo-outside-$id  # (no "cali" in it: the check below greps for cali links)
 work=$(mktemp -d /tmp/calico-demo.XXXXXX)
 cleanup() {
   jobs -p | xargs -r kill 2>/dev/null || true

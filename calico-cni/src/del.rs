@@ -40,15 +40,14 @@ pub fn del<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Re
             }
         }
         Some(ep) => {
-            // The veth, then the mappings, then the record: while the record is there, a
-            // failed DEL is retried with it (a veth already gone is no error).
-            remove_veth(deps.dataplane, &ep.host_veth, netns, &req.env.ifname).map_err(removing)?;
+            // The mappings first: while the record is there, a failed DEL is retried with it.
             let owner = edge::owner(&ep.network, &ep.container_id, &ep.ifname);
             let ports = edge::port_elements(&ep.port_mappings, &owner);
             if !ports.is_empty() {
                 deps.firewall.remove(&ports).map_err(edge::error("removing the port mappings"))?;
             }
             endpoint::delete(deps.store, &key)?;
+            remove_veth(deps.dataplane, &ep.host_veth, netns, &req.env.ifname).map_err(removing)?;
         }
         None => {
             // No record (an ADD that died before writing it): what it may have mapped is

@@ -175,11 +175,13 @@ impl Socket {
         }
     }
 
-    /// Closes the socket without waiting: after a transaction that removed something,
-    /// the kernel's release of a netfilter socket waits for the removed objects' RCU
-    /// grace period (`nft_rcv_nl_event` flushes the destroy work: about 10 ms here), which
-    /// the runtime waiting on this plugin would pay. A helper process sharing this one's
-    /// memory ([`detach::spawn_shared`]) holds the last reference and pays it instead.
+    /// Closes the socket without waiting: while a transaction's removed objects (this
+    /// process's or any other's) wait for their RCU grace period, the kernel's release of
+    /// a netfilter socket waits with them (`nft_rcv_nl_event` flushes the destroy work:
+    /// about 10 ms here), which the runtime waiting on this plugin would pay. A helper
+    /// process sharing this one's memory ([`detach::spawn_shared`]) holds the last
+    /// reference and lets it go only once the removals are done ([`HOLD_NS`]), so nobody
+    /// waits.
     /// Where no helper can be started, the socket is closed here, waiting.
     pub fn close_detached(self) {
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -290,6 +292,10 @@ struct Hold {
     wait: libc::c_int,
 }
 
+/// How long the helper keeps the socket after this process let go: several RCU grace
+/// periods of a loaded host.
+const HOLD_NS: libc::c_long = 250_000_000;
+
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 extern "C" fn hold_socket(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: the argument is the `Hold` that spawn_shared copied for us; only raw system
@@ -302,6 +308,12 @@ extern "C" fn hold_socket(arg: *mut libc::c_void) -> libc::c_int {
         while detach::raw::syscall(libc::SYS_read, [hold.wait as usize, &mut byte as *mut u8 as usize, 1, 0, 0, 0])
             == -(libc::EINTR as isize)
         {}
+        // Then past the grace period of what was just removed: a release while removals
+        // are pending waits for them holding nf_tables' commit mutex, which would stall
+        // the next ADD's batch instead. Once the kernel's destroy work has run on its own,
+        // the release is instant.
+        let pause = libc::timespec { tv_sec: 0, tv_nsec: HOLD_NS };
+        detach::raw::syscall(libc::SYS_nanosleep, [&pause as *const libc::timespec as usize, 0, 0, 0, 0, 0]);
     }
     0
 }

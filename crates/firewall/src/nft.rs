@@ -288,13 +288,14 @@ type Answers = (Vec<i32>, Vec<(u32, Vec<u8>)>);
 pub struct Nftables {
     sock: OnceCell<Socket>,
     seq: Cell<u32>,
-    /// A batch removed elements: the socket is then closed by a helper ([`Drop`]).
-    removed: Cell<bool>,
 }
 
+/// The socket is closed by a helper ([`Socket::close_detached`]): releasing any netfilter
+/// socket waits for the grace period of whatever a transaction removed before, this
+/// process's or another's (the next ADD after a DEL would pay it).
 impl Drop for Nftables {
     fn drop(&mut self) {
-        if let (true, Some(sock)) = (self.removed.get(), self.sock.take()) {
+        if let Some(sock) = self.sock.take() {
             sock.close_detached();
         }
     }
@@ -422,7 +423,6 @@ impl Nftables {
         if raws.is_empty() {
             return Ok(());
         }
-        self.removed.set(true);
         self.batch("removing elements", |b| {
             for r in raws {
                 elem_msg(b, NFT_MSG_DELSETELEM, NLM_F_ACK, r);
