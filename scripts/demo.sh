@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The quickstart: build, then attach two "containers" (network namespaces) through
-# calico-cni on the embedded store, show that they ping each other and the host, show
-# `calicoctl ipam show`, and clean everything up. Run as root on Debian 12.
+# calico-cni on the embedded store, show that they ping each other and the host, that A's
+# traffic to an "outside" netns (the internet) leaves NATed to the host's address, that B's
+# mapped host port is reached from outside, `nft list table inet calico`, `calicoctl ipam
+# show` and `calicoctl endpoint show`, and clean everything up. Run as root on Debian 12.
 #
 # Nothing touches the machine's own network: a namespace plays the host, and the plugins
 # run inside it exactly as a runtime living there would exec them.
@@ -14,22 +16,25 @@ cargo build --bins --locked -q
 source scripts/lib/target-dir.sh
 BIN=$TARGET_DIR/debug
 id=$$
-H=calidemo-host-$id C1=calidemo-a-$id C2=calidemo-b-$id
+H=calidemo-host-$id C1=calidemo-a-$id C2=calidemo-b-$id O=demo-outside-$id  # (no "cali" in it: the check below greps for cali links)
 work=$(mktemp -d /tmp/calico-demo.XXXXXX)
 cleanup() {
-  for ns in "$C1" "$C2" "$H"; do ip netns del "$ns" 2>/dev/null || true; done
+  jobs -p | xargs -r kill 2>/dev/null || true
+  for ns in "$C1" "$C2" "$H" "$O"; do ip netns del "$ns" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "a host netns with an uplink, and two container netns"
-for ns in "$H" "$C1" "$C2"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
-ip -n "$H" link add up0 type veth peer name up1
+step "a host netns whose uplink leads to an outside netns (10.255.255.2), and two container netns"
+for ns in "$H" "$C1" "$C2" "$O"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+ip -n "$H" link add up0 type veth peer name up1 netns "$O"
 ip -n "$H" addr add 10.255.255.1/30 dev up0
-ip -n "$H" link set up0 up && ip -n "$H" link set up1 up
+ip -n "$O" addr add 10.255.255.2/30 dev up1
+ip -n "$H" link set up0 up && ip -n "$O" link set up1 up
 ip -n "$H" route add default via 10.255.255.2
+# The outside knows no route to the pool: only NATed traffic can get answers.
 
 step "CNI_PATH with calico-cni (also as 'calico') and calico-ipam"
 mkdir -p "$work/bin"
@@ -54,16 +59,25 @@ cat > "$work/net.conf" <<CONF
   "ipam": { "type": "calico-ipam", "ipv4_pools": ["10.77.0.0/24"] }
 }
 CONF
-step "the netconf"
+# B's: the same, with host port 8080 mapped to its port 80, as a runtime passes `-p 8080:80`
+# to a plugin declaring the portMappings capability.
+python3 - "$work/net.conf" "$work/ports.conf" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["capabilities"] = {"portMappings": True}
+c["runtimeConfig"] = {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}
+json.dump(c, open(sys.argv[2], "w"), indent=2)
+PY
+step "the netconf (B's adds capabilities and runtimeConfig.portMappings)"
 cat "$work/net.conf"
 
-cni() { # cni COMMAND CONTAINER-ID NETNS
+cni() { # cni COMMAND CONTAINER-ID NETNS [CONF]
   CNI_COMMAND=$1 CNI_CONTAINERID=$2 CNI_NETNS=/var/run/netns/$3 CNI_IFNAME=eth0 CNI_PATH=$work/bin \
-    ip netns exec "$H" "$work/bin/calico" < "$work/net.conf"
+    ip netns exec "$H" "$work/bin/calico" < "${4:-$work/net.conf}"
 }
-step "ADD container A and container B (as a runtime would)"
+step "ADD container A, and container B with host port 8080 -> 80 (as a runtime would)"
 cni ADD demo-a "$C1" | tee "$work/a.json"
-cni ADD demo-b "$C2" | tee "$work/b.json"
+cni ADD demo-b "$C2" "$work/ports.conf" | tee "$work/b.json"
 ipa=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ips"][0]["address"].split("/")[0])' "$work/a.json")
 ipb=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ips"][0]["address"].split("/")[0])' "$work/b.json")
 
@@ -79,12 +93,33 @@ ip netns exec "$C1" ping -c 2 -W 2 "$ipb"
 ip netns exec "$C2" ping -c 2 -W 2 "$ipa"
 ip netns exec "$C1" ping -c 2 -W 2 10.255.255.1
 
-step "calicoctl ipam show"
+step "outgoing NAT: A -> a listener in the outside netns, which sees the host's address"
+ip netns exec "$O" timeout 10 nc -lvn 10.255.255.2 7000 2>"$work/nat.log" >/dev/null &
+sleep 0.3
+echo hello-from-A | ip netns exec "$C1" nc -N -w 3 10.255.255.2 7000
+wait $! || true
+cat "$work/nat.log"
+grep -q "10.255.255.1 " "$work/nat.log" || { echo "the outside did not see the host's address" >&2; exit 1; }
+
+step "port mapping: the outside -> 10.255.255.1:8080 reaches B's port 80"
+ip netns exec "$C2" timeout 10 nc -lvn 80 2>"$work/port.log" >"$work/port.got" &
+sleep 0.3
+echo hello-from-outside | ip netns exec "$O" nc -N -w 3 10.255.255.1 8080
+wait $! || true
+echo "B got: $(cat "$work/port.got") ($(grep -o 'received on [0-9.]* ' "$work/port.log" || echo '?')- the client's own address)"
+grep -q hello-from-outside "$work/port.got" || { echo "the mapped port did not reach B" >&2; exit 1; }
+
+step "nft list table inet calico (in the host netns): the pool sets and B's mapping"
+ip netns exec "$H" nft list table inet calico
+
+step "calicoctl ipam show; calicoctl endpoint show"
 "$BIN/calicoctl" ipam show
+"$BIN/calicoctl" endpoint show
 
 step "DEL both, then check nothing is left"
 cni DEL demo-a "$C1"
-cni DEL demo-b "$C2"
+cni DEL demo-b "$C2" "$work/ports.conf"
+if ip netns exec "$H" nft list table inet calico | grep -q comment; then echo "a port mapping left behind!" >&2; exit 1; fi
 "$BIN/calicoctl" ipam show
 "$BIN/calicoctl" ipam check
 if ip -n "$H" link | grep -q cali; then echo "cali links left behind!" >&2; exit 1; fi

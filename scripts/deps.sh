@@ -50,7 +50,7 @@ want bird bird2                        # calico-node's BGP (the BIRD daemon and 
 # CONFIG_NET_IPIP): its image, and qemu from backports (bookworm's 7.2 conflicts with the
 # qemu-utils 10.x the machine ships). The tests boot the newest /boot/vmlinuz-*-amd64, whose
 # modules must be there too (a half-installed image is installed again).
-kernel=$(ls -1v /boot/vmlinuz-*-amd64 2>/dev/null | tail -n 1)
+kernel=$(ls -1v /boot/vmlinuz-*-amd64 2>/dev/null | tail -n 1 || true)  # none yet: ls fails (pipefail)
 [[ -n $kernel && -e /lib/modules/${kernel#/boot/vmlinuz-}/modules.dep ]] || need+=(linux-image-amd64)
 need_backports=()
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need_backports+=(qemu-system-x86)

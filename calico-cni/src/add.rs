@@ -70,7 +70,8 @@ fn attach<'a, D: Dataplane>(
     let host_veth = ctx.host_veth(req);
     // The profiles first (created when missing; shared, so never undone).
     let profiles = profile::ensure(deps.store, &profile::wanted(ctx)?)?;
-    let ipam_result = deps.ipam.add(req)?;
+    let allocation = deps.ipam.add(req)?;
+    let ipam_result = allocation.result;
     undo.push("releasing the IPAM allocation", || deps.ipam.del(req));
     let addresses: Vec<IpAddr> = ipam_result.ips.iter().map(|c| c.address.ip()).collect();
     if addresses.is_empty() {
@@ -121,9 +122,18 @@ fn attach<'a, D: Dataplane>(
     // The firewall: the container's pools in the pool sets (read first, added only when
     // missing: they are shared, so never undone), and its port mappings, in one batch.
     let port_mappings = edge::mappings(requested, &addresses);
+    if port_mappings.iter().any(|m| m.container_ip.is_ipv4()) {
+        // The host's own connections to 127.0.0.1:<hostPort> go out through this veth.
+        dp.route_localnet(&host_veth).map_err(step("allowing mapped localhost connections"))?;
+    }
     let owner = edge::owner(&ctx.conf.common.name, &req.env.container_id, &req.env.ifname);
     let ports = edge::port_elements(&port_mappings, &owner);
-    let pool_elements = edge::pool_elements(&edge::pools(deps.store, &addresses)?, &addresses);
+    // calico-ipam in this process says which pools; only another IPAM costs a listing.
+    let pools = match allocation.pools {
+        Some(pools) => pools,
+        None => edge::pools(deps.store, &addresses)?,
+    };
+    let pool_elements = edge::pool_elements(&pools, &addresses);
     let mut elements = match pool_elements.is_empty() {
         true => Vec::new(),
         false => deps.firewall.missing(&pool_elements).map_err(edge::error("checking the pool sets"))?,

@@ -2,11 +2,10 @@
 //! from CNI_PATH as the spec describes.
 
 use cni::skel::Request;
-use cni::CniResult;
 use datastore::Datastore;
 
 use crate::context::Context;
-use crate::deps::Ipam;
+use crate::deps::{Allocation, Ipam};
 use crate::Error;
 
 /// The IPAM type calico-cni runs in its own process instead of exec'ing it.
@@ -41,10 +40,22 @@ impl<'a> Delegate<'a> {
 }
 
 impl Ipam for Delegate<'_> {
-    fn add(&self, req: &Request) -> Result<CniResult, Error> {
+    fn add(&self, req: &Request) -> Result<Allocation, Error> {
         match self.in_process() {
-            Some(verbs) => Ok(verbs.add(&req.env)?),
-            None => Ok(cni::delegate::delegate_add(self.plugin(), &req.env, &req.stdin)?),
+            Some(verbs) => {
+                let assigned = verbs.assign(&req.env)?;
+                let mut pools: Vec<model::pool::Pool> = Vec::new();
+                for a in &assigned {
+                    if !pools.iter().any(|p| p.cidr == a.pool.cidr) {
+                        pools.push(a.pool.clone());
+                    }
+                }
+                Ok(Allocation { result: ipam::plugin::result_of(&assigned), pools: Some(pools) })
+            }
+            None => Ok(Allocation {
+                result: cni::delegate::delegate_add(self.plugin(), &req.env, &req.stdin)?,
+                pools: None,
+            }),
         }
     }
 

@@ -60,6 +60,10 @@ pub trait Dataplane {
     /// Configures the host end ([`dataplane::setup_host`]).
     fn setup_host(&self, host_veth: &str, addresses: &[IpAddr]) -> dataplane::Result<HostInfo>;
 
+    /// `net.ipv4.conf.<host_veth>.route_localnet = 1`: the host's connections to a mapped
+    /// port on 127.0.0.0/8 may then leave, DNATed, through this veth (as portmap does).
+    fn route_localnet(&self, host_veth: &str) -> dataplane::Result<()>;
+
     /// Deletes `ifname` inside `container` as best it can, never `lo`; a failure is logged
     /// ([`dataplane::delete_container_link`]). Whether a link was deleted.
     fn delete_container_link(&self, container: &Self::Netns, ifname: &str) -> bool;
@@ -75,9 +79,18 @@ pub trait Dataplane {
     }
 }
 
+/// What IPAM ADD gave.
+#[derive(Clone, Debug, Default)]
+pub struct Allocation {
+    pub result: CniResult,
+    /// The pools the addresses came from, when the IPAM knows them (calico-ipam in this
+    /// process); `None` from a plugin exec'd, whose pools ADD then lists itself.
+    pub pools: Option<Vec<model::pool::Pool>>,
+}
+
 /// The IPAM plugin that `ipam.type` names, one method per verb.
 pub trait Ipam {
-    fn add(&self, req: &Request) -> Result<CniResult, Error>;
+    fn add(&self, req: &Request) -> Result<Allocation, Error>;
     fn del(&self, req: &Request) -> Result<(), Error>;
     fn check(&self, req: &Request) -> Result<(), Error>;
     fn gc(&self, req: &Request) -> Result<(), Error>;

@@ -62,6 +62,11 @@ impl Dataplane for Linux {
         dataplane::setup_host(self.host()?, host_veth, addresses)
     }
 
+    fn route_localnet(&self, host_veth: &str) -> dataplane::Result<()> {
+        // The calling thread is in the host netns, where /proc/sys/net resolves.
+        dataplane::set_sysctl(&format!("net/ipv4/conf/{host_veth}/route_localnet"), "1")
+    }
+
     fn delete_container_link(&self, container: &Namespace, ifname: &str) -> bool {
         dataplane::delete_container_link(container, ifname)
     }

@@ -65,9 +65,29 @@ struct Cli {
     /// serve /liveness, /readiness and /metrics on this address, e.g. 127.0.0.1:9099
     #[arg(long, value_name = "ADDR:PORT")]
     health_listen: Option<SocketAddr>,
+    /// bird: run and configure BIRD as this node's BGP speaker; none: no BGP at all (e.g. a
+    /// pure VXLAN cluster)
+    #[arg(long, default_value = "bird", value_parser = ["bird", "none"])]
+    bgp: String,
+    /// the config file calico-node writes for BIRD
+    #[arg(long, default_value = node::bgp::DEFAULT_CONFIG)]
+    bird_config: PathBuf,
+    /// BIRD's control socket (calicoctl node show reads the sessions there)
+    #[arg(long, default_value = node::bgp::DEFAULT_SOCKET)]
+    bird_socket: PathBuf,
+    /// the BIRD program
+    #[arg(long, default_value = "bird")]
+    bird_binary: PathBuf,
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.bgp == "bird" && !cli.once {
+        // Fail now, not later in readiness, when BIRD is not there at all.
+        let program = &cli.bird_binary;
+        std::process::Command::new(program).arg("--version").output().map_err(|e| {
+            anyhow::anyhow!("cannot run BIRD ({}): {e}; install bird2, or run with --bgp=none", program.display())
+        })?;
+    }
     // The plugins' rule, by the plugins' code.
     let conf =
         calico_netconf::CalicoConf { nodename: cli.nodename, nodename_file: cli.nodename_file, ..Default::default() };
@@ -87,10 +107,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         vxlan_mtu: cli.vxlan_mtu,
         ipip_mtu: cli.ipip_mtu,
         mtu_file: Some(cli.mtu_file),
+        // A one-shot sync leaves BGP alone.
+        bgp: (cli.bgp == "bird" && !cli.once).then_some(node::bgp::Options {
+            paths: node::bgp::Paths { program: cli.bird_binary, config: cli.bird_config, socket: cli.bird_socket },
+        }),
     };
     let node_name = config.name.clone();
     let resync = config.resync_interval;
-    let mut agent = node::agent::Agent::new(&*store, &kernel, health, config)?;
+    // The pool sets of the `inet calico` table (outgoing NAT), over netlink.
+    let firewall = firewall::nft::Nftables::new();
+    let mut agent = node::agent::Agent::new(&*store, &kernel, health, config)?.with_firewall(&firewall);
     if cli.once {
         agent.run_once()?;
         let nft = firewall::nft::Nftables::new();

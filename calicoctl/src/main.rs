@@ -1,9 +1,11 @@
-//! calicoctl: the admin tool for pools, IPAM and container addresses.
+//! calicoctl: the admin tool for pools, IPAM, container addresses, endpoints, nodes and BGP.
 //!
 //! The datastore is chosen as the plugins choose it: `--etcd-endpoints` / `ETCD_ENDPOINTS`
 //! for etcd, otherwise `--datastore-path` / `CALICO_DATASTORE_PATH` for the embedded store.
 
+mod bgp_cmd;
 mod container_cmd;
+mod endpoint_cmd;
 mod ipam_cmd;
 mod node_cmd;
 mod pool_cmd;
@@ -34,7 +36,12 @@ enum Command {
         #[command(subcommand)]
         command: ipam_cmd::IpamCommand,
     },
-    /// Inspect the nodes calico-node registered
+    /// BGP: global peers, the node-to-node mesh, the default AS number
+    Bgp {
+        #[command(subcommand)]
+        command: bgp_cmd::BgpCommand,
+    },
+    /// Inspect the nodes calico-node registered, and their BGP peers
     Node {
         #[command(subcommand)]
         command: node_cmd::NodeCommand,
@@ -50,6 +57,11 @@ enum Command {
     Profile {
         #[command(subcommand)]
         command: profile_cmd::ProfileCommand,
+    },
+    /// Inspect the workload endpoints calico-cni set up (addresses, port mappings)
+    Endpoint {
+        #[command(subcommand)]
+        command: endpoint_cmd::EndpointCommand,
     },
 }
 
@@ -84,6 +96,8 @@ fn main() -> ExitCode {
         Command::Node { command } => node_cmd::run(&*store, command),
         Command::Profile { command } => profile_cmd::run(&*store, command),
         Command::Container { args } => container_cmd::run(&*store, args),
+        Command::Endpoint { command } => endpoint_cmd::run(&*store, command),
+        Command::Bgp { command } => bgp_cmd::run(&*store, command),
     });
     match result {
         Ok(code) => code,

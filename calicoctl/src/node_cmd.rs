@@ -18,6 +18,14 @@ pub enum NodeCommand {
     Show {
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output: Output,
+        /// BIRD's control socket on this host: the table ends with its BGP sessions
+        #[arg(long, default_value = ::node::bgp::DEFAULT_SOCKET)]
+        bird_socket: std::path::PathBuf,
+    },
+    /// This node's own BGP peers: `node bgp peer add <IP> as <AS> [--node NAME]`, remove, show
+    Bgp {
+        #[command(subcommand)]
+        command: crate::bgp_cmd::NodeBgpCommand,
     },
     /// Remove a node that is gone: release its tunnel addresses, free its empty blocks (the
     /// others lose their affinity), delete its affinities and record; the other nodes then
@@ -98,6 +106,10 @@ fn remove(store: &dyn Datastore, name: &str, remove_endpoints: bool) -> anyhow::
     let mut ops: Vec<Op> = node::keys_of(name).into_iter().map(|key| Op::Delete { key }).collect();
     for family in [4, 6] {
         ops.push(Op::Delete { key: keys::cursor(name, family) });
+        // Its own BGP peers go with it.
+        for kv in store.list(&keys::node_peer_prefix(name, family))? {
+            ops.push(Op::Delete { key: kv.key });
+        }
     }
     // Its address claims, unless another node has taken one over meanwhile.
     let mut compares = Vec::new();
@@ -166,9 +178,10 @@ fn release_blocks(store: &dyn Datastore, name: &str) -> anyhow::Result<usize> {
 }
 
 pub fn run(store: &dyn Datastore, cmd: NodeCommand) -> anyhow::Result<ExitCode> {
-    let output = match cmd {
-        NodeCommand::Show { output } => output,
+    let (output, socket) = match cmd {
+        NodeCommand::Show { output, bird_socket } => (output, bird_socket),
         NodeCommand::Remove { name, remove_endpoints } => return remove(store, &name, remove_endpoints),
+        NodeCommand::Bgp { command } => return crate::bgp_cmd::run_node(store, command),
     };
     let (records, blocks) = nodes(store)?;
     let none = || "-".to_owned();
@@ -206,6 +219,7 @@ pub fn run(store: &dyn Datastore, cmd: NodeCommand) -> anyhow::Result<ExitCode> 
                     blocks.get(&n.name).map_or_else(none, |b| b.join(",")),
                 );
             }
+            crate::bgp_cmd::print_sessions(&socket);
         }
     }
     Ok(ExitCode::SUCCESS)

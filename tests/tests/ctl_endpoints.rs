@@ -89,3 +89,50 @@ fn release_refuses_live_endpoints_and_check_cross_checks_them() {
         backend.assert_clean();
     }
 }
+
+#[test]
+fn endpoint_show_lists_each_endpoints_port_mappings() {
+    let bins = CniBinDir::new();
+    let backend = Backend::embedded();
+    backend.ctl(&["pool", "add", "10.74.0.0/24"]).success();
+    let node = host();
+    let plain = netconf(&backend);
+    let mut mapped: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+    mapped["capabilities"] = json!({"portMappings": true});
+    mapped["runtimeConfig"] = json!({"portMappings": [
+        {"hostPort": 18400, "containerPort": 80, "protocol": "tcp"},
+        {"hostPort": 18401, "containerPort": 53, "protocol": "udp", "hostIP": calico_tests::netns::HOST_V4}]});
+    let mapped = serde_json::to_vec(&mapped).unwrap();
+    let run =
+        |inv: &Invocation, conf: &[u8]| inv.clone().path(&bins.path()).run_in(&node, &bins.plugin("calico"), conf);
+    let (c1, c2) = (Netns::new("ce"), Netns::new("ce"));
+    let add1 = Invocation::new("ADD", "ep-mapped").netns(&c1.path());
+    let add2 = Invocation::new("ADD", "ep-plain").netns(&c2.path());
+    let ip1 = result_ips(&run(&add1, &mapped).expect_ok())[0].clone();
+    run(&add2, &plain).expect_ok();
+
+    let table = backend.ctl(&["endpoint", "show"]).success().stdout.clone();
+    let line =
+        |id: &str| table.lines().find(|l| l.contains(id)).unwrap_or_else(|| panic!("no {id}: {table}")).to_owned();
+    let host_v4 = calico_tests::netns::HOST_V4;
+    assert!(table.starts_with("NODE") && table.lines().next().unwrap().ends_with("PORTS"), "{table}");
+    assert!(line("ep-mapped").ends_with(&format!("18400/tcp->{ip1}:80,{host_v4}:18401/udp->{ip1}:53")), "{table}");
+    assert!(line("ep-plain").ends_with(" -"), "{table}");
+
+    let shown = backend.ctl(&["endpoint", "show", "-o", "json"]).expect_ok();
+    let by_id = |id: &str| shown.as_array().unwrap().iter().find(|e| e["container_id"] == id).cloned().unwrap();
+    assert_eq!(
+        by_id("ep-mapped")["port_mappings"],
+        json!([{"protocol": "tcp", "host_port": 18400, "container_ip": ip1, "container_port": 80},
+               {"protocol": "udp", "host_ip": host_v4, "host_port": 18401, "container_ip": ip1, "container_port": 53}]),
+        "{shown}"
+    );
+    assert_eq!(by_id("ep-plain")["port_mappings"], json!([]), "{shown}");
+    assert!(by_id("ep-plain").get("result").is_none(), "{shown}");
+    assert_eq!(backend.ctl(&["endpoint", "show", "--node", "node-2", "-o", "json"]).expect_ok(), json!([]));
+
+    run(&add1.with_command("DEL"), &mapped).expect_ok();
+    run(&add2.with_command("DEL"), &plain).expect_ok();
+    assert_eq!(backend.ctl(&["endpoint", "show", "-o", "json"]).expect_ok(), json!([]));
+    backend.assert_clean();
+}

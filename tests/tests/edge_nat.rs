@@ -129,6 +129,8 @@ fn a_mapped_port_is_reached_from_outside_from_the_host_and_by_hairpin() {
     assert_eq!(peer.ip().to_string(), OUTSIDE, "DNAT from outside keeps the client's address");
     let peer = peer_of(&ctr, "0.0.0.0:80", || connect(&cni.host, &mapped));
     assert_eq!(peer.ip().to_string(), HOST_V4, "locally generated");
+    let peer = peer_of(&ctr, "0.0.0.0:80", || connect(&cni.host, "127.0.0.1:18080"));
+    assert_eq!(peer.ip().to_string(), HOST_V4, "from the host's localhost: masqueraded to the host's address");
     let peer = peer_of(&ctr, "0.0.0.0:80", || connect(&ctr, &mapped));
     assert_ne!(peer.ip().to_string(), ctr_ip, "hairpin is masqueraded so the reply comes back");
 
@@ -185,4 +187,128 @@ fn add_and_del_with_nat_and_two_mappings_exec_nothing() {
         assert_eq!(execs.len(), 1, "only the plugin itself: {execs:#?}");
     }
     cni.assert_nothing_left("after DEL");
+}
+
+/// Through our own driver, per spec version with capabilities: a TCP and a UDP mapping (the
+/// UDP one on the host's address only) from ADD's runtimeConfig, reached from outside, the
+/// CHECK of versions that have it, DEL leaving only the pools.
+fn mapped_ports_by_version(v: &str) {
+    let (cni, outside) = env();
+    let ctr = Netns::new("edge-c");
+    let mut c: Value = serde_json::from_slice(&cni.conf(v, json!({"ipv4_pools": [NAT_POOL]}))).unwrap();
+    c["capabilities"] = json!({"portMappings": true});
+    c["runtimeConfig"] = json!({"portMappings": [
+        {"hostPort": 18200, "containerPort": 80, "protocol": "tcp"},
+        {"hostPort": 18201, "containerPort": 81, "protocol": "udp", "hostIP": HOST_V4}]});
+    let c = serde_json::to_vec(&c).unwrap();
+    let add = cni.inv("ADD", "edge-v", &ctr);
+    let result = cni.run(&add, &c).expect_ok();
+    assert_eq!(result["cniVersion"], v, "{result}");
+    let ctr_ip = ip_of(&result);
+    let els = elements(&cni.host).join("\n");
+    assert!(
+        els.contains(&format!(": {ctr_ip} . 80")) && els.contains(&format!("{HOST_V4} . udp . 18201")),
+        "{v}: {els}"
+    );
+
+    let peer = peer_of(&ctr, "0.0.0.0:80", || connect(&outside, &format!("{HOST_V4}:18200")));
+    assert_eq!(peer.ip().to_string(), OUTSIDE, "{v}: DNAT from outside");
+    // UDP: a datagram from outside to the host's address arrives at the container's port 81.
+    let sock = ctr.run_in(|| std::net::UdpSocket::bind("0.0.0.0:81").unwrap());
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    outside.run_in(|| {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.send_to(b"udp", format!("{HOST_V4}:18201")).unwrap();
+    });
+    let mut buf = [0; 8];
+    let (n, from) = sock.recv_from(&mut buf).unwrap_or_else(|e| panic!("{v}: no UDP datagram: {e}"));
+    assert_eq!((&buf[..n], from.ip().to_string()), (&b"udp"[..], OUTSIDE.to_owned()), "{v}");
+
+    if v >= "0.4.0" {
+        cni.run(&add.with_command("CHECK"), &calico_tests::with_prev(&c, &result)).expect_ok();
+    }
+    cni.run(&add.with_command("DEL"), &c).expect_ok();
+    cni.run(&add.with_command("DEL"), &c).expect_ok();
+    let left = elements(&cni.host).join("\n");
+    assert!(!left.contains("edge-v") && !left.contains(&format!("{ctr_ip} . ")), "{v}: left: {left}");
+    cni.assert_nothing_left(v);
+}
+
+calico_tests::spec_version_tests!(mapped_ports_by_version, capabilities);
+
+/// The owned elements (map and hairpin) and the pool CIDRs of each pool set, from
+/// `nft -j list table inet calico` in the host.
+fn nft_json(h: &Netns) -> (Vec<String>, Vec<(String, String)>) {
+    let out = h.exec(&["nft", "-j", "list", "table", "inet", "calico"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(json!({"nftables": []}));
+    let (mut owned, mut pools) = (Vec::new(), Vec::new());
+    for obj in v["nftables"].as_array().into_iter().flatten() {
+        let Some(set) = obj.get("set").or_else(|| obj.get("map")) else { continue };
+        let name = set["name"].as_str().unwrap_or_default().to_owned();
+        for e in set["elem"].as_array().into_iter().flatten() {
+            if name.contains("pools") {
+                let p = &e["prefix"];
+                pools.push((name.clone(), format!("{}/{}", p["addr"].as_str().unwrap_or("?"), p["len"])));
+            } else {
+                owned.push(format!("{name}: {e}"));
+            }
+        }
+    }
+    pools.sort();
+    (owned, pools)
+}
+
+#[test]
+fn kill_9_of_add_at_any_moment_then_del_leaves_no_element() {
+    let (cni, _outside) = env();
+    let c = conf(
+        &cni,
+        NAT_POOL,
+        json!([{"hostPort": 18300, "containerPort": 80}, {"hostPort": 18301, "containerPort": 81, "protocol": "udp"}]),
+    );
+    // What the datastore says: both pools are pools, the NAT one masqueraded.
+    let wanted = {
+        let mut w = vec![
+            ("all-pools4".to_owned(), NAT_POOL.to_owned()),
+            ("all-pools4".to_owned(), PLAIN_POOL.to_owned()),
+            ("masq-pools4".to_owned(), NAT_POOL.to_owned()),
+        ];
+        w.sort();
+        w
+    };
+    // Killed before the end, and of those, killed after its mappings were in.
+    let (mut killed, mut mid_way) = (0, 0);
+    for i in 0..30u64 {
+        let ctr = Netns::new("edge-c");
+        let add = cni.inv("ADD", &format!("edge-kill{i}"), &ctr);
+        let mut cmd = add.command(std::path::Path::new("ip"));
+        cmd.args(["netns", "exec", &cni.host.name]).arg(cni.bins.plugin("calico"));
+        let mut child = cmd.spawn().unwrap();
+        {
+            use std::io::Write as _;
+            let _ = child.stdin.take().unwrap().write_all(&c);
+        }
+        // Spread over an ADD's run time (10-40 ms here, with its profiles), in a scrambled
+        // order.
+        std::thread::sleep(Duration::from_micros((i * 7919) % 60_000));
+        if child.try_wait().unwrap().is_none() {
+            killed += 1;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        if !nft_json(&cni.host).0.is_empty() {
+            mid_way += 1;
+        }
+        cni.run(&add.with_command("DEL"), &c).expect_ok();
+        let (owned, pools) = nft_json(&cni.host);
+        assert!(owned.is_empty(), "kill {i}: elements left after DEL: {owned:#?}");
+        if !pools.is_empty() {
+            // The table exists once an ADD got that far: then its pools are the datastore's.
+            assert!(pools.iter().all(|p| wanted.contains(p)), "kill {i}: {pools:?} vs {wanted:?}");
+        }
+        assert_eq!(ctr.links(), ["lo"], "kill {i}: the container's side is gone");
+    }
+    eprintln!("{killed} of 30 ADDs killed before they finished, {mid_way} with their mappings in (or complete)");
+    assert!(killed > 0 && mid_way > 0, "the delays miss ADD's run time");
+    cni.assert_nothing_left("after kills and DELs");
 }

@@ -119,14 +119,20 @@ impl Drop for HostAddr {
     }
 }
 
-/// The example with this test's store and pool.
-fn conflist(store: &Backend, pool: &str) -> Value {
+/// The example with this test's store and pool; `native`: calico-cni alone, mapping the
+/// ports itself (capability portMappings), without portmap.
+fn conflist(store: &Backend, pool: &str, native: bool) -> Value {
     let mut list: Value =
         serde_json::from_str(&std::fs::read_to_string(EXAMPLE).expect(EXAMPLE)).expect("example JSON");
     assert_eq!(list["plugins"][0]["type"], "calico", "{EXAMPLE}: calico must come first");
     assert_eq!(list["plugins"][1]["type"], "portmap", "{EXAMPLE}: portmap must follow calico");
     store.apply(&mut list["plugins"][0]);
     list["plugins"][0]["ipam"]["ipv4_pools"] = json!([pool]);
+    if native {
+        list["plugins"][0]["capabilities"] = json!({"portMappings": true});
+        list["plugins"] = json!([list["plugins"][0].clone()]);
+        list["name"] = json!("calico-podman-native");
+    }
     list
 }
 
@@ -143,8 +149,17 @@ struct Podman {
 }
 
 impl Podman {
-    /// Podman on the pool 10.199.`k`.0/26 (distinct per test).
+    /// Podman on the pool 10.199.`k`.0/26 (distinct per test), calico → portmap.
     fn new(k: u8) -> Podman {
+        Podman::with(k, false)
+    }
+
+    /// Podman on the pool 10.199.`k`.0/26 with calico-cni alone mapping the ports.
+    fn native(k: u8) -> Podman {
+        Podman::with(k, true)
+    }
+
+    fn with(k: u8, native: bool) -> Podman {
         let serial = Serial::lock();
         let tools = [
             ("podman", "podman"),
@@ -166,7 +181,7 @@ impl Podman {
 
         let store = Backend::embedded();
         store.ctl(&["pool", "add", &pool]).success();
-        let list = conflist(&store, &pool);
+        let list = conflist(&store, &pool, native);
         let p = Podman {
             dir: tempfile::Builder::new().prefix("calico-podman-").tempdir().expect("tempdir"),
             bins: CniBinDir::new(),
@@ -519,6 +534,112 @@ fn host_port_reaches_the_container_through_chained_portmap() {
         "nat chains and tables not restored"
     );
     drop(host);
+}
+
+/// An "outside" netns (the internet) joined to the machine by a veth pair of ours: its end in
+/// the machine holds `host` (/32, "the host's address"), the outside end `outside`, each
+/// routed to the other by a /32 route on the pair. The link (and so its routes) goes on drop.
+struct Outside {
+    ns: calico_tests::netns::Netns,
+    link: String,
+    host: String,
+    addr: String,
+}
+
+impl Outside {
+    fn new(host: &str, outside: &str) -> Outside {
+        let ns = calico_tests::netns::Netns::new("edout");
+        let link = unique("edo");
+        ip(&["link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", &ns.name]);
+        let o = Outside { ns, link, host: host.to_owned(), addr: outside.to_owned() };
+        ip(&["addr", "add", &format!("{host}/32"), "dev", &o.link]);
+        ip(&["link", "set", &o.link, "up"]);
+        ip(&["route", "add", &format!("{outside}/32"), "dev", &o.link]);
+        o.ns.ip(&["addr", "add", &format!("{outside}/32"), "dev", "eth0"]);
+        o.ns.ip(&["link", "set", "eth0", "up"]);
+        o.ns.ip(&["route", "add", &format!("{host}/32"), "dev", "eth0"]);
+        o.ns.ip(&["route", "add", "default", "via", host, "dev", "eth0", "onlink"]);
+        o
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.link]).stderr(Stdio::null()).status();
+    }
+}
+
+#[test]
+fn host_port_mapped_by_calico_cni_alone_from_outside_the_host_and_hairpin() {
+    let p = Podman::native(4);
+    let out = Outside::new("10.199.255.4", "10.199.254.4");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let out_dir = p.path("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let volume = format!("{}:/out", out_dir.display());
+    let publish = format!("{port}:80");
+    let server =
+        p.start(&["-i", "-p", &publish, "-v", &volume], &["sh", "-c", "while true; do nc -l -p 80 >> /out/got; done"]);
+    let server_ip = p.addr(&server);
+    let received = || std::fs::read_to_string(out_dir.join("got")).unwrap_or_default();
+    let wait_for = |msg: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !received().contains(msg) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        received().contains(msg)
+    };
+    let table = Command::new("nft").args(["list", "table", "inet", "calico"]).output().unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.lines().any(|l| l.contains(&format!("tcp . {port} ")) && l.contains(&format!(": {server_ip} . 80"))),
+        "no map element to the container:\n{table}"
+    );
+    let nat = Command::new("iptables").args(["-w", "-t", "nat", "-S"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&nat.stdout).contains("CNI-DN-"), "portmap ran: it is not in the conflist");
+
+    // From the outside netns to the host's address (prerouting DNAT), retried while the
+    // listener starts.
+    let to: std::net::SocketAddr = format!("{}:{port}", out.host).parse().unwrap();
+    let sent = out.ns.run_in(|| {
+        use std::io::Write;
+        for _ in 0..20 {
+            if let Ok(mut c) = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2)) {
+                let peer = c.local_addr().unwrap();
+                c.write_all(format!("from-outside {peer}\n").as_bytes()).unwrap();
+                return Some(peer);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        None
+    });
+    let sent = sent.unwrap_or_else(|| panic!("outside -> {to} never connected"));
+    assert_eq!(sent.ip().to_string(), out.addr);
+    assert!(wait_for("from-outside"), "outside -> {to} did not reach {server_ip}:80: {:?}", received());
+
+    // From the machine itself (output DNAT), and hairpin: the container to its own mapping.
+    let script = format!("echo from-host | busybox nc -w 3 {} {port}", out.host);
+    let sh = Command::new("sh").args(["-c", &script]).output().expect("sh");
+    assert!(sh.status.success(), "nc {}:{port}: {}", out.host, text(&sh));
+    assert!(wait_for("from-host"), "host -> {}:{port}: {:?}", out.host, received());
+    let script = format!("echo from-localhost | busybox nc -w 3 127.0.0.1 {port}");
+    let sh = Command::new("sh").args(["-c", &script]).output().expect("sh");
+    assert!(sh.status.success(), "nc 127.0.0.1:{port}: {}", text(&sh));
+    assert!(wait_for("from-localhost"), "host -> 127.0.0.1:{port}: {:?}", received());
+    let hairpin = format!("echo from-itself | nc -w 3 {} {port}", out.host);
+    let ex = p.podman(&["exec", &server, "sh", "-c", &hairpin]);
+    assert!(ex.status.success(), "hairpin: {}", text(&ex));
+    assert!(wait_for("from-itself"), "hairpin to {}:{port}: {:?}", out.host, received());
+
+    p.remove(&server);
+    p.assert_nothing_left("after podman rm");
+    let table = Command::new("nft").args(["list", "table", "inet", "calico"]).output().unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(!table.contains(&format!("{server_ip} . ")), "a mapping or hairpin element left:\n{table}");
+    drop(out);
 }
 
 #[test]

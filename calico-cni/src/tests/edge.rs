@@ -22,6 +22,8 @@ fn rig(nat: bool) -> Rig {
     pool.nat_outgoing = nat;
     let op = Op::Put { key: model::keys::pool(&pool.cidr), value: model::encode(&pool) };
     rig.store.inner.txn(&[], &[op]).unwrap();
+    // calico-ipam in the process says which pool each address came from.
+    *rig.ipam.pools.borrow_mut() = Some(vec![pool]);
     rig.conf["runtimeConfig"] = json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
     rig.dp.kernel.borrow_mut().netns.insert(C2_NETNS.into(), ["lo".to_owned()].into());
     rig
@@ -44,7 +46,7 @@ fn add_puts_the_pools_and_the_mappings_in_one_batch_before_the_record() {
     assert_eq!(
         calls[at + 1..],
         [
-            format!("{} /calico/v1/ipam/v4/pool/", step::STORE_LIST),
+            format!("{} {}", step::ROUTE_LOCALNET, super::host_veth("c1")),
             format!("{} pool 10.0.0.0/24,nat-outgoing pool 10.0.0.0/24", step::FW_MISSING),
             format!(
                 "{} pool 10.0.0.0/24,nat-outgoing pool 10.0.0.0/24,{},hairpin 10.0.0.5 for {OWNER}",
@@ -65,6 +67,18 @@ fn add_puts_the_pools_and_the_mappings_in_one_batch_before_the_record() {
     rig.add(&rig.req_with("ADD", "c2", &conf, C2_NETNS, "")).expect("ADD c2");
     let steps = rig.script.steps();
     assert!(steps.contains(&step::FW_MISSING.to_owned()) && !steps.contains(&step::FW_ADD.to_owned()), "{steps:?}");
+}
+
+#[test]
+fn an_ipam_that_does_not_name_its_pools_costs_one_pool_listing() {
+    let rig = rig(true);
+    *rig.ipam.pools.borrow_mut() = None;
+    rig.add(&rig.req("ADD", "c1")).expect("ADD");
+    let calls = rig.script.calls();
+    let list = calls.iter().position(|c| c == &format!("{} /calico/v1/ipam/v4/pool/", step::STORE_LIST));
+    let missing = calls.iter().position(|c| c.starts_with(step::FW_MISSING));
+    assert!(list.is_some() && list < missing, "{calls:#?}");
+    assert!(rig.fw.elements().contains(&pool(PoolSet::Masq)));
 }
 
 #[test]

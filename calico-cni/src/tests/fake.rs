@@ -17,7 +17,7 @@ use datastore::memory::MemoryStore;
 use datastore::{Compare, Datastore, KeyValue, Op, TxnOutcome};
 use rtnetlink::packet_core::ErrorMessage;
 
-use crate::deps::{Dataplane, Ipam};
+use crate::deps::{Allocation, Dataplane, Ipam};
 use crate::Error;
 
 pub const EEXIST: i32 = 17;
@@ -39,6 +39,7 @@ pub mod step {
     pub const DELETE_HOST_LINK_DETACHED: &str = "host.delete_link_detached";
     pub const SETUP_CONTAINER: &str = "container.setup";
     pub const SETUP_HOST: &str = "host.setup";
+    pub const ROUTE_LOCALNET: &str = "host.route_localnet";
     pub const DELETE_CONTAINER_LINK: &str = "container.delete_link";
     pub const CHECK: &str = "dataplane.check";
     pub const FW_MISSING: &str = "firewall.missing";
@@ -240,6 +241,13 @@ impl Dataplane for FakeDataplane {
         Ok(HostInfo { index: 7 })
     }
 
+    fn route_localnet(&self, host_veth: &str) -> dataplane::Result<()> {
+        if let Some(errno) = self.script.record(step::ROUTE_LOCALNET, host_veth) {
+            return Err(nack(&format!("route_localnet {host_veth}"), errno));
+        }
+        Ok(())
+    }
+
     fn delete_container_link(&self, container: &FakeNetns, ifname: &str) -> bool {
         let failed = self.script.record(step::DELETE_CONTAINER_LINK, ifname).is_some();
         if failed || ifname == "lo" {
@@ -268,12 +276,15 @@ impl Dataplane for FakeDataplane {
 pub struct FakeIpam {
     script: Script,
     pub result: CniResult,
+    /// The pools ADD says the addresses came from (`None`: like an IPAM exec'd, which
+    /// does not say).
+    pub pools: RefCell<Option<Vec<model::pool::Pool>>>,
     pub held: RefCell<BTreeSet<String>>,
 }
 
 impl FakeIpam {
     pub fn new(script: &Script, result: CniResult) -> FakeIpam {
-        FakeIpam { script: script.clone(), result, held: RefCell::default() }
+        FakeIpam { script: script.clone(), result, pools: RefCell::default(), held: RefCell::default() }
     }
 
     fn fail(&self, step: &'static str, req: &Request) -> Result<(), Error> {
@@ -289,10 +300,10 @@ impl FakeIpam {
 }
 
 impl Ipam for FakeIpam {
-    fn add(&self, req: &Request) -> Result<CniResult, Error> {
+    fn add(&self, req: &Request) -> Result<Allocation, Error> {
         self.fail(step::IPAM_ADD, req)?;
         self.held.borrow_mut().insert(req.env.container_id.clone());
-        Ok(self.result.clone())
+        Ok(Allocation { result: self.result.clone(), pools: self.pools.borrow().clone() })
     }
 
     fn del(&self, req: &Request) -> Result<(), Error> {

@@ -11,6 +11,8 @@
 //!   that are the host's own (`fib daddr type local`), the hostIP maps first.
 //! - `hairpin4`/`hairpin6` (`addr . addr`): a mapped container reaching itself through the
 //!   host is masqueraded, so its reply comes back through the host.
+//! - Host-originated traffic leaving by `tunl0` or `vxlan.calico` with a source that is not
+//!   the tunnel's is masqueraded to the tunnel address (one rule per device, as Felix has).
 //!
 //! Each port mapping and hairpin element carries its owner (the attachment) as the element's
 //! comment, so a conflict names the holder and a removal removes only the owner's.

@@ -118,6 +118,8 @@ pub enum Reply {
 pub struct Socket {
     fd: OwnedFd,
     pub round_trips: std::cell::Cell<u64>,
+    /// The receive buffer asked for so far (0: the kernel's default).
+    rcvbuf: std::cell::Cell<usize>,
 }
 
 impl Socket {
@@ -143,17 +145,75 @@ impl Socket {
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(Socket { fd, round_trips: std::cell::Cell::new(0) })
+        Ok(Socket { fd, round_trips: std::cell::Cell::new(0), rcvbuf: std::cell::Cell::new(0) })
+    }
+
+    /// Room for the answers to a request of `messages` messages (an ack each, as nft
+    /// sizes its buffer): past the default's few hundred acks the kernel would drop them
+    /// (ENOBUFS). As root the limit is lifted (SO_RCVBUFFORCE), else it is capped.
+    pub fn reserve(&self, messages: usize) {
+        let want = messages.saturating_mul(1024);
+        if messages < 128 || want <= self.rcvbuf.get() {
+            return;
+        }
+        let size = want as libc::c_int;
+        for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+            // SAFETY: setsockopt on our descriptor with an int of the size given.
+            let rc = unsafe {
+                libc::setsockopt(
+                    self.fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc == 0 {
+                self.rcvbuf.set(want);
+                return;
+            }
+        }
+    }
+
+    /// Closes the socket without waiting: while a transaction's removed objects (this
+    /// process's or any other's) wait for their RCU grace period, the kernel's release of
+    /// a netfilter socket waits with them (`nft_rcv_nl_event` flushes the destroy work:
+    /// about 10 ms here), which the runtime waiting on this plugin would pay. A helper
+    /// process sharing this one's memory ([`detach::spawn_shared`]) holds the last
+    /// reference and lets it go only once the removals are done ([`HOLD_NS`]), so nobody
+    /// waits.
+    /// Where no helper can be started, the socket is closed here, waiting.
+    pub fn close_detached(self) {
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        {
+            let mut pipe = [0 as libc::c_int; 2];
+            // SAFETY: pipe2 fills two descriptors we then own.
+            if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+                return;
+            }
+            // SAFETY: both are ours from here on.
+            let (wait, wake) = unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+            let hold = Hold { sock: self.fd.as_raw_fd(), wait: wait.as_raw_fd() };
+            // SAFETY: `hold_socket` makes raw system calls only and reads its argument.
+            if unsafe { detach::spawn_shared(hold_socket, hold) }.is_ok() {
+                // Ours first (not the last reference now), then the helper is woken, and
+                // its exit releases the socket.
+                drop(self.fd);
+                drop(wait);
+                drop(wake);
+            }
+        }
     }
 
     pub fn send(&self, buf: &Buf) -> io::Result<()> {
         self.round_trips.set(self.round_trips.get() + 1);
-        // A large batch (the whole policy table) goes in one datagram, and its acks come
-        // back at once: make room for both, as nft does (the FORCE variants need root, which
-        // writing nftables needs anyway).
+        // A large batch (calico-node's whole policy table) goes in one datagram: room for
+        // it, as nft makes (EMSGSIZE otherwise; root, which writing nftables needs anyway;
+        // the acks' room is `reserve`'s).
         if buf.bytes.len() > 64 << 10 {
             let room = |opt, want: usize| {
                 let v = want.min(i32::MAX as usize) as libc::c_int;
+                // SAFETY: setsockopt on our descriptor with an int of the size given.
                 unsafe {
                     libc::setsockopt(
                         self.fd.as_raw_fd(),
@@ -165,7 +225,6 @@ impl Socket {
                 }
             };
             room(libc::SO_SNDBUFFORCE, buf.bytes.len() + (64 << 10));
-            room(libc::SO_RCVBUFFORCE, (buf.seqs.len() * 2048).max(1 << 20));
         }
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
@@ -242,4 +301,38 @@ pub fn attrs(mut b: &[u8]) -> Vec<(u16, &[u8])> {
 
 pub fn attr(b: &[u8], ty: u16) -> Option<&[u8]> {
     attrs(b).into_iter().find(|(t, _)| *t == ty).map(|(_, v)| v)
+}
+
+/// What the helper of [`Socket::close_detached`] keeps: the socket, and the pipe whose
+/// closing (by this process) tells it to go.
+#[derive(Clone, Copy)]
+struct Hold {
+    sock: libc::c_int,
+    wait: libc::c_int,
+}
+
+/// How long the helper keeps the socket after this process let go: several RCU grace
+/// periods of a loaded host.
+const HOLD_NS: libc::c_long = 250_000_000;
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+extern "C" fn hold_socket(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: the argument is the `Hold` that spawn_shared copied for us; only raw system
+    // calls follow.
+    unsafe {
+        let hold = *(arg as *const Hold);
+        detach::raw::close_all_but(hold.sock, hold.wait);
+        let mut byte = 0u8;
+        // Until the other end is closed (EOF), retrying when interrupted.
+        while detach::raw::syscall(libc::SYS_read, [hold.wait as usize, &mut byte as *mut u8 as usize, 1, 0, 0, 0])
+            == -(libc::EINTR as isize)
+        {}
+        // Then past the grace period of what was just removed: a release while removals
+        // are pending waits for them holding nf_tables' commit mutex, which would stall
+        // the next ADD's batch instead. Once the kernel's destroy work has run on its own,
+        // the release is instant.
+        let pause = libc::timespec { tv_sec: 0, tv_nsec: HOLD_NS };
+        detach::raw::syscall(libc::SYS_nanosleep, [&pause as *const libc::timespec as usize, 0, 0, 0, 0, 0]);
+    }
+    0
 }

@@ -13,11 +13,15 @@
 //!     meta nfproto ipv4 fib daddr type local ip daddr & 255.0.0.0 != 127.0.0.0
 //!       dnat ip to meta l4proto . th dport map @ports4
 //!     (the same for ipv6, ip6 daddr != ::1) }
-//!   chain output { type nat hook output priority dstnat; the same rules }
+//!   chain output { type nat hook output priority dstnat; the same rules, but 127.0.0.0/8
+//!     is mapped (not ::1) }
 //!   chain postrouting { type nat hook postrouting priority srcnat; policy accept;
 //!     meta nfproto ipv4 ip saddr . ip daddr @hairpin4 masquerade
 //!     meta nfproto ipv4 ip saddr @masq-pools4 ip daddr != @all-pools4 masquerade fully-random
-//!     (the same for ipv6) }
+//!     (the same for ipv6)
+//!     meta nfproto ipv4 ip saddr 127.0.0.0/8 ct status dnat masquerade
+//!     meta nfproto ipv4 oifname "tunl0" fib saddr . oif type != local fib saddr type local
+//!       masquerade                                         # and oifname "vxlan.calico" }
 //! }
 //! ```
 //!
@@ -286,6 +290,17 @@ pub struct Nftables {
     seq: Cell<u32>,
 }
 
+/// The socket is closed by a helper ([`Socket::close_detached`]): releasing any netfilter
+/// socket waits for the grace period of whatever a transaction removed before, this
+/// process's or another's (the next ADD after a DEL would pay it).
+impl Drop for Nftables {
+    fn drop(&mut self) {
+        if let Some(sock) = self.sock.take() {
+            sock.close_detached();
+        }
+    }
+}
+
 impl Nftables {
     pub fn new() -> Nftables {
         Nftables::default()
@@ -314,6 +329,7 @@ impl Nftables {
     /// message (0 for success) and the data messages.
     pub(crate) fn exchange(&self, op: &'static str, buf: &Buf) -> Result<Answers> {
         let sock = self.sock()?;
+        sock.reserve(buf.seqs.len());
         sock.send(buf).map_err(|source| Error::Kernel { op, source })?;
         let mut errnos: Vec<Option<i32>> = vec![None; buf.seqs.len()];
         let mut data = Vec::new();
@@ -627,7 +643,13 @@ fn table_batch(b: &mut Buf) {
                 rule(b, chain, |b| {
                     nfproto(b, fam);
                     fib_local(b);
-                    not_loopback(b, is4);
+                    // The host's own connections to 127.0.0.0/8 are mapped too (calico-cni
+                    // sets route_localnet on the mapped container's veth, postrouting
+                    // masquerades them); ::1 cannot leave the host, nor can anything
+                    // arriving for 127/8 from outside.
+                    if !(is4 && chain == "output") {
+                        not_loopback(b, is4);
+                    }
                     let mut reg = R;
                     if host {
                         payload(b, 1, daddr, alen, reg);
@@ -661,6 +683,55 @@ fn table_batch(b: &mut Buf) {
             masq(b, 0x10); // NF_NAT_RANGE_PROTO_RANDOM_FULLY
         });
     }
+    // Mapped connections from the host's 127.0.0.0/8: from the host's address instead, so
+    // the container can answer.
+    rule(b, "postrouting", |b| {
+        nfproto(b, NFPROTO_IPV4);
+        payload(b, 1, 12, 1, R); // the first byte of ip saddr
+        cmp(b, R, 0, &[127]);
+        expr(b, "ct", |b| {
+            b.be32(2, 2); // NFTA_CT_KEY: NFT_CT_STATUS
+            b.be32(1, R); // NFTA_CT_DREG
+        });
+        expr(b, "bitwise", |b| {
+            b.be32(1, R);
+            b.be32(2, R);
+            b.be32(3, 4);
+            value(b, 4, &0x20u32.to_ne_bytes()); // IPS_DST_NAT
+            value(b, 5, &[0, 0, 0, 0]);
+        });
+        cmp(b, R, 1, &[0, 0, 0, 0]);
+        masq(b, 0);
+    });
+    // The host's own traffic into a tunnel with a source that is not the tunnel's (e.g.
+    // the uplink's address): masqueraded to the tunnel address, so the far end answers
+    // into the tunnel (Felix's `-o tunl0 -m addrtype ! --src-type LOCAL --limit-iface-out
+    // -m addrtype --src-type LOCAL -j MASQUERADE`).
+    for dev in TUNNELS {
+        rule(b, "postrouting", |b| {
+            nfproto(b, NFPROTO_IPV4);
+            meta(b, 7, R); // NFT_META_OIFNAME
+            let mut name = [0u8; 16];
+            name[..dev.len()].copy_from_slice(dev.as_bytes());
+            cmp(b, R, 0, &name);
+            fib_saddr(b, 1 | 16, 1); // saddr . oif: not local on the tunnel
+            fib_saddr(b, 1, 0); // saddr: local to the host
+            masq(b, 0);
+        });
+    }
+}
+
+/// The tunnel devices of calico-node whose host-originated traffic is masqueraded.
+pub const TUNNELS: [&str; 2] = ["tunl0", "vxlan.calico"];
+
+/// `fib saddr [. oif] type [!=] local` (`flags`: NFTA_FIB_F_SADDR, | NFTA_FIB_F_OIF).
+fn fib_saddr(b: &mut Buf, flags: u32, op: u32) {
+    expr(b, "fib", |b| {
+        b.be32(1, R); // NFTA_FIB_DREG
+        b.be32(2, 3); // NFTA_FIB_RESULT: NFT_FIB_RESULT_ADDRTYPE
+        b.be32(3, flags);
+    });
+    cmp(b, R, op, &2u32.to_ne_bytes()); // RTN_LOCAL
 }
 
 fn rule(b: &mut Buf, chain: &str, exprs: impl FnOnce(&mut Buf)) {

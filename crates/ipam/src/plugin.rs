@@ -134,6 +134,12 @@ impl Verbs<'_> {
 
     /// ADD: the handle's addresses (the same ones again for a repeated ADD).
     pub fn add(&self, env: &Env) -> Result<CniResult, Error> {
+        Ok(result_of(&self.assign(env)?))
+    }
+
+    /// ADD's assignment, each address with the pool it came from (what calico-cni needs
+    /// for the pool sets, so it lists no pools of its own).
+    pub fn assign(&self, env: &Env) -> Result<Vec<Assigned>, Error> {
         let args = CniArgs::parse(&env.args)?;
         let mut ips: Vec<IpAddr> = args.ips.clone();
         for ip in self.conf.common.requested_ips()? {
@@ -168,7 +174,7 @@ impl Verbs<'_> {
             hint.store(&ahead, &used);
         }
         tracing::info!(handle = %request.owner.handle, ips = ?assigned.iter().map(|a| a.ip).collect::<Vec<_>>(), "assigned");
-        Ok(result_of(&assigned))
+        Ok(assigned)
     }
 
     /// DEL: releases the handle; an unknown handle is not an error.

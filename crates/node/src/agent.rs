@@ -12,11 +12,13 @@ use datastore::{Datastore, Event, EventKind, Read};
 use ipnetwork::IpNetwork;
 use model::node::Node;
 
+use crate::bgp::Bgp;
 use crate::cluster::{self, Cluster, Dirty};
 use crate::health::Health;
 use crate::ipip::Ipip;
 use crate::kernel::Kernel;
 use crate::local::{self, AddressChoice, Local};
+use crate::nat::Nat;
 use crate::routes::{self, Capabilities, RouteTable, SyncReport, Want};
 use crate::vxlan::Vxlan;
 use crate::{chain, register, Error, Result};
@@ -43,6 +45,8 @@ pub struct Config {
     pub ipip_mtu: Option<u32>,
     /// `--mtu-file`: where to write the MTU for workloads; not written when `None`.
     pub mtu_file: Option<std::path::PathBuf>,
+    /// `--bgp=bird` and BIRD's paths; `None` for `--bgp=none` (and `--once`).
+    pub bgp: Option<crate::bgp::Options>,
 }
 
 /// Retry delays: 100 ms, doubling, at most [`MAX_BACKOFF`].
@@ -86,6 +90,13 @@ pub struct Agent<'a> {
     /// written keeps the tunnel addresses stored, so a restart withdraws none).
     tunnels_checked: bool,
     synced: bool,
+    /// The `inet calico` table's pool sets (outgoing NAT), when given a firewall.
+    firewall: Option<&'a dyn firewall::Firewall>,
+    nat: Nat,
+    /// Why the pool sets could not be programmed last time.
+    nat_failure: Option<String>,
+    /// BGP through BIRD, unless `--bgp=none`.
+    bgp: Option<Bgp>,
 }
 
 impl<'a> Agent<'a> {
@@ -103,6 +114,7 @@ impl<'a> Agent<'a> {
             "calico-node starting"
         );
         let (vxlan, ipip) = (Vxlan::new(config.vxlan_mtu), Ipip::new(config.ipip_mtu));
+        let bgp = config.bgp.clone().map(Bgp::new);
         Ok(Agent {
             store,
             kernel,
@@ -120,7 +132,38 @@ impl<'a> Agent<'a> {
             tunnel_failures: Vec::new(),
             tunnels_checked: false,
             synced: false,
+            firewall: None,
+            nat: Nat::default(),
+            nat_failure: None,
+            bgp,
         })
+    }
+
+    /// Keep the pool sets of `firewall`'s table (outgoing NAT) in step with the pools too.
+    pub fn with_firewall(mut self, firewall: &'a dyn firewall::Firewall) -> Self {
+        self.firewall = Some(firewall);
+        self
+    }
+
+    /// Bring the pool sets to the view's pools (`full`: check the table and the kernel's
+    /// elements too). A failure is noted and logged, never fatal: the next full sync retries.
+    pub fn sync_nat(&mut self, full: bool) {
+        let Some(fw) = self.firewall else { return };
+        match self.nat.sync(fw, &self.cluster, full) {
+            Ok(report) => {
+                if report != Default::default() {
+                    tracing::debug!(added = report.added, removed = report.removed, full, "pool sets synced");
+                }
+                if self.nat_failure.take().is_some() {
+                    tracing::info!("pool sets programmed again");
+                }
+            }
+            Err(e) => {
+                let line = format!("outgoing NAT pool sets: {}", chain(&e));
+                tracing::error!("{line}");
+                self.nat_failure = Some(line);
+            }
+        }
     }
 
     /// This host as detected.
@@ -232,10 +275,14 @@ impl<'a> Agent<'a> {
         let reads: Vec<Read> = cluster::prefixes().into_iter().map(Read::Prefix).collect();
         let (found, revision) = self.store.read_many_at(&reads)?;
         let mut view = Cluster::default();
+        let mut bgp_view = crate::bgp::BgpView::default();
         let mut seen = BTreeSet::new();
         for kv in found.iter().flatten() {
             // The prefixes overlap (the host prefix holds node and endpoint keys): once each.
             if !seen.insert(kv.key.as_str()) {
+                continue;
+            }
+            if bgp_view.apply(&kv.key, Some(&kv.value)) {
                 continue;
             }
             if let Err(e) = view.apply(&self.config.name, &kv.key, Some(&kv.value), &mut Dirty::default()) {
@@ -245,6 +292,11 @@ impl<'a> Agent<'a> {
         self.cluster = view;
         self.ensure_tunnels(true)?;
         let report = self.sync_kernel()?;
+        self.sync_nat(true);
+        if let Some(bgp) = &mut self.bgp {
+            bgp.view = bgp_view;
+        }
+        self.sync_bgp();
         self.health.metrics.full_syncs.inc();
         self.health.metrics.last_sync_seconds.set(started.elapsed().as_secs_f64());
         tracing::info!(
@@ -280,17 +332,31 @@ impl<'a> Agent<'a> {
     /// Apply a batch of watch events to the view, and the routes they touch to the kernel.
     pub fn apply_events(&mut self, events: &[Event]) -> Result<SyncReport> {
         let mut dirty = Dirty::default();
+        let mut bgp_changed = false;
         for event in events {
             let value = match &event.kind {
                 EventKind::Put { value } => Some(value.as_slice()),
                 EventKind::Delete => None,
             };
+            if let Some(bgp) = &mut self.bgp {
+                if bgp.apply(&event.key, value) {
+                    bgp_changed = true;
+                    continue;
+                }
+            }
             if let Err(e) = self.cluster.apply(&self.config.name, &event.key, value, &mut dirty) {
                 tracing::warn!("skipping a change: {}", chain(&e));
             }
         }
+        // A block changing renders nothing: BIRD learns its route from the kernel.
+        if bgp_changed || dirty.pools || dirty.nodes {
+            self.sync_bgp();
+        }
         if dirty.is_empty() {
             return Ok(SyncReport::default());
+        }
+        if dirty.pools {
+            self.sync_nat(false);
         }
         if dirty.pools || dirty.nodes {
             let device_changed = if dirty.pools {
@@ -319,6 +385,30 @@ impl<'a> Agent<'a> {
         tracing::debug!(events = events.len(), replaced = report.replaced, deleted = report.deleted, "applied changes");
         self.after_write(&report, &old_problems, &old_bgp);
         Ok(report)
+    }
+
+    /// Have BIRD run the config of the view as it is; readiness says why when it cannot.
+    fn sync_bgp(&mut self) {
+        let Some(bgp) = &mut self.bgp else { return };
+        bgp.sync(&self.cluster, &self.local, self.config.as_number);
+        self.health.set_problem("bgp", bgp.problem.clone());
+        self.health.metrics.bird_starts.set(bgp.bird.starts as i64);
+        self.health.metrics.bird_reconfigurations.set(bgp.bird.reconfigurations as i64);
+    }
+
+    /// Start BIRD again if it died.
+    fn tick_bgp(&mut self) {
+        let Some(bgp) = &mut self.bgp else { return };
+        if self.synced {
+            bgp.tick();
+            self.health.set_problem("bgp", bgp.problem.clone());
+            self.health.metrics.bird_starts.set(bgp.bird.starts as i64);
+        }
+    }
+
+    /// BIRD's counters: (starts, reconfigurations), when BGP is on.
+    pub fn bird_counts(&self) -> Option<(u64, u64)> {
+        self.bgp.as_ref().map(|b| (b.bird.starts, b.bird.reconfigurations))
     }
 
     /// The route `dst` should have, noting why it has none when that is worth saying.
@@ -374,6 +464,7 @@ impl<'a> Agent<'a> {
             self.problem_pools().into_iter().map(|(pool, reason)| Error::Pool { pool, reason }.to_string()).collect();
         lines.extend(self.failures.iter().cloned());
         lines.extend(self.tunnel_failures.iter().cloned());
+        lines.extend(self.nat_failure.iter().cloned());
         lines
     }
 
@@ -424,6 +515,9 @@ impl<'a> Agent<'a> {
                         if let Err(e) = self.sync_kernel() {
                             tracing::error!("kernel sync failed: {}", chain(&e));
                         }
+                        // And keep BIRD running meanwhile.
+                        self.tick_bgp();
+                        self.sync_nat(true);
                     }
                     continue;
                 }
@@ -448,6 +542,7 @@ impl<'a> Agent<'a> {
                 if stop() {
                     return Ok(());
                 }
+                self.tick_bgp();
                 let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
                     continue 'resync;
                 };
@@ -513,6 +608,7 @@ mod tests {
             vxlan_mtu: None,
             ipip_mtu: None,
             mtu_file: None,
+            bgp: None,
         }
     }
 

@@ -24,6 +24,7 @@ pub fn prefixes() -> Vec<String> {
         AFFINITY_PREFIX.to_owned(),
         node::BGP_HOST_PREFIX.to_owned(),
         node::HOST_PREFIX.to_owned(),
+        keys::BGP_GLOBAL_PREFIX.to_owned(),
     ]
 }
 

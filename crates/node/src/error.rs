@@ -15,6 +15,10 @@ pub enum Error {
     #[error("dataplane")]
     Dataplane(#[from] dataplane::Error),
 
+    /// The `inet calico` (or `inet calico-policy`) nftables table refused.
+    #[error("nftables")]
+    Firewall(#[from] firewall::Error),
+
     /// IPAM failed (the tunnel address).
     #[error("IPAM")]
     Ipam(#[from] ipam::Error),
@@ -23,9 +27,9 @@ pub enum Error {
     #[error(transparent)]
     NodeName(calico_netconf::Error),
 
-    /// An nftables request failed (the policy table).
-    #[error("firewall")]
-    Firewall(#[source] firewall::Error),
+    /// BIRD failed.
+    #[error(transparent)]
+    Bird(#[from] crate::bgp::BirdError),
 
     /// A record cannot be read, or a name cannot be part of a key.
     #[error(transparent)]

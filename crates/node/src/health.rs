@@ -36,12 +36,18 @@ pub struct Metrics {
     pub datastore_errors: Counter,
     /// Pools whose routes cannot be programmed here.
     pub pool_problems: Gauge,
+    /// Times BIRD was started (0 with `--bgp=none`).
+    pub bird_starts: Gauge,
+    /// Times a running BIRD was told to load a new config (a new block never is).
+    pub bird_reconfigurations: Gauge,
 }
 
 #[derive(Debug)]
 struct Status {
     ready: bool,
     reason: String,
+    /// Problems of other parts (BGP), each keeping the node not ready until cleared.
+    problems: std::collections::BTreeMap<&'static str, String>,
     heartbeat: Instant,
 }
 
@@ -72,7 +78,18 @@ impl Health {
         registry.register("watch_reconnects", "Datastore watches opened again", metrics.watch_reconnects.clone());
         registry.register("datastore_errors", "Datastore requests that failed", metrics.datastore_errors.clone());
         registry.register("pool_problems", "Pools whose routes cannot be programmed", metrics.pool_problems.clone());
-        let status = Status { ready: false, reason: "starting: no full sync yet".into(), heartbeat: Instant::now() };
+        registry.register("bird_starts", "Times BIRD was started", metrics.bird_starts.clone());
+        registry.register(
+            "bird_reconfigurations",
+            "Times a running BIRD loaded a new config",
+            metrics.bird_reconfigurations.clone(),
+        );
+        let status = Status {
+            ready: false,
+            reason: "starting: no full sync yet".into(),
+            problems: Default::default(),
+            heartbeat: Instant::now(),
+        };
         Health { metrics, registry, status: Mutex::new(status) }
     }
 
@@ -99,9 +116,22 @@ impl Health {
         s.reason = reason.into();
     }
 
+    /// Note (`Some`) or clear (`None`) a problem of `part` (e.g. `"bgp"`): not ready while
+    /// any is noted.
+    pub fn set_problem(&self, part: &'static str, problem: Option<String>) {
+        let mut s = self.lock();
+        match problem {
+            Some(p) => s.problems.insert(part, p),
+            None => s.problems.remove(part),
+        };
+    }
+
     /// `(ready, reason)`.
     pub fn readiness(&self) -> (bool, String) {
         let s = self.lock();
+        if s.ready && !s.problems.is_empty() {
+            return (false, s.problems.values().cloned().collect::<Vec<_>>().join("; "));
+        }
         (s.ready, s.reason.clone())
     }
 
@@ -217,6 +247,18 @@ mod tests {
         assert!(get(addr, "/nope").starts_with("HTTP/1.1 404"));
         health.set_not_ready("datastore unreachable");
         assert!(get(addr, "/readiness").contains("not ready: datastore unreachable"));
+    }
+
+    #[test]
+    fn a_problem_of_a_part_keeps_the_node_not_ready_until_cleared() {
+        let health = Health::new();
+        health.set_ready();
+        health.set_problem("bgp", Some("BGP: BIRD rejected the config".into()));
+        assert_eq!(health.readiness(), (false, "BGP: BIRD rejected the config".into()));
+        health.set_ready();
+        assert!(!health.readiness().0, "a full sync does not clear it");
+        health.set_problem("bgp", None);
+        assert_eq!(health.readiness(), (true, String::new()));
     }
 
     #[test]

@@ -142,6 +142,7 @@ mod tests {
             vxlan_mtu: None,
             ipip_mtu: None,
             mtu_file,
+            bgp: None,
         }
     }
 

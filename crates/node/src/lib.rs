@@ -9,12 +9,15 @@
 //!   diffed against the kernel;
 //! - [`vxlan`]: `vxlan.calico`, the tunnel address, ARP and FDB entries per remote node;
 //! - [`ipip`]: the kernel's `tunl0`, set up with this node's IPIP tunnel address;
+//! - [`nat`]: the pool sets of the `inet calico` table (outgoing NAT), kept to the pools;
+//! - [`bgp`]: BGP through BIRD: bird.conf from the datastore, BIRD supervised;
 //! - [`agent`]: the loop (full sync, watch, resync, backoff) over the pieces above;
 //! - [`policy`]: security profiles: the `inet calico-policy` table, rebuilt in one transaction
 //!   on every profile or endpoint change;
 //! - [`kernel`]: the kernel behind a trait, over netlink or a recording fake;
 //! - [`health`], [`mtu`]: the health and metrics endpoints, the MTU file.
 pub mod agent;
+pub mod bgp;
 pub mod cluster;
 mod error;
 pub mod health;
@@ -22,6 +25,7 @@ pub mod ipip;
 pub mod kernel;
 pub mod local;
 pub mod mtu;
+pub mod nat;
 pub mod policy;
 pub mod register;
 pub mod routes;

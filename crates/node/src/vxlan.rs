@@ -276,6 +276,7 @@ mod tests {
             vxlan_mtu: None,
             ipip_mtu: None,
             mtu_file: None,
+            bgp: None,
         }
     }
 

@@ -5,11 +5,65 @@
 //! usage: cni-cycle PLUGIN NETCONF [--netns PATH] [--id ID] [--fill N] [--split N]
 //!   --fill N   run N ADDs with distinct container ids (pre-loading a pool), no DEL
 //!   --split N  run N cycles and print the median time of ADD and of DEL, each exec'd alone
+//!
+//! A NETCONF holding `plugins` is a conflist, run as libcni runs one: ADD through each
+//! plugin in order (CNI_PATH/<type>, the list's name and cniVersion put in, each getting
+//! the previous one's result as prevResult), DEL in reverse order (no cached result).
+//! PLUGIN is then only the default CNI_PATH (its directory).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use calico_tests::Invocation;
+use calico_tests::{Invocation, Outcome};
+use serde_json::{json, Value};
+
+/// What one verb runs: a single plugin with its netconf, or a conflist.
+enum Net {
+    One { plugin: PathBuf, conf: Vec<u8> },
+    List { dir: PathBuf, list: Value },
+}
+
+impl Net {
+    fn run(&self, inv: &Invocation) -> Outcome {
+        let (dir, list) = match self {
+            Net::One { plugin, conf } => return inv.run(plugin, conf),
+            Net::List { dir, list } => (dir, list),
+        };
+        let plugins: Vec<Value> = list["plugins"].as_array().cloned().unwrap_or_default();
+        let one = |p: &Value, prev: Option<&Value>| {
+            let mut conf = p.clone();
+            conf["name"] = list["name"].clone();
+            conf["cniVersion"] = list["cniVersion"].clone();
+            if let Some(prev) = prev {
+                conf["prevResult"] = prev.clone();
+            }
+            let binary = dir.join(p["type"].as_str().unwrap_or_default());
+            inv.run(&binary, &serde_json::to_vec(&conf).unwrap_or_default())
+        };
+        if inv.command == "DEL" {
+            let mut last = None;
+            for p in plugins.iter().rev() {
+                let out = one(p, None);
+                if !out.ok() {
+                    return out;
+                }
+                last = Some(out);
+            }
+            return last.unwrap_or(Outcome { code: 0, stdout: String::new(), stderr: String::new() });
+        }
+        let mut prev: Option<Value> = None;
+        let mut last = None;
+        for p in &plugins {
+            let out = one(p, prev.as_ref());
+            if !out.ok() {
+                return out;
+            }
+            prev = serde_json::from_str(&out.stdout).ok();
+            last = Some(out);
+        }
+        last.unwrap_or(Outcome { code: 0, stdout: json!({}).to_string(), stderr: String::new() })
+    }
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,6 +83,13 @@ fn main() -> ExitCode {
     let id = opt("--id").unwrap_or_else(|| format!("bench{}", std::process::id()));
     let path = plugin.parent().map(|p| p.display().to_string()).unwrap_or_default();
     let cni_path = std::env::var("CNI_PATH").unwrap_or(path);
+    let mut net = Net::One { plugin: plugin.clone(), conf: conf.clone() };
+    if let Ok(list) = serde_json::from_slice::<Value>(&conf) {
+        if list.get("plugins").is_some() {
+            let dir = PathBuf::from(cni_path.split(':').next().unwrap_or_default());
+            net = Net::List { dir, list };
+        }
+    }
     let mut inv = Invocation::new("ADD", &id).path(&cni_path);
     if let Some(ns) = opt("--netns") {
         inv = inv.netns(&ns);
@@ -37,7 +98,7 @@ fn main() -> ExitCode {
         for i in 0..n {
             let mut one = inv.clone();
             one.container_id = format!("{id}-fill{i}");
-            let out = one.run(&plugin, &conf);
+            let out = net.run(&one);
             if !out.ok() {
                 eprintln!("fill ADD {i} failed: {}", out.stdout);
                 return ExitCode::FAILURE;
@@ -50,7 +111,7 @@ fn main() -> ExitCode {
         for _ in 0..n {
             for (i, command) in ["ADD", "DEL"].into_iter().enumerate() {
                 let start = std::time::Instant::now();
-                let out = inv.with_command(command).run(&plugin, &conf);
+                let out = net.run(&inv.with_command(command));
                 times[i].push(start.elapsed());
                 if !out.ok() {
                     eprintln!("{command} failed ({}): {}{}", out.code, out.stdout, out.stderr);
@@ -67,7 +128,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     for command in ["ADD", "DEL"] {
-        let out = inv.with_command(command).run(&plugin, &conf);
+        let out = net.run(&inv.with_command(command));
         if !out.ok() {
             eprintln!("{command} failed ({}): {}{}", out.code, out.stdout, out.stderr);
             return ExitCode::FAILURE;

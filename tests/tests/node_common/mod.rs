@@ -140,6 +140,8 @@ pub struct Host {
     pub agent: Proc,
     pub dir: tempfile::TempDir,
     pub health_port: u16,
+    /// Agent flags of this host only (e.g. `--as`).
+    pub flags: Vec<String>,
 }
 
 impl Host {
@@ -163,6 +165,17 @@ impl Host {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
     }
+
+    /// The control socket of this host's BIRD (when the lab runs BGP).
+    pub fn bird_socket(&self) -> String {
+        self.dir.path().join("bird.ctl").display().to_string()
+    }
+
+    /// `birdc -s <socket> ARGS` in this host: its output.
+    pub fn birdc(&self, args: &[&str]) -> String {
+        let out = self.ns.command("birdc").arg("-s").arg(self.bird_socket()).args(args).output().expect("birdc");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
 }
 
 /// The lab: a bridge, etcd, hosts, and the CNI binaries.
@@ -176,8 +189,12 @@ pub struct Lab {
     pub bins: CniBinDir,
     /// Containers made by [`Lab::add_container`].
     pub containers: Vec<Netns>,
+    /// The prefix of the namespaces' names.
+    pub prefix: String,
     /// Extra agent flags for every host.
     pub agent_flags: Vec<String>,
+    /// Run BIRD (`--bgp=bird`, with its files in each host's directory); else `--bgp=none`.
+    pub bgp: bool,
 }
 
 impl Lab {
@@ -192,7 +209,14 @@ impl Lab {
     /// subnet a router (`10.200.<s>.254` on each) that every host routes through by
     /// default. etcd is on the first subnet.
     pub fn with_subnets(counts: &[usize]) -> Lab {
-        let bridge = Netns::new("nodebr");
+        Lab::named("node", counts)
+    }
+
+    /// [`Lab::with_subnets`], with namespaces named `<prefix>br`, `<prefix>h`… (each test
+    /// file its own prefix).
+    pub fn named(prefix: &str, counts: &[usize]) -> Lab {
+        let role = |r: &str| format!("{prefix}{r}");
+        let bridge = Netns::new(&role("br"));
         let attach = |ns: &Netns, subnet: usize, port: &str, ifname: &str, addr: &str| {
             let br = format!("br{subnet}");
             ip(&["-n", &bridge.name, "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", &ns.name]);
@@ -205,14 +229,14 @@ impl Lab {
             bridge.ip(&["link", "set", &format!("br{s}"), "up"]);
         }
         let router = (counts.len() > 1).then(|| {
-            let r = Netns::new("noderouter");
+            let r = Netns::new(&role("router"));
             for s in 0..counts.len() {
                 attach(&r, s, &format!("pr{s}"), &format!("eth{s}"), &format!("10.200.{s}.254"));
             }
             r.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
             r
         });
-        let etcd_ns = Netns::new("nodeetcd");
+        let etcd_ns = Netns::new(&role("etcd"));
         attach(&etcd_ns, 0, "pe", "eth0", ETCD_IP);
         if router.is_some() {
             etcd_ns.ip(&["route", "add", "default", "via", "10.200.0.254"]);
@@ -223,7 +247,7 @@ impl Lab {
         let mut hosts = Vec::new();
         for (s, count) in counts.iter().enumerate() {
             for i in 1..=*count {
-                let ns = Netns::new("nodeh");
+                let ns = Netns::new(&role("h"));
                 let ip = format!("10.200.{s}.{i}");
                 let number = hosts.len() + 1;
                 attach(&ns, s, &format!("p{number}"), "eth0", &ip);
@@ -231,7 +255,16 @@ impl Lab {
                     ns.ip(&["route", "add", "default", "via", &format!("10.200.{s}.254")]);
                 }
                 let dir = tempfile::Builder::new().prefix("calico-node-host-").tempdir().expect("tempdir");
-                hosts.push(Host { name: format!("host{number}"), ns, ip, agent: Proc(None), dir, health_port: 9099 });
+                let health_port = 9099;
+                hosts.push(Host {
+                    name: format!("host{number}"),
+                    ns,
+                    ip,
+                    agent: Proc(None),
+                    dir,
+                    health_port,
+                    flags: vec![],
+                });
             }
         }
         let lab = Lab {
@@ -242,6 +275,8 @@ impl Lab {
             bins: CniBinDir::new(),
             containers: Vec::new(),
             agent_flags: Vec::new(),
+            bgp: false,
+            prefix: prefix.to_owned(),
         };
         wait_for("etcd to answer", Duration::from_secs(30), || lab.ctl(0, &["pool", "show"]).ok());
         lab
@@ -264,7 +299,12 @@ impl Lab {
         cmd.args(["--nodename", &h.name, "--etcd-endpoints", &self.etcd.url()]);
         cmd.args(["--health-listen", &format!("127.0.0.1:{}", h.health_port), "--log-level", "debug"]);
         cmd.arg("--mtu-file").arg(h.dir.path().join("mtu"));
-        cmd.args(&self.agent_flags).args(extra);
+        cmd.arg("--bird-config").arg(h.dir.path().join("bird.conf"));
+        cmd.arg("--bird-socket").arg(h.dir.path().join("bird.ctl"));
+        if !self.bgp {
+            cmd.arg("--bgp=none");
+        }
+        cmd.args(&self.agent_flags).args(&h.flags).args(extra);
         cmd.env_remove("ETCD_ENDPOINTS").env_remove("CALICO_DATASTORE_PATH").env_remove("NODENAME");
         cmd
     }
@@ -304,7 +344,7 @@ impl Lab {
 
     /// A container on host `i` added with calico-cni; returns its address.
     pub fn add_container(&mut self, i: usize) -> String {
-        let c = Netns::new("nodec");
+        let c = Netns::new(&format!("{}c", self.prefix));
         let inv = Invocation::new("ADD", &format!("ctr-{}", c.name)).netns(&c.path()).path(&self.bins.path());
         let out = inv.run_in(&self.hosts[i].ns, &self.bins.plugin("calico"), &self.netconf(i));
         let result: Value = out.expect_ok();
