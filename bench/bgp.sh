@@ -9,9 +9,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
-cargo build --release --bins
-target="${CARGO_TARGET_DIR:-target}"
-[[ "$target" = /* ]] || target="$PWD/$target"
-export CALICO_BIN_DIR="$target/release"
+source scripts/lib/release-test.sh
 export BGP_BENCH_TRIALS="${BGP_BENCH_TRIALS:-20}"
-cargo test -p calico-tests --test bgp_bench -- --nocapture --test-threads=1 2>&1 | grep -E 'FIGURE|test result|panicked'
+release_test bgp_bench

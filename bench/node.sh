@@ -8,9 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
-cargo build --release --bins
-target="${CARGO_TARGET_DIR:-target}"
-[[ "$target" = /* ]] || target="$PWD/$target"
-export CALICO_BIN_DIR="$target/release"
+source scripts/lib/release-test.sh
 export NODE_SCALE_IDLE_SECS="${NODE_SCALE_IDLE_SECS:-60}"
-cargo test -p calico-tests --test node_scale -- --nocapture --test-threads=1 2>&1 | grep -E 'FIGURE|test result|panicked'
+release_test node_scale

@@ -5,6 +5,7 @@
 
 pub mod cni_host;
 pub mod netns;
+pub mod tcp;
 
 pub use testkit::{etcd, unique};
 

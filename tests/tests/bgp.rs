@@ -10,12 +10,12 @@ mod node_common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bgp_common::{block_of, client, in_pool, tor_lab, Tor, HOLD, POOL};
 use calico_tests::netns::Netns;
-use node_common::{http_get, wait_for, Lab};
+use node_common::{http_get, wait_for, Lab, RouteMonitor};
 
 /// Accept one TCP connection on `port` in `ns` (within 10 s): the peer's address and what
 /// it sent.
@@ -62,8 +62,11 @@ fn a_tor_learns_each_hosts_blocks_and_clients_reach_containers_without_nat() {
     // A client behind the router, which knows only its default route.
     let router = lab.router.as_ref().unwrap();
     let cl = client(router);
+    // Profiles (issue 13): the network's profile admits only its own members until a rule
+    // lets the outside in; with no NAT anywhere, a cidr rule on the client's own address works.
+    lab.ctl(0, &["profile", "nodenet", "rule", "add", "inbound", "allow", "from", "cidr", "10.200.9.0/24"]).success();
     for ip in &ips {
-        assert!(cl.ping(ip), "the client cannot ping {ip}\n{}", tor.kernel_routes());
+        wait_for(&format!("the client to reach {ip}"), Duration::from_secs(5), || cl.ping(ip));
     }
     let accepted = accept_one(lab.container(0), 7000);
     let target: SocketAddr = format!("{}:7000", ips[0]).parse().unwrap();
@@ -115,13 +118,7 @@ fn kill_9_and_restart_keep_the_routes_on_the_router_and_a_stopped_host_is_withdr
     let on_tor = |tor: &Tor| tor.kernel_routes().contains(&format!("{block} via 10.200.0.1 "));
     wait_for("the block on the ToR", Duration::from_secs(10), || on_tor(&tor));
     let router = lab.router.as_ref().unwrap().name.clone();
-    let mut monitor = Command::new("ip")
-        .args(["-n", &router, "monitor", "route"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ip monitor");
-    std::thread::sleep(Duration::from_millis(200));
+    let monitor = RouteMonitor::start(&router);
     // kill -9: calico-node, and with it its BIRD; the ToR keeps the routes (graceful restart).
     lab.hosts[0].agent.kill();
     wait_for("the ToR to see host1 go", Duration::from_secs(10), || !tor.established("host1"));
@@ -129,10 +126,7 @@ fn kill_9_and_restart_keep_the_routes_on_the_router_and_a_stopped_host_is_withdr
     wait_for("host1 ready again", Duration::from_secs(20), || lab.hosts[0].ready());
     wait_for("the session back", Duration::from_secs(30), || tor.established("host1"));
     std::thread::sleep(Duration::from_secs(3));
-    let _ = monitor.kill();
-    let out = monitor.wait_with_output().expect("monitor output");
-    let seen = String::from_utf8_lossy(&out.stdout);
-    let deleted: Vec<&str> = seen.lines().filter(|l| l.starts_with("Deleted") && l.contains(&block)).collect();
+    let deleted = monitor.deletions(&block);
     assert!(deleted.is_empty(), "the ToR withdrew the block around the restart: {deleted:?}\n{}", tor.log());
     assert!(on_tor(&tor));
     let starts = lab.hosts[0].metrics();

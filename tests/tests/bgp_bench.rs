@@ -7,28 +7,11 @@
 mod bgp_common;
 mod node_common;
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::os::fd::AsRawFd;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bgp_common::tor_lab;
 use datastore::Op;
-use node_common::wait_for;
-
-/// Run `f` on a thread of ours inside the netns at `path` (sockets it opens live there).
-fn in_netns<T: Send + 'static>(path: String, f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        let netns = File::open(&path).expect("open netns");
-        // SAFETY: setns on a descriptor we own; it moves only this thread.
-        assert_eq!(unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
-        f()
-    })
-    .join()
-    .expect("netns thread")
-}
+use node_common::{time_to_line, wait_for, RouteMonitor};
 
 fn metric(text: &str, name: &str) -> u64 {
     text.lines()
@@ -44,46 +27,24 @@ fn block_to_tor_and_reloads_with_200_peers() {
     let reconf_before = metric(&h.metrics(), "calico_node_bird_reconfigurations");
 
     // A block claimed (its affinity committed) on host1, then its route on the ToR.
-    let (events, seen) = mpsc::channel::<(String, Instant)>();
-    let mut monitor = Command::new("ip")
-        .args(["-n", &tor.ns, "monitor", "route"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ip monitor");
-    let stdout = monitor.stdout.take().expect("monitor stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if events.send((line, Instant::now())).is_err() {
-                break;
-            }
-        }
-    });
-    std::thread::sleep(Duration::from_millis(200));
+    let mut monitor = RouteMonitor::start(&tor.ns);
+    let seen = monitor.lines();
     let url = lab.etcd.url();
-    let mut latencies = in_netns(h.ns.path(), move || {
+    let mut latencies = h.ns.run_in(move || {
         let cfg = datastore::Config { etcd_endpoints: vec![url], ..datastore::Config::default() };
         let store = datastore::open(&cfg).expect("etcd from the host");
         let mut latencies = Vec::new();
         for t in 0..trials {
             let block = format!("10.201.{}.0", 100 + t);
             let key = format!("/calico/ipam/v2/host/host1/ipv4/block/{block}-26");
-            while seen.try_recv().is_ok() {}
-            let committed = Instant::now();
-            store.txn(&[], &[Op::Put { key, value: b"{}".to_vec() }]).expect("commit");
             let wanted = format!("{block}/26 via 10.200.0.1 ");
-            loop {
-                let (line, at) = seen.recv_timeout(Duration::from_secs(10)).expect("route on the ToR within 10 s");
-                if line.starts_with(&wanted) {
-                    latencies.push(at.saturating_duration_since(committed));
-                    break;
-                }
-            }
+            latencies.push(time_to_line(&seen, &wanted, Duration::from_secs(10), || {
+                store.txn(&[], &[Op::Put { key, value: b"{}".to_vec() }]).expect("commit");
+            }));
         }
         latencies
     });
-    let _ = monitor.kill();
-    let _ = monitor.wait();
+    drop(monitor);
     latencies.sort();
     let median = latencies[latencies.len() / 2];
     eprintln!(
@@ -98,7 +59,7 @@ fn block_to_tor_and_reloads_with_200_peers() {
     // 200 global peers (TEST-NET-3 addresses, never answering), then one more: the agent's
     // own time to render, check, write and load the config.
     let url = lab.etcd.url();
-    in_netns(h.ns.path(), move || {
+    h.ns.run_in(move || {
         let cfg = datastore::Config { etcd_endpoints: vec![url], ..datastore::Config::default() };
         let store = datastore::open(&cfg).expect("etcd from the host");
         let ops: Vec<Op> = (0..200)
@@ -117,7 +78,7 @@ fn block_to_tor_and_reloads_with_200_peers() {
     let lines_before = h.log().lines().count();
     let url = lab.etcd.url();
     let started = Instant::now();
-    in_netns(h.ns.path(), move || {
+    h.ns.run_in(move || {
         let cfg = datastore::Config { etcd_endpoints: vec![url], ..datastore::Config::default() };
         let store = datastore::open(&cfg).expect("etcd from the host");
         let value = br#"{"ip":"203.0.114.1","as_num":65100}"#.to_vec();

@@ -3,12 +3,11 @@
 //! plain one, TCP listeners that report who connected, and the `inet calico` table after
 //! DEL. Traffic goes only between namespaces the test made.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use calico_tests::cni_host::CniHost;
 use calico_tests::netns::{host, Netns, HOST_V4};
+use calico_tests::tcp::{connect, peer_of};
 use serde_json::{json, Value};
 
 const NAT_POOL: &str = "10.124.0.0/24";
@@ -39,30 +38,6 @@ fn conf(cni: &CniHost, pool: &str, mappings: Value) -> Vec<u8> {
     c["capabilities"] = json!({"portMappings": true});
     c["runtimeConfig"] = json!({"portMappings": mappings});
     serde_json::to_vec(&c).unwrap()
-}
-
-/// Accepts one connection on `addr` inside `ns` while `client` runs; who connected.
-fn peer_of(ns: &Netns, addr: &str, client: impl FnOnce() + Send) -> SocketAddr {
-    let listener = ns.run_in(|| TcpListener::bind(addr).unwrap());
-    std::thread::scope(|s| {
-        let server = s.spawn(move || {
-            let (mut conn, peer) = listener.accept().unwrap();
-            conn.write_all(b"hi").unwrap();
-            peer
-        });
-        client();
-        server.join().unwrap()
-    })
-}
-
-/// Connects from inside `ns` to `to` and reads the listener's greeting.
-fn connect(ns: &Netns, to: &str) {
-    let to: SocketAddr = to.parse().unwrap();
-    ns.run_in(|| {
-        let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap_or_else(|e| panic!("to {to}: {e}"));
-        let mut buf = [0; 2];
-        c.read_exact(&mut buf).unwrap();
-    });
 }
 
 /// `nft list table inet calico` of the host, elements only (the rules never change).

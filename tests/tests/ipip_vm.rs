@@ -126,7 +126,16 @@ fn three_hosts_over_ipip_with_calico_node() {
     }
     // From a host itself the source is its tunnel address, which the other end routes back
     // over its own tunl0.
-    assert!(lab.hosts[0].ns.ping(&ips[1]), "host1 itself -> host2's container over IPIP");
+    // Profiles (issue 13): another host is not a member of the network's profile; a rule
+    // admits host1's tunnel address.
+    lab.ctl(
+        0,
+        &["profile", "nodenet", "rule", "add", "inbound", "allow", "from", "cidr", &format!("{}/32", tunnel(0))],
+    )
+    .success();
+    node_common::wait_for("host1 itself -> host2's container over IPIP", Duration::from_secs(5), || {
+        lab.hosts[0].ns.ping(&ips[1])
+    });
     // No IPIP pool left: every route goes, and each tunl0 loses its address (tunl0 stays).
     lab.ctl(0, &["pool", "remove", "10.201.0.0/16", "--force"]).success();
     for h in &lab.hosts {

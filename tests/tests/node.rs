@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use calico_tests::netns::Netns;
 use calico_tests::{bin, run_command, StoreDir};
-use node_common::{wait_for, Lab};
+use node_common::{wait_for, Lab, RouteMonitor};
 
 /// The block (a /26 of the pool) holding `ip`.
 fn block_of(ip: &str) -> String {
@@ -72,22 +72,13 @@ fn three_hosts_route_to_each_other_directly() {
     assert!(all.contains("blackhole 10.203.0.0/24"), "{all}");
 
     // kill -9 and restart host1's agent: a route monitor sees no deletion of our routes.
-    let mut monitor = Command::new("ip")
-        .args(["-n", &h1.ns.name, "monitor", "route"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ip monitor");
-    std::thread::sleep(Duration::from_millis(200));
+    let monitor = RouteMonitor::start(&h1.ns.name);
     lab.hosts[0].agent.kill();
     lab.start_agent(0);
     let h1 = &lab.hosts[0];
     wait_for("host1 ready again", Duration::from_secs(20), || h1.ready());
     std::thread::sleep(Duration::from_millis(2500)); // one more resync
-    let _ = monitor.kill();
-    let out = monitor.wait_with_output().expect("monitor output");
-    let seen = String::from_utf8_lossy(&out.stdout);
-    let deleted: Vec<&str> = seen.lines().filter(|l| l.starts_with("Deleted") && l.contains("proto 80")).collect();
+    let deleted = monitor.deletions("proto 80");
     assert!(deleted.is_empty(), "routes deleted around the restart: {deleted:?}\n{}", h1.log());
     assert!(lab.container(0).ping(&ips[1]));
     let metrics = h1.metrics();
@@ -293,13 +284,7 @@ fn kill_9_during_syncs_never_deletes_a_wanted_route() {
     lab.start_agents();
     let h = &lab.hosts[0];
     wait_for("the fake nodes' routes", Duration::from_secs(10), || h.our_routes().lines().count() == blocks.len());
-    let mut monitor = Command::new("ip")
-        .args(["-n", &h.ns.name, "monitor", "route"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ip monitor");
-    std::thread::sleep(Duration::from_millis(200));
+    let monitor = RouteMonitor::start(&h.ns.name);
     // Kill at moments spread over the start: process start, registration, listing, routes.
     let mut seed = std::process::id() as u64;
     let mut victims = Vec::new();
@@ -318,11 +303,8 @@ fn kill_9_during_syncs_never_deletes_a_wanted_route() {
     let h = &lab.hosts[0];
     wait_for("ready after the kills", Duration::from_secs(20), || h.ready());
     wait_for("every route back", Duration::from_secs(10), || h.our_routes().lines().count() == blocks.len());
-    let _ = monitor.kill();
-    let out = monitor.wait_with_output().expect("monitor output");
-    let seen = String::from_utf8_lossy(&out.stdout);
     // The only deletions are the ones made by hand (`ip route del` shows as Deleted too).
-    let deleted: Vec<&str> = seen.lines().filter(|l| l.starts_with("Deleted") && l.contains("proto 80")).collect();
+    let deleted = monitor.deletions("proto 80");
     assert_eq!(deleted.len(), victims.len(), "{deleted:#?}");
     for line in deleted {
         assert!(victims.iter().any(|v| line.starts_with(&format!("Deleted {v} "))), "not deleted by hand: {line}");

@@ -7,13 +7,12 @@
 
 mod node_common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use calico_tests::netns::Netns;
 use calico_tests::run_command;
+use calico_tests::tcp::{connect, peer_of};
 use node_common::{wait_for, Lab};
 
 const POOL: &str = "10.201.0.0/16";
@@ -32,30 +31,6 @@ fn outside(lab: &Lab) -> Netns {
     out.ip(&["link", "set", "eth0", "up"]);
     out.ip(&["route", "add", POOL, "via", &lab.hosts[0].ip]);
     out
-}
-
-/// Accepts one connection on `addr` inside `ns` while `client` runs; who connected.
-fn peer_of(ns: &Netns, addr: &str, client: impl FnOnce() + Send) -> SocketAddr {
-    let listener = ns.run_in(|| TcpListener::bind(addr).unwrap());
-    std::thread::scope(|s| {
-        let server = s.spawn(move || {
-            let (mut conn, peer) = listener.accept().unwrap();
-            conn.write_all(b"hi").unwrap();
-            peer
-        });
-        client();
-        server.join().unwrap()
-    })
-}
-
-/// Connects from inside `ns` to `to` and reads the listener's greeting.
-fn connect(ns: &Netns, to: &str) {
-    let to: SocketAddr = to.parse().unwrap();
-    ns.run_in(|| {
-        let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap_or_else(|e| panic!("to {to}: {e}"));
-        let mut buf = [0; 2];
-        c.read_exact(&mut buf).unwrap();
-    });
 }
 
 /// `nft list table inet calico` in `ns` (empty when there is none).

@@ -6,27 +6,10 @@
 
 mod node_common;
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::os::fd::AsRawFd;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use datastore::Op;
-use node_common::{big_pool_block, wait_for, Lab, BIG_POOL};
-
-/// Run `f` on a thread of ours inside `ns` (sockets it opens live there).
-fn in_netns<T: Send + 'static>(path: String, f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        let netns = File::open(&path).expect("open netns");
-        // SAFETY: setns on a descriptor we own; it moves only this thread.
-        assert_eq!(unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
-        f()
-    })
-    .join()
-    .expect("netns thread")
-}
+use node_common::{big_pool_block, time_to_line, wait_for, Lab, RouteMonitor, BIG_POOL};
 
 fn proc_status(pid: u32, field: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -78,50 +61,27 @@ fn a_thousand_nodes_of_four_blocks() {
     // One block change at a time: commit in etcd (from a client in the host's netns), then the
     // route seen by a route monitor in the host.
     let pid = h.agent.0.as_ref().expect("agent").id();
-    let (events, seen) = mpsc::channel::<(String, Instant)>();
-    let mut monitor = Command::new("ip")
-        .args(["-n", &h.ns.name, "monitor", "route"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ip monitor");
-    let stdout = monitor.stdout.take().expect("monitor stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if events.send((line, Instant::now())).is_err() {
-                break;
-            }
-        }
-    });
-    std::thread::sleep(Duration::from_millis(200));
+    let mut monitor = RouteMonitor::start(&h.ns.name);
+    let seen = monitor.lines();
     let url = lab.etcd.url();
-    let ns_path = h.ns.path();
-    let mut latencies = in_netns(ns_path, move || {
+    let mut latencies = h.ns.run_in(move || {
         let cfg = datastore::Config { etcd_endpoints: vec![url], ..datastore::Config::default() };
         let store = datastore::open(&cfg).expect("etcd from the host");
         let mut latencies = Vec::new();
         for t in 0..trials {
             let block = big_pool_block(10_000 + t);
             let key = format!("/calico/ipam/v2/host/fake{}/ipv4/block/{block}-26", t % nodes);
-            while seen.try_recv().is_ok() {}
             // Timed from the commit's start: the agents hear of it as the writer does, and the
             // route is often in before the writer has its answer.
-            let committed = Instant::now();
-            store.txn(&[], &[Op::Put { key, value: b"{}".to_vec() }]).expect("commit");
             let wanted = format!("{block}/26 via");
-            loop {
-                let (line, at) = seen.recv_timeout(Duration::from_secs(5)).expect("route within 5 s");
-                if line.starts_with(&wanted) {
-                    latencies.push(at.saturating_duration_since(committed));
-                    break;
-                }
-            }
+            latencies.push(time_to_line(&seen, &wanted, Duration::from_secs(5), || {
+                store.txn(&[], &[Op::Put { key, value: b"{}".to_vec() }]).expect("commit");
+            }));
             std::thread::sleep(Duration::from_millis(20));
         }
         latencies
     });
-    let _ = monitor.kill();
-    let _ = monitor.wait();
+    drop(monitor);
     latencies.sort();
     let (median, max) = (percentile(&latencies, 0.5), *latencies.last().expect("trials"));
     eprintln!(

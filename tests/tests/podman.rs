@@ -148,6 +148,31 @@ struct Podman {
     _serial: Serial,
 }
 
+/// A container with `nc -l -p 80` in a loop, its port 80 published on a free host port; each
+/// connection's data is appended to a file read from outside. `-i` keeps nc's stdin open: at
+/// EOF it would close the connection it just accepted.
+struct NcServer {
+    name: String,
+    ip: Ipv4Addr,
+    port: u16,
+    got: PathBuf,
+}
+
+impl NcServer {
+    fn received(&self) -> String {
+        std::fs::read_to_string(&self.got).unwrap_or_default()
+    }
+
+    /// Whether `msg` arrives within 10 s.
+    fn wait_for(&self, msg: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.received().contains(msg) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.received().contains(msg)
+    }
+}
+
 impl Podman {
     /// Podman on the pool 10.199.`k`.0/26 (distinct per test), calico → portmap.
     fn new(k: u8) -> Podman {
@@ -208,6 +233,23 @@ impl Podman {
 
         std::fs::write(p.path("net/calico.conflist"), serde_json::to_vec_pretty(&list).unwrap()).unwrap();
         p
+    }
+
+    fn nc_server(&self) -> NcServer {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let out_dir = self.path("out");
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let volume = format!("{}:/out", out_dir.display());
+        let publish = format!("{port}:80");
+        let name = self.start(
+            &["-i", "-p", &publish, "-v", &volume],
+            &["sh", "-c", "while true; do nc -l -p 80 >> /out/got; done"],
+        );
+        let ip = self.addr(&name);
+        NcServer { name, ip, port, got: out_dir.join("got") }
     }
 
     fn path(&self, sub: &str) -> PathBuf {
@@ -475,27 +517,10 @@ fn containers_get_pool_addresses_and_reach_the_host_and_each_other() {
 fn host_port_reaches_the_container_through_chained_portmap() {
     let p = Podman::new(2);
     let host = HostAddr::new("10.199.255.2");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let out_dir = p.path("out");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let volume = format!("{}:/out", out_dir.display());
-    let publish = format!("{port}:80");
-    // One line per connection, appended to a file we can read from outside. `-i` keeps nc's
-    // stdin open: at EOF it would close the connection it just accepted.
-    let server =
-        p.start(&["-i", "-p", &publish, "-v", &volume], &["sh", "-c", "while true; do nc -l -p 80 >> /out/got; done"]);
-    let server_ip = p.addr(&server);
-    let received = || std::fs::read_to_string(out_dir.join("got")).unwrap_or_default();
-    let wait_for = |msg: &str| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !received().contains(msg) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        received().contains(msg)
-    };
+    let server = p.nc_server();
+    let (port, server_ip) = (server.port, server.ip);
+    let received = || server.received();
+    let wait_for = |msg: &str| server.wait_for(msg);
 
     // The container-facing path: another container to the host's address (PREROUTING DNAT),
     // retried while the listener starts.
@@ -524,7 +549,7 @@ fn host_port_reaches_the_container_through_chained_portmap() {
     let nat = Command::new("iptables").args(["-w", "-t", "nat", "-S"]).output().unwrap();
     let nat = String::from_utf8_lossy(&nat.stdout);
     assert!(nat.contains(&format!("--to-destination {server_ip}:80")), "no DNAT to the container:\n{nat}");
-    p.remove(&server);
+    p.remove(&server.name);
     p.assert_nothing_left("after podman rm");
     p.cleanup();
     let after = Machine::now();
@@ -573,25 +598,15 @@ impl Drop for Outside {
 fn host_port_mapped_by_calico_cni_alone_from_outside_the_host_and_hairpin() {
     let p = Podman::native(4);
     let out = Outside::new("10.199.255.4", "10.199.254.4");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let out_dir = p.path("out");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let volume = format!("{}:/out", out_dir.display());
-    let publish = format!("{port}:80");
-    let server =
-        p.start(&["-i", "-p", &publish, "-v", &volume], &["sh", "-c", "while true; do nc -l -p 80 >> /out/got; done"]);
-    let server_ip = p.addr(&server);
-    let received = || std::fs::read_to_string(out_dir.join("got")).unwrap_or_default();
-    let wait_for = |msg: &str| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !received().contains(msg) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        received().contains(msg)
-    };
+    // The seed's flow under profiles (issue 13): the mapped port is open to the outside once
+    // the network's profile allows inbound TCP to the container's port. No calico-node runs
+    // here, so the rule is in before the ADD that programs the profile.
+    p.store.ctl(&["profile", "add", &p.net]).success();
+    p.store.ctl(&["profile", &p.net, "rule", "add", "inbound", "allow", "tcp", "to", "ports", "80"]).success();
+    let server = p.nc_server();
+    let (port, server_ip) = (server.port, server.ip);
+    let received = || server.received();
+    let wait_for = |msg: &str| server.wait_for(msg);
     let table = Command::new("nft").args(["list", "table", "inet", "calico"]).output().unwrap();
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(
@@ -630,11 +645,11 @@ fn host_port_mapped_by_calico_cni_alone_from_outside_the_host_and_hairpin() {
     assert!(sh.status.success(), "nc 127.0.0.1:{port}: {}", text(&sh));
     assert!(wait_for("from-localhost"), "host -> 127.0.0.1:{port}: {:?}", received());
     let hairpin = format!("echo from-itself | nc -w 3 {} {port}", out.host);
-    let ex = p.podman(&["exec", &server, "sh", "-c", &hairpin]);
+    let ex = p.podman(&["exec", &server.name, "sh", "-c", &hairpin]);
     assert!(ex.status.success(), "hairpin: {}", text(&ex));
     assert!(wait_for("from-itself"), "hairpin to {}:{port}: {:?}", out.host, received());
 
-    p.remove(&server);
+    p.remove(&server.name);
     p.assert_nothing_left("after podman rm");
     let table = Command::new("nft").args(["list", "table", "inet", "calico"]).output().unwrap();
     let table = String::from_utf8_lossy(&table.stdout);

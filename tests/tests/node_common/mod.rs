@@ -57,6 +57,82 @@ impl Drop for Proc {
     }
 }
 
+/// `ip -n NS monitor route`, given 200 ms to subscribe before [`RouteMonitor::start`]
+/// returns; killed and reaped on drop.
+pub struct RouteMonitor {
+    child: Child,
+}
+
+impl RouteMonitor {
+    pub fn start(ns: &str) -> RouteMonitor {
+        let child = Command::new("ip")
+            .args(["-n", ns, "monitor", "route"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ip monitor");
+        std::thread::sleep(Duration::from_millis(200));
+        RouteMonitor { child }
+    }
+
+    /// Each line as it comes, with when it came (a thread reads them).
+    pub fn lines(&mut self) -> std::sync::mpsc::Receiver<(String, Instant)> {
+        use std::io::BufRead;
+        let (events, seen) = std::sync::mpsc::channel();
+        let stdout = self.child.stdout.take().expect("monitor stdout");
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if events.send((line, Instant::now())).is_err() {
+                    break;
+                }
+            }
+        });
+        seen
+    }
+
+    /// Stop it: every line it printed (unless [`RouteMonitor::lines`] took them).
+    pub fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let mut out = String::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            let _ = stdout.read_to_string(&mut out);
+        }
+        out
+    }
+
+    /// The route deletions it saw (`Deleted ...` lines) that contain `needle`.
+    pub fn deletions(self, needle: &str) -> Vec<String> {
+        self.stop().lines().filter(|l| l.starts_with("Deleted") && l.contains(needle)).map(str::to_owned).collect()
+    }
+}
+
+/// The time from the start of `commit` to the first line of `seen` (a
+/// [`RouteMonitor::lines`]) that starts with `wanted`; lines seen before are dropped. Panics
+/// after `within`.
+pub fn time_to_line(
+    seen: &std::sync::mpsc::Receiver<(String, Instant)>,
+    wanted: &str,
+    within: Duration,
+    commit: impl FnOnce(),
+) -> Duration {
+    while seen.try_recv().is_ok() {}
+    let committed = Instant::now();
+    commit();
+    loop {
+        let (line, at) = seen.recv_timeout(within).unwrap_or_else(|_| panic!("no {wanted:?} within {within:?}"));
+        if line.starts_with(wanted) {
+            return at.saturating_duration_since(committed);
+        }
+    }
+}
+
+impl Drop for RouteMonitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Wait until `f` holds (polling every 20 ms), or panic naming `what` after `within`.
 pub fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
