@@ -2,7 +2,9 @@
 # The quickstart: build, then attach two "containers" (network namespaces) through
 # calico-cni on the embedded store, show that they ping each other and the host, that A's
 # traffic to an "outside" netns (the internet) leaves NATed to the host's address, that B's
-# mapped host port is reached from outside, `nft list table inet calico`, `calicoctl ipam
+# mapped host port is reached from outside once the profile allows it (the seed's `calicoctl
+# profile demo-net rule add inbound allow tcp to ports 80`), `nft list table inet calico`
+# and `inet calico-policy`, `calicoctl ipam
 # show` and `calicoctl endpoint show`, and clean everything up. Run as root on Debian 12.
 #
 # Nothing touches the machine's own network: a namespace plays the host, and the plugins
@@ -46,6 +48,12 @@ export CALICO_DATASTORE_PATH=$work/calico-store.db
 step "calicoctl pool add 10.77.0.0/24 --nat-outgoing"
 "$BIN/calicoctl" pool add 10.77.0.0/24 --nat-outgoing
 "$BIN/calicoctl" pool show
+# Profiles are enforced: the network's profile (named after the network) admits only its own
+# containers until a rule opens more. The seed's flow: allow inbound TCP to the mapped port.
+step "calicoctl profile add demo-net; calicoctl profile demo-net rule add inbound allow tcp to ports 80"
+"$BIN/calicoctl" profile add demo-net
+"$BIN/calicoctl" profile demo-net rule add inbound allow tcp to ports 80
+"$BIN/calicoctl" profile demo-net rule show
 
 cat > "$work/net.conf" <<CONF
 {
@@ -111,6 +119,8 @@ grep -q hello-from-outside "$work/port.got" || { echo "the mapped port did not r
 
 step "nft list table inet calico (in the host netns): the pool sets and B's mapping"
 ip netns exec "$H" nft list table inet calico
+step "nft list table inet calico-policy: the endpoints' verdict maps, the profile's chains and tag set"
+ip netns exec "$H" nft list table inet calico-policy
 
 step "calicoctl ipam show; calicoctl endpoint show"
 "$BIN/calicoctl" ipam show
