@@ -133,6 +133,16 @@ impl Drop for RouteMonitor {
     }
 }
 
+/// How long an agent may take to be ready: 20 s, or 60 s inside the tests' qemu VM, which
+/// emulates its CPU (no KVM here) and starts three agents on one emulated core.
+pub fn ready_within() -> Duration {
+    if testkit::vm::in_guest() {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(20)
+    }
+}
+
 /// Wait until `f` holds (polling every 20 ms), or panic naming `what` after `within`.
 pub fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
@@ -404,7 +414,7 @@ impl Lab {
             self.start_agent(i);
         }
         for h in &self.hosts {
-            wait_for(&format!("{} ready", h.name), Duration::from_secs(20), || h.ready());
+            wait_for(&format!("{} ready", h.name), ready_within(), || h.ready());
         }
     }
 
