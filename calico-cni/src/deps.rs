@@ -68,6 +68,24 @@ pub trait Dataplane {
     /// ([`dataplane::delete_container_link`]). Whether a link was deleted.
     fn delete_container_link(&self, container: &Self::Netns, ifname: &str) -> bool;
 
+    /// One more address on the container end ([`dataplane::add_container_address`]).
+    fn add_container_address(
+        &self,
+        container: &Self::Netns,
+        ifname: &str,
+        ip: IpAddr,
+        new_family: bool,
+    ) -> dataplane::Result<()>;
+
+    /// Removes an address from the container end ([`dataplane::remove_container_address`]).
+    fn remove_container_address(&self, container: &Self::Netns, ifname: &str, ip: IpAddr) -> dataplane::Result<bool>;
+
+    /// The host's route to one more address ([`dataplane::add_host_address_route`]).
+    fn add_host_address_route(&self, host_veth: &str, ip: IpAddr, new_family: bool) -> dataplane::Result<bool>;
+
+    /// Removes the host's route to an address ([`dataplane::remove_host_address_route`]).
+    fn remove_host_address_route(&self, host_veth: &str, ip: IpAddr) -> dataplane::Result<bool>;
+
     /// CHECK's verdict on both ends ([`dataplane::check`]).
     fn check(&self, container: &Self::Netns, spec: &CheckSpec<'_>) -> dataplane::Result<()>;
 

@@ -66,6 +66,14 @@ pub enum Error {
     #[error(transparent)]
     CorruptProfile(#[from] model::Error),
 
+    /// `calicoctl container <C> ip add|remove` refused before changing anything.
+    #[error("{0}")]
+    Refused(String),
+
+    /// The endpoint record changed while `ip add|remove` worked; what it did was undone.
+    #[error("the endpoint {key} changed meanwhile; try again")]
+    EndpointChanged { key: String },
+
     #[error("CHECK: {0}")]
     Check(String),
 
@@ -132,7 +140,8 @@ impl CniCode for Error {
             Error::NoAddress { .. } => CODE_NO_ADDRESS,
             Error::Firewall { .. } => CODE_DATAPLANE,
             Error::PortConflict { .. } => CODE_PORT_CONFLICT,
-            Error::InvalidMac { .. } => code::INVALID_CONFIG,
+            Error::InvalidMac { .. } | Error::Refused(_) => code::INVALID_CONFIG,
+            Error::EndpointChanged { .. } => code::TRY_AGAIN_LATER,
             Error::NotAvailable(_) => code::NOT_AVAILABLE,
             Error::RollbackIncomplete(r) => r.error.cni_code(),
         }

@@ -9,6 +9,7 @@
 
 mod add;
 mod check;
+pub mod container_ip;
 mod context;
 mod del;
 mod delegate;

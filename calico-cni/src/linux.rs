@@ -71,6 +71,28 @@ impl Dataplane for Linux {
         dataplane::delete_container_link(container, ifname)
     }
 
+    fn add_container_address(
+        &self,
+        container: &Namespace,
+        ifname: &str,
+        ip: IpAddr,
+        new_family: bool,
+    ) -> dataplane::Result<()> {
+        dataplane::add_container_address(container, ifname, ip, new_family)
+    }
+
+    fn remove_container_address(&self, container: &Namespace, ifname: &str, ip: IpAddr) -> dataplane::Result<bool> {
+        dataplane::remove_container_address(container, ifname, ip)
+    }
+
+    fn add_host_address_route(&self, host_veth: &str, ip: IpAddr, new_family: bool) -> dataplane::Result<bool> {
+        dataplane::add_host_address_route(self.host()?, host_veth, ip, new_family)
+    }
+
+    fn remove_host_address_route(&self, host_veth: &str, ip: IpAddr) -> dataplane::Result<bool> {
+        dataplane::remove_host_address_route(self.host()?, host_veth, ip)
+    }
+
     fn check(&self, container: &Namespace, spec: &CheckSpec<'_>) -> dataplane::Result<()> {
         dataplane::check(self.host()?, container, spec)
     }

@@ -34,18 +34,11 @@ pub fn ensure(store: &dyn Datastore, names: &[String]) -> Result<Vec<Profile>, E
         return Ok(Vec::new());
     }
     for _ in 0..5 {
-        let reads: Vec<Read> = names
-            .iter()
-            .flat_map(|n| [keys::profile_rules(n), keys::profile_tags(n), keys::profile_labels(n)])
-            .map(Read::Key)
-            .collect();
-        let found = store.read_many(&reads)?;
-        let records = found.iter().flatten().map(|kv| (kv.key.as_str(), kv.value.as_slice()));
-        let have = Profile::gather(records)?;
+        let have = read(store, names)?;
         let missing: Vec<Profile> =
             names.iter().filter(|n| !have.iter().any(|p| &p.name == *n)).map(|n| Profile::new(n)).collect();
         if missing.is_empty() {
-            return Ok(names.iter().filter_map(|n| have.iter().find(|p| &p.name == n).cloned()).collect());
+            return Ok(have);
         }
         let compares: Vec<Compare> = missing.iter().map(|p| Compare::Absent(keys::profile_rules(&p.name))).collect();
         let ops: Vec<Op> =
@@ -55,4 +48,19 @@ pub fn ensure(store: &dyn Datastore, names: &[String]) -> Result<Vec<Profile>, E
         }
     }
     Err(Error::Store(datastore::Error::Conflict { key: keys::profile_rules(&names[0]) }))
+}
+
+/// Those of the profiles `names` that exist, in the order of `names` (one read).
+pub fn read(store: &dyn Datastore, names: &[String]) -> Result<Vec<Profile>, Error> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let reads: Vec<Read> = names
+        .iter()
+        .flat_map(|n| [keys::profile_rules(n), keys::profile_tags(n), keys::profile_labels(n)])
+        .map(Read::Key)
+        .collect();
+    let found = store.read_many(&reads)?;
+    let have = Profile::gather(found.iter().flatten().map(|kv| (kv.key.as_str(), kv.value.as_slice())))?;
+    Ok(names.iter().filter_map(|n| have.iter().find(|p| &p.name == n).cloned()).collect())
 }

@@ -1,16 +1,22 @@
-//! `calicoctl container <C> endpoint show` and `calicoctl container <C> profile
-//! set|append|remove <P>...`: a container's endpoints (every interface Calico attached it
-//! with), found by its id as the runtime gave it, or a unique prefix of it.
+//! `calicoctl container <C> endpoint show`, `calicoctl container <C> profile
+//! set|append|remove <P>...` and `calicoctl container <C> ip add|remove <IP>`: a container's
+//! endpoints (every interface Calico attached it with), found by its id as the runtime gave
+//! it, or a unique prefix of it.
 //!
 //! A profile change rewrites the endpoint records in one transaction conditional on their
-//! revisions; calico-node applies it to the kernel.
+//! revisions; calico-node applies it to the kernel. An address change is
+//! [`calico_cni::container_ip`]'s: IPAM, the container, the host route, the tag sets and the
+//! record, in an order that a failure undoes.
 
+use std::net::IpAddr;
 use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::{Parser, Subcommand};
 
+use calico_cni::container_ip::{self, More, Record};
 use datastore::{Compare, Datastore, Op, Read};
+use ipnetwork::IpNetwork;
 use model::endpoint::Endpoint;
 use model::keys;
 use model::profile::is_valid_name;
@@ -36,6 +42,30 @@ enum ContainerCommand {
     Profile {
         #[command(subcommand)]
         command: ProfileCommand,
+    },
+    /// The container's addresses
+    Ip {
+        #[command(subcommand)]
+        command: IpCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum IpCommand {
+    /// Assign one more address (an IP, one from `ipv4` or `ipv6` pools, or one from the pool
+    /// with this CIDR) and configure it in the container
+    Add {
+        address: String,
+        /// The container's interface (needed when Calico attached it with several)
+        #[arg(long)]
+        interface: Option<String>,
+    },
+    /// Remove an address from the container and release it
+    Remove {
+        address: IpAddr,
+        /// The container's interface (default: the one holding the address)
+        #[arg(long)]
+        interface: Option<String>,
     },
 }
 
@@ -75,6 +105,7 @@ pub fn run(store: &dyn Datastore, args: Vec<String>) -> anyhow::Result<ExitCode>
     };
     let (endpoints, revisions) = find(store, id)?;
     match named.command {
+        ContainerCommand::Ip { command } => ip(store, &endpoints, &revisions, command)?,
         ContainerCommand::Endpoint { command: EndpointCommand::Show { output } } => show(&endpoints, output)?,
         ContainerCommand::Profile { command } => {
             let (names, how) = match &command {
@@ -124,6 +155,59 @@ pub fn run(store: &dyn Datastore, args: Vec<String>) -> anyhow::Result<ExitCode>
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn ip(store: &dyn Datastore, endpoints: &[Endpoint], revisions: &[i64], command: IpCommand) -> anyhow::Result<()> {
+    let pick = |interface: Option<&String>, holding: Option<IpAddr>| -> anyhow::Result<Record> {
+        let names = || endpoints.iter().map(|e| e.ifname.as_str()).collect::<Vec<_>>().join(", ");
+        let container = &endpoints[0].container_id;
+        let found = match (interface, holding) {
+            (Some(name), _) => endpoints.iter().position(|e| &e.ifname == name).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "container {container} has no interface {name} that Calico attached (it has {})",
+                    names()
+                )
+            })?,
+            (None, Some(ip)) => endpoints
+                .iter()
+                .position(|e| e.addresses().contains(&ip))
+                .ok_or_else(|| anyhow::anyhow!("container {container} does not have address {ip}"))?,
+            (None, None) if endpoints.len() == 1 => 0,
+            (None, None) => {
+                bail!("container {container} has several interfaces ({}); choose one with --interface", names())
+            }
+        };
+        Ok(Record { endpoint: endpoints[found].clone(), revision: revisions[found] })
+    };
+    match command {
+        IpCommand::Add { address, interface } => {
+            let more = parse_more(&address)?;
+            let record = pick(interface.as_ref(), None)?;
+            let (ip, ep) = container_ip::add_here(store, &record, more)?;
+            println!("IP {ip} added to container {} ({})", ep.container_id, ep.ifname);
+        }
+        IpCommand::Remove { address, interface } => {
+            let record = pick(interface.as_ref(), Some(address))?;
+            let ep = container_ip::remove_here(store, &record, address)?;
+            println!("IP {address} removed from container {} ({})", ep.container_id, ep.ifname);
+        }
+    }
+    Ok(())
+}
+
+/// `ip add`'s argument: an address, `ipv4`, `ipv6`, or a pool's CIDR.
+fn parse_more(arg: &str) -> anyhow::Result<More> {
+    Ok(match arg.to_ascii_lowercase().as_str() {
+        "ipv4" => More::Family(4),
+        "ipv6" => More::Family(6),
+        _ if arg.contains('/') => {
+            let cidr: IpNetwork = arg.parse().map_err(|e| anyhow::anyhow!("invalid pool CIDR {arg:?}: {e}"))?;
+            More::Pool(cidr)
+        }
+        _ => More::Ip(arg.parse().map_err(|_| {
+            anyhow::anyhow!("invalid address {arg:?}: give an IP address, ipv4, ipv6, or the CIDR of a pool")
+        })?),
+    })
 }
 
 /// The endpoints of the one container whose id is or starts with `id`, with their revisions.

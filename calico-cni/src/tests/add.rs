@@ -15,6 +15,7 @@ fn add_calls(id: &str) -> Vec<String> {
         format!("{} {NETNS}", step::OPEN_NETNS),
         format!("{} {id}", step::IPAM_ADD),
         format!("{} {veth}/eth0", step::CREATE_VETH),
+        format!("{} {veth}=10.0.0.5", step::FW_ATTACH_POLICY),
         format!("{} eth0", step::SETUP_CONTAINER),
         format!("{} {veth}", step::SETUP_HOST),
         format!("{} /calico/v1/ipam/v4/pool/", step::STORE_LIST),
@@ -51,6 +52,9 @@ fn a_repeated_add_answers_from_the_record() {
 fn expected_after_failure_at(id: &str, n: usize) -> Vec<String> {
     let calls = add_calls(id);
     let mut expected = calls[..n].to_vec();
+    if n > 5 {
+        expected.push(format!("{} {}=10.0.0.5", step::FW_DETACH_POLICY, host_veth(id)));
+    }
     if n > 4 {
         expected.push(format!("{} {}", step::DELETE_HOST_LINK, host_veth(id)));
     }
@@ -67,6 +71,7 @@ fn a_failure_at_each_step_undoes_exactly_the_earlier_steps_in_reverse() {
         (step::OPEN_NETNS, cni::code::INVALID_ENV),
         (step::IPAM_ADD, cni::code::TRY_AGAIN_LATER),
         (step::CREATE_VETH, crate::CODE_DATAPLANE),
+        (step::FW_ATTACH_POLICY, crate::CODE_DATAPLANE),
         (step::SETUP_CONTAINER, crate::CODE_DATAPLANE),
         (step::SETUP_HOST, crate::CODE_DATAPLANE),
         (step::STORE_LIST, cni::code::TRY_AGAIN_LATER),
@@ -90,9 +95,9 @@ fn a_failure_to_write_the_endpoint_record_releases_everything() {
     let err = rig.add(&rig.req("ADD", "c1")).unwrap_err();
     assert!(matches!(err, Error::Store(_)), "{err:?}");
     assert_eq!(
-        rig.script.steps()[7..],
-        [step::STORE_TXN, step::DELETE_HOST_LINK, step::IPAM_DEL],
-        "the record's write, then the veth, then the addresses"
+        rig.script.steps()[8..],
+        [step::STORE_TXN, step::FW_DETACH_POLICY, step::DELETE_HOST_LINK, step::IPAM_DEL],
+        "the record's write, then the policy, the veth, and the addresses"
     );
     rig.assert_nothing_left("record write failed");
     // The runtime's next ADD then succeeds.

@@ -18,6 +18,7 @@ fn del_releases_then_drops_the_record_then_the_veth() {
         [
             format!("{} c1", step::IPAM_DEL),
             format!("{} {}", step::STORE_GET, endpoint_key("c1")),
+            format!("{} {}=10.0.0.5", step::FW_DETACH_POLICY, host_veth("c1")),
             format!("{} delete:{}", step::STORE_TXN, endpoint_key("c1")),
             format!("{} {}", step::DELETE_HOST_LINK_DETACHED, host_veth("c1")),
         ]
@@ -32,12 +33,14 @@ fn a_second_del_finds_nothing_and_succeeds() {
     rig.del(&rig.req("DEL", "c1")).expect("DEL");
     rig.script.clear();
     rig.del(&rig.req("DEL", "c1")).expect("second DEL");
-    // No record: the host veth by its derived name; none: a look into the netns.
+    // No record: the policy by the veth's derived name (its tag members by their
+    // comment), the host veth too; none: a look into the netns.
     assert_eq!(
         rig.script.steps(),
         [
             step::IPAM_DEL,
             step::STORE_GET,
+            step::FW_DETACH_POLICY,
             step::DELETE_HOST_LINK_DETACHED,
             step::OPEN_NETNS_FOR_TEARDOWN,
             step::DELETE_CONTAINER_LINK
@@ -58,7 +61,7 @@ fn del_without_a_host_link_deletes_the_container_end() {
     }
     rig.del(&rig.req("DEL", "c1")).expect("DEL");
     assert_eq!(
-        rig.script.steps()[3..],
+        rig.script.steps()[4..],
         [step::DELETE_HOST_LINK_DETACHED, step::OPEN_NETNS_FOR_TEARDOWN, step::DELETE_CONTAINER_LINK]
     );
     rig.assert_nothing_left("DEL without host link");
@@ -94,7 +97,8 @@ fn del_without_netns_never_looks_for_one() {
 fn del_without_any_record_or_add_succeeds() {
     let rig = Rig::new();
     rig.del(&rig.req("DEL", "never")).expect("DEL of nothing");
-    assert_eq!(rig.script.calls()[2], format!("{} {}", step::DELETE_HOST_LINK_DETACHED, host_veth("never")));
+    assert_eq!(rig.script.calls()[2], format!("{} {}=", step::FW_DETACH_POLICY, host_veth("never")));
+    assert_eq!(rig.script.calls()[3], format!("{} {}", step::DELETE_HOST_LINK_DETACHED, host_veth("never")));
 }
 
 #[test]
@@ -167,6 +171,7 @@ fn gc_removes_only_the_attachments_the_runtime_no_longer_knows() {
         rig.script.calls()[2..],
         [
             format!("{} {}", step::DELETE_HOST_LINK_DETACHED, host_veth("gone")),
+            format!("{} {}=10.0.0.5", step::FW_DETACH_POLICY, host_veth("gone")),
             format!("{} delete:{}", step::STORE_TXN, endpoint_key("gone")),
             // Mappings that lost their record are looked for by owner.
             format!("{} ", step::FW_LIST),

@@ -110,7 +110,10 @@ fn a_failure_after_the_mappings_removes_them_first() {
     rig.add(&rig.req("ADD", "c1")).unwrap_err();
     let steps = rig.script.steps();
     let at = steps.iter().position(|s| s == step::STORE_TXN).unwrap();
-    assert_eq!(steps[at..], [step::STORE_TXN, step::FW_REMOVE, step::DELETE_HOST_LINK, step::IPAM_DEL]);
+    assert_eq!(
+        steps[at..],
+        [step::STORE_TXN, step::FW_REMOVE, step::FW_DETACH_POLICY, step::DELETE_HOST_LINK, step::IPAM_DEL]
+    );
     rig.assert_nothing_left("record write failed");
     assert!(rig.fw.elements().contains(&pool(PoolSet::Masq)), "the shared pool stays");
 }

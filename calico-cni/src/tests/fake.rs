@@ -42,6 +42,13 @@ pub mod step {
     pub const ROUTE_LOCALNET: &str = "host.route_localnet";
     pub const DELETE_CONTAINER_LINK: &str = "container.delete_link";
     pub const CHECK: &str = "dataplane.check";
+    pub const ADD_CONTAINER_ADDRESS: &str = "container.add_address";
+    pub const REMOVE_CONTAINER_ADDRESS: &str = "container.remove_address";
+    pub const ADD_HOST_ROUTE: &str = "host.add_route";
+    pub const REMOVE_HOST_ROUTE: &str = "host.remove_route";
+    pub const FW_ATTACH_POLICY: &str = "firewall.attach_policy";
+    pub const FW_DETACH_POLICY: &str = "firewall.detach_policy";
+    pub const FW_FORGET: &str = "firewall.forget_addresses";
     pub const FW_MISSING: &str = "firewall.missing";
     pub const FW_ADD: &str = "firewall.add";
     pub const FW_REMOVE: &str = "firewall.remove";
@@ -137,6 +144,10 @@ pub struct Kernel {
     pub netns: BTreeMap<PathBuf, BTreeSet<String>>,
     /// A host veth's peer: its netns and name.
     pub peers: BTreeMap<String, (PathBuf, String)>,
+    /// Addresses added one by one (`ip add`): `<netns>/<ifname>` → addresses.
+    pub addresses: BTreeMap<String, BTreeSet<IpAddr>>,
+    /// Host routes added one by one: `<veth>` → addresses.
+    pub routes: BTreeMap<String, BTreeSet<IpAddr>>,
 }
 
 /// A recording [`Dataplane`] over a model [`Kernel`].
@@ -256,6 +267,49 @@ impl Dataplane for FakeDataplane {
         let mut k = self.kernel.borrow_mut();
         k.peers.retain(|_, (netns, peer)| !(*netns == container.0 && peer == ifname));
         k.netns.get_mut(&container.0).is_some_and(|links| links.remove(ifname))
+    }
+
+    fn add_container_address(
+        &self,
+        container: &FakeNetns,
+        ifname: &str,
+        ip: IpAddr,
+        _new: bool,
+    ) -> dataplane::Result<()> {
+        if let Some(errno) = self.script.record(step::ADD_CONTAINER_ADDRESS, ip) {
+            return Err(nack(&format!("add address {ip}"), errno));
+        }
+        if !self.has_link(&container.0, ifname) {
+            return Err(dataplane::Error::LinkNotFound { name: ifname.into() });
+        }
+        let key = format!("{}/{ifname}", container.0.display());
+        self.kernel.borrow_mut().addresses.entry(key).or_default().insert(ip);
+        Ok(())
+    }
+
+    fn remove_container_address(&self, container: &FakeNetns, ifname: &str, ip: IpAddr) -> dataplane::Result<bool> {
+        if let Some(errno) = self.script.record(step::REMOVE_CONTAINER_ADDRESS, ip) {
+            return Err(nack(&format!("delete address {ip}"), errno));
+        }
+        let key = format!("{}/{ifname}", container.0.display());
+        Ok(self.kernel.borrow_mut().addresses.get_mut(&key).is_some_and(|a| a.remove(&ip)))
+    }
+
+    fn add_host_address_route(&self, host_veth: &str, ip: IpAddr, _new: bool) -> dataplane::Result<bool> {
+        if let Some(errno) = self.script.record(step::ADD_HOST_ROUTE, ip) {
+            return Err(nack(&format!("add route {ip}"), errno));
+        }
+        if !self.kernel.borrow().host_links.contains(host_veth) {
+            return Err(dataplane::Error::LinkNotFound { name: host_veth.into() });
+        }
+        Ok(self.kernel.borrow_mut().routes.entry(host_veth.into()).or_default().insert(ip))
+    }
+
+    fn remove_host_address_route(&self, host_veth: &str, ip: IpAddr) -> dataplane::Result<bool> {
+        if let Some(errno) = self.script.record(step::REMOVE_HOST_ROUTE, ip) {
+            return Err(nack(&format!("delete route {ip}"), errno));
+        }
+        Ok(self.kernel.borrow_mut().routes.get_mut(host_veth).is_some_and(|a| a.remove(&ip)))
     }
 
     fn check(&self, container: &FakeNetns, spec: &CheckSpec<'_>) -> dataplane::Result<()> {
@@ -378,16 +432,22 @@ impl Datastore for RecordingStore {
 pub struct FakeFirewall {
     script: Script,
     pub table: firewall::fake::Recording,
+    /// What the policy calls left: veth → its addresses in the tag sets.
+    pub policy: RefCell<BTreeMap<String, BTreeSet<IpAddr>>>,
 }
 
 impl FakeFirewall {
     pub fn new(script: &Script) -> FakeFirewall {
-        FakeFirewall { script: script.clone(), table: firewall::fake::Recording::new() }
+        FakeFirewall { script: script.clone(), table: firewall::fake::Recording::new(), policy: RefCell::default() }
     }
 
     fn record(&self, step: &'static str, elements: &[firewall::Element]) -> firewall::Result<()> {
         let arg: Vec<String> = elements.iter().map(ToString::to_string).collect();
-        match self.script.record(step, arg.join(",")) {
+        self.record_words(step, &arg.join(","))
+    }
+
+    fn record_words(&self, step: &'static str, arg: &str) -> firewall::Result<()> {
+        match self.script.record(step, arg) {
             Some(errno) => Err(firewall::Error::Kernel { op: step, source: std::io::Error::from_raw_os_error(errno) }),
             None => Ok(()),
         }
@@ -417,5 +477,29 @@ impl firewall::Firewall for FakeFirewall {
     fn list(&self) -> firewall::Result<Vec<firewall::Element>> {
         self.record(step::FW_LIST, &[])?;
         self.table.list()
+    }
+    fn attach_policy(
+        &self,
+        ep: &firewall::policy::Endpoint,
+        _profiles: &[model::profile::Profile],
+    ) -> firewall::Result<()> {
+        let addrs: Vec<String> = ep.addrs.iter().map(ToString::to_string).collect();
+        self.record_words(step::FW_ATTACH_POLICY, &format!("{}={}", ep.veth, addrs.join(",")))?;
+        self.policy.borrow_mut().insert(ep.veth.clone(), ep.addrs.iter().copied().collect());
+        Ok(())
+    }
+    fn detach_policy(&self, veth: &str, addrs: &[IpAddr]) -> firewall::Result<()> {
+        let words: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        self.record_words(step::FW_DETACH_POLICY, &format!("{veth}={}", words.join(",")))?;
+        self.policy.borrow_mut().remove(veth);
+        Ok(())
+    }
+    fn forget_addresses(&self, addrs: &[IpAddr]) -> firewall::Result<()> {
+        let words: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        self.record_words(step::FW_FORGET, &words.join(","))?;
+        for held in self.policy.borrow_mut().values_mut() {
+            held.retain(|a| !addrs.contains(a));
+        }
+        Ok(())
     }
 }

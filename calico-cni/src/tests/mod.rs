@@ -3,6 +3,7 @@
 
 mod add;
 mod check;
+mod container_ip;
 mod del;
 mod edge;
 mod fake;
@@ -106,6 +107,8 @@ impl Rig {
         assert_eq!(records, Vec::<String>::new(), "{what}: records left");
         let owned: Vec<_> = self.fw.elements().into_iter().filter(|e| e.owner().is_some()).collect();
         assert!(owned.is_empty(), "{what}: port mappings left: {owned:?}");
+        let policy = self.fw.policy.borrow();
+        assert!(policy.is_empty(), "{what}: endpoint policy left: {policy:?}");
     }
 }
 

@@ -47,6 +47,7 @@ pub use netns::NetNs;
 pub use rollback::{Rollback, UndoFailure};
 pub use sysctl::{get_sysctl, set_sysctl};
 pub use workload::{
-    check, delete_container_link, list_host_veths, open_for_teardown, setup_container, setup_host, teardown, CheckSpec,
+    add_container_address, add_host_address_route, check, delete_container_link, list_host_veths, open_for_teardown,
+    remove_container_address, remove_host_address_route, setup_container, setup_host, teardown, CheckSpec,
     ContainerConfig, ContainerInfo, HostInfo,
 };

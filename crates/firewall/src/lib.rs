@@ -211,6 +211,13 @@ pub trait Firewall {
         Ok(())
     }
 
+    /// Removes `addrs` from every tag set, in one transaction (an address an endpoint gave
+    /// up); what is absent is no error.
+    fn forget_addresses(&self, addrs: &[IpAddr]) -> Result<()> {
+        let _ = addrs;
+        Ok(())
+    }
+
     /// Replaces the whole policy table with `state`, in one transaction.
     fn replace_policy(&self, state: &policy::State) -> Result<()> {
         let _ = state;

@@ -593,6 +593,10 @@ impl Firewall for Nftables {
         self.policy_detach(veth, addrs)
     }
 
+    fn forget_addresses(&self, addrs: &[IpAddr]) -> Result<()> {
+        self.policy_forget(addrs)
+    }
+
     fn replace_policy(&self, state: &crate::policy::State) -> Result<()> {
         self.policy_replace(state)
     }

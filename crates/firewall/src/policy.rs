@@ -533,6 +533,18 @@ fn members(b: &mut Buf, ty: u16, tag: &str, addrs: &[IpAddr], owner: Option<&str
     }
 }
 
+/// Removes `addrs` from every tag set among `sets`.
+fn forget(b: &mut Buf, sets: &[String], addrs: &[IpAddr]) {
+    for set in sets {
+        let keys: Vec<Vec<u8>> = match (set.starts_with("tag4-"), set.starts_with("tag6-")) {
+            (true, _) => addrs.iter().filter(|a| is4(a)).map(ip_bytes).collect(),
+            (_, true) => addrs.iter().filter(|a| !is4(a)).map(ip_bytes).collect(),
+            _ => continue,
+        };
+        elems(b, NFT_MSG_DESTROYSETELEM, set, &keys, None, None);
+    }
+}
+
 /// The policy table's side of the [`crate::Firewall`] trait, on the real kernel.
 impl Nftables {
     /// Creates the table with its base chains and maps unless it exists (one transaction).
@@ -667,18 +679,19 @@ impl Nftables {
             elems(b, NFT_MSG_DESTROYSETELEM, "from-ep", &key, None, None);
             destroy_chain(b, &ep_in(veth));
             destroy_chain(b, &ep_out(veth));
-            for set in &sets {
-                let keys: Vec<Vec<u8>> = match (set.starts_with("tag4-"), set.starts_with("tag6-")) {
-                    (true, _) => addrs.iter().filter(|a| is4(a)).map(ip_bytes).collect(),
-                    (_, true) => addrs.iter().filter(|a| !is4(a)).map(ip_bytes).collect(),
-                    _ => continue,
-                };
-                elems(b, NFT_MSG_DESTROYSETELEM, set, &keys, None, None);
-            }
+            forget(b, &sets, addrs);
             for (set, key) in &owned {
                 elems(b, NFT_MSG_DESTROYSETELEM, set, std::slice::from_ref(key), None, None);
             }
         })
+    }
+
+    pub(crate) fn policy_forget(&self, addrs: &[IpAddr]) -> Result<()> {
+        let sets = self.set_names()?;
+        if sets.iter().any(|s| s.starts_with("tag4-") || s.starts_with("tag6-")) {
+            self.batch("removing addresses from the tag sets", |b| forget(b, &sets, addrs))?;
+        }
+        Ok(())
     }
 
     pub(crate) fn policy_replace(&self, state: &State) -> Result<()> {

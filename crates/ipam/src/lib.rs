@@ -19,5 +19,5 @@ pub mod report;
 mod retry;
 mod store;
 
-pub use allocator::{Assigned, Ipam, Owner, Request};
+pub use allocator::{Assigned, Ipam, More, Owner, Request};
 pub use error::{Error, CODE_ADDRESS_IN_USE, CODE_CHECK_FAILED, CODE_EXHAUSTED, CODE_NOT_ALLOCATED};

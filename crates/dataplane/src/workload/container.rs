@@ -65,11 +65,15 @@ pub(crate) fn gateway_neighbours(index: u32, has_v4: bool, has_v6: bool) -> Vec<
 /// if it changed.
 fn container_sysctls(ifname: &str, has_v6: bool, ip_forward: bool) -> Result<Option<String>> {
     if has_v6 {
-        set_sysctl(&format!("net/ipv6/conf/{ifname}/disable_ipv6"), "0")?;
-        // The /128 is unique by IPAM: skip DAD so it is usable at once.
-        set_sysctl(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0")?;
+        container_v6_sysctls(ifname)?;
     }
     ensure_sysctl("net/ipv4/ip_forward", if ip_forward { "1" } else { "0" })
+}
+
+/// IPv6 on the container end, and no DAD: the /128 is unique by IPAM, and usable at once.
+pub(crate) fn container_v6_sysctls(ifname: &str) -> Result<()> {
+    set_sysctl(&format!("net/ipv6/conf/{ifname}/disable_ipv6"), "0")?;
+    set_sysctl(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0")
 }
 
 /// Configures the container end `config.ifname` (created by
@@ -109,7 +113,20 @@ pub fn setup_container(container: &Namespace, config: &ContainerConfig<'_>) -> R
     changes.extend(config.addresses.iter().map(|&ip| Change::Address { index, address: host_prefix(ip) }));
     changes.extend(container_routes(index, has_v4, has_v6).into_iter().map(Change::Route));
     changes.extend(gateway_neighbours(index, has_v4, has_v6).into_iter().map(Change::Neighbour));
-    let outcomes = match netlink.apply(ifname, &changes) {
+    apply_undoably(netlink, ifname, changes, &mut rollback)?;
+    rollback.disarm();
+    Ok(ContainerInfo { index, mac })
+}
+
+/// Applies `changes` to `dev` in one round trip, pushing the undo of each that took onto
+/// `rollback`; the first refusal is the error.
+pub(crate) fn apply_undoably<'a>(
+    netlink: &'a crate::netlink::Netlink,
+    dev: &str,
+    changes: Vec<Change>,
+    rollback: &mut Rollback<'a>,
+) -> Result<()> {
+    let outcomes = match netlink.apply(dev, &changes) {
         Ok(outcomes) => outcomes,
         Err(err) => {
             // No answer: any of them may be in place; undoing one that is not succeeds.
@@ -128,10 +145,5 @@ pub fn setup_container(container: &Namespace, config: &ContainerConfig<'_>) -> R
             }
         }
     }
-    if let Some(err) = first_error {
-        return Err(err);
-    }
-
-    rollback.disarm();
-    Ok(ContainerInfo { index, mac })
+    first_error.map_or(Ok(()), Err)
 }

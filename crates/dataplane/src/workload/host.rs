@@ -21,7 +21,7 @@ pub struct HostInfo {
 /// Writes the host end's sysctls and turns on host forwarding. The
 /// per-interface ones go away with the interface; global forwarding is left
 /// on, as Calico does (other workloads rely on it).
-fn host_sysctls(veth: &str, has_v6: bool) -> Result<()> {
+pub(crate) fn host_sysctls(veth: &str, has_v6: bool) -> Result<()> {
     set_sysctl(&format!("net/ipv4/conf/{veth}/proxy_arp"), "1")?;
     set_sysctl(&format!("net/ipv4/neigh/{veth}/proxy_delay"), "0")?;
     set_sysctl(&format!("net/ipv4/conf/{veth}/forwarding"), "1")?;
@@ -44,7 +44,7 @@ fn host_sysctls(veth: &str, has_v6: bool) -> Result<()> {
 
 /// Adds the host route `spec` through `link`. Returns `true` if it was added,
 /// `false` if the same route already existed on `link`.
-fn add_host_route(netlink: &Netlink, link: &Link, spec: &RouteSpec) -> Result<bool> {
+pub(crate) fn add_host_route(netlink: &Netlink, link: &Link, spec: &RouteSpec) -> Result<bool> {
     let err = match netlink.add_route(spec) {
         Ok(()) => return Ok(true),
         Err(err) if err.is_exists() => err,

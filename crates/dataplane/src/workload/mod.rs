@@ -6,11 +6,14 @@
 //!    routes via `169.254.1.1` and the host end's link-local address;
 //! 3. [`setup_host`]: proxy ARP/NDP and forwarding sysctls, host end up, one
 //!    `/32` (`/128`) route per address;
-//! 4. [`teardown`] on DEL, [`check`] on CHECK, [`list_host_veths`] for GC.
+//! 4. [`teardown`] on DEL, [`check`] on CHECK, [`list_host_veths`] for GC;
+//! 5. [`add_container_address`] and [`add_host_address_route`] (and their removals) for
+//!    one more address on a workload that is set up.
 //!
 //! Each step undoes its own partial work when it fails; undoing earlier
 //! steps is the caller's job (with a [`Rollback`](crate::Rollback)).
 
+mod address;
 mod check;
 mod container;
 mod host;
@@ -20,6 +23,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 
+pub use address::{add_container_address, add_host_address_route, remove_container_address, remove_host_address_route};
 pub use check::{check, CheckSpec};
 pub use container::{setup_container, ContainerConfig, ContainerInfo};
 pub use host::{setup_host, HostInfo};

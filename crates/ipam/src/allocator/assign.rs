@@ -33,7 +33,7 @@ enum Affine {
 }
 
 /// The block named by a cursor key, if it is there and readable (it is only a hint).
-fn cursor_of(kvs: &[KeyValue]) -> Option<IpNetwork> {
+pub(super) fn cursor_of(kvs: &[KeyValue]) -> Option<IpNetwork> {
     serde_json::from_slice(&kvs.first()?.value).ok()
 }
 
@@ -133,7 +133,7 @@ impl Ipam<'_> {
 
     /// Allocate one address of `family` from `pools`, retried while other writers win the
     /// race. `cursor` is this host's cursor block as the call's first round trip read it.
-    fn auto_assign(
+    pub(super) fn auto_assign(
         &self,
         family: u8,
         pools: &[Pool],
@@ -286,7 +286,13 @@ impl Ipam<'_> {
     }
 
     /// Allocate exactly `ip`, claiming its block for this host if nobody has it yet.
-    fn assign_ip(&self, ip: IpAddr, pools: &[Pool], owner: &Owner, state: &mut HandleState) -> Result<(), Error> {
+    pub(super) fn assign_ip(
+        &self,
+        ip: IpAddr,
+        pools: &[Pool],
+        owner: &Owner,
+        state: &mut HandleState,
+    ) -> Result<(), Error> {
         let pool = pools.iter().find(|p| p.cidr.contains(ip)).ok_or(Error::AddressNotInPool { ip })?;
         if pool.disabled {
             return Err(Error::PoolDisabled { cidr: pool.cidr });
@@ -316,7 +322,7 @@ impl Ipam<'_> {
 
 /// The pools to allocate from: the requested ones (which must exist and be enabled), or
 /// every enabled pool of the family.
-fn select_pools(family: u8, wanted: &[IpNetwork], pools: &[Pool]) -> Result<Vec<Pool>, Error> {
+pub(super) fn select_pools(family: u8, wanted: &[IpNetwork], pools: &[Pool]) -> Result<Vec<Pool>, Error> {
     if wanted.is_empty() {
         let enabled: Vec<Pool> = pools.iter().filter(|p| !p.disabled).cloned().collect();
         return if enabled.is_empty() { Err(Error::NoPools { family }) } else { Ok(enabled) };

@@ -33,8 +33,10 @@ use crate::{pool, Error};
 
 mod assign;
 mod commit;
+mod more;
 mod release;
 
+pub use more::More;
 pub use release::Released;
 
 /// Who an allocation is for.

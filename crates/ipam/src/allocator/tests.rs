@@ -394,3 +394,38 @@ fn releasing_an_address_that_is_not_allocated_is_not_in_use() {
     assert_eq!(ipam.release_ips(&held).unwrap(), vec![(held[0], Some("net.c1".to_owned()))]);
     assert_clean(&s);
 }
+
+#[test]
+fn more_addresses_join_the_handle_and_leave_with_it() {
+    let s = MemoryStore::new();
+    add_pool(&s, "10.0.0.0/24", 28);
+    add_pool(&s, "10.1.0.0/24", 28);
+    let ipam = Ipam::new(&s, "node1");
+    let first = ipam.assign(&v4("c1")).unwrap();
+    let second = ipam.assign_more("net.c1", More::Family(4)).unwrap();
+    assert_ne!(second.ip, first[0].ip, "always a new address, unlike a repeated assign");
+    let third = ipam.assign_more("net.c1", More::Pool(cidr("10.1.0.0/24"))).unwrap();
+    assert_eq!(third.pool.cidr, cidr("10.1.0.0/24"));
+    let exact: IpAddr = "10.1.0.200".parse().unwrap();
+    assert_eq!(ipam.assign_more("net.c1", More::Ip(exact)).unwrap().ip, exact);
+    let mut held = ipam.ips_of_handle("net.c1").unwrap();
+    held.sort();
+    let mut want = vec![first[0].ip, second.ip, third.ip, exact];
+    want.sort();
+    assert_eq!(held, want);
+    assert_clean(&s);
+
+    assert!(matches!(ipam.assign_more("net.c1", More::Ip(exact)), Err(Error::AddressInUse { .. })));
+    let outside = "172.16.0.1".parse().unwrap();
+    assert!(matches!(ipam.assign_more("net.c1", More::Ip(outside)), Err(Error::AddressNotInPool { .. })));
+    assert!(matches!(ipam.assign_more("net.c1", More::Pool(cidr("10.9.0.0/24"))), Err(Error::PoolNotFound { .. })));
+    assert!(matches!(ipam.assign_more("net.c1", More::Family(6)), Err(Error::NoPools { family: 6 })));
+    assert!(matches!(ipam.assign_more("net.nobody", More::Family(4)), Err(Error::HandleNotFound { .. })));
+    assert_eq!(ipam.ips_of_handle("net.c1").unwrap().len(), 4, "a refused one changes nothing");
+
+    // One released on its own, then the rest with the handle.
+    ipam.release_ips(&[second.ip]).unwrap();
+    assert_eq!(ipam.ips_of_handle("net.c1").unwrap().len(), 3);
+    assert_eq!(ipam.release_handle("net.c1").unwrap().len(), 3);
+    assert_clean(&s);
+}
