@@ -6,6 +6,9 @@
 # 2. A rule change on a host with 500 endpoints: from `calicoctl profile ... rule add` to the
 #    rule in the kernel (polled with nft), and the one nftables transaction calico-node makes
 #    (its log's took_us), goal <= 200 ms.
+# 3. `calicoctl container <C> ip add <IP>` on the embedded store (goal <= 10 ms), each run
+#    after an `ip remove` of the same address (hyperfine --prepare), with a few endpoints and
+#    again with the 500 of part 2 present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
@@ -58,6 +61,24 @@ e, b = r["empty profile"], r["1000 members"]
 print(f"ADD+DEL: empty profile {e:.2f} ms, tag with 1000 members {b:.2f} ms -> ratio {b/e:.3f} (goal <= 1.1)")
 PY
 
+# 3a. ip add with a few endpoints.
+one ADD empty ipc eth0 "$C"
+ipadd() { # ipadd LABEL
+  local ip=10.232.250.7
+  printf '#!/bin/sh\n"%s" --datastore-path "%s" container ipc ip remove %s >/dev/null 2>&1 || true\n' \
+    "$BIN/calicoctl" "$work/store.db" "$ip" > "$work/ipremove"
+  chmod +x "$work/ipremove"
+  ip netns exec "$H" hyperfine -N --warmup 5 --runs "$RUNS" --prepare "$work/ipremove" --export-json "$work/ipadd.json" \
+    -n "ip add" "$BIN/calicoctl --datastore-path $work/store.db container ipc ip add $ip" >/dev/null
+  python3 - "$work/ipadd.json" "$1" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["results"][0]
+print(f"calicoctl container ip add ({sys.argv[2]}): mean {r['mean']*1e3:.2f} ms, median {r['median']*1e3:.2f} ms (goal <= 10 ms)")
+PY
+  ip netns exec "$H" "$work/ipremove"
+}
+ipadd "$(ctl endpoint show -o json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))') endpoints"
+
 # 2. $ENDPOINTS endpoints on this host (a netns each), then calico-node, then rule changes.
 for i in $(seq "$ENDPOINTS"); do ip netns add "$M-$i"; one ADD big "m$i" eth0 "$M-$i"; done
 ip -n "$H" link add up0 type veth peer name up1
@@ -81,4 +102,7 @@ for port in 1001 1002 1003 1004 1005; do
        "calico-node's one transaction took $((took / 1000)).$(( (took % 1000) / 100 )) ms (goal <= 200 ms)"
 done
 kill -0 "$agent" || { echo "calico-node exited:"; cat "$work/agent.log"; exit 1; }
+# 3b. ip add with the $ENDPOINTS endpoints (and calico-node rebuilding on each change).
+ipadd "$ENDPOINTS endpoints more, calico-node running"
 for i in $(seq "$ENDPOINTS"); do one DEL big "m$i" eth0 "$M-$i"; done
+one DEL empty ipc eth0 "$C"

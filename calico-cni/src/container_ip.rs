@@ -62,6 +62,7 @@ pub fn add<D: Dataplane>(tools: &Tools<'_, D>, record: &Record, more: More) -> R
             return Err(Error::Refused(format!("container {} already has address {ip}", ep.container_id)));
         }
     }
+    here(tools.dataplane, ep)?;
     let container = open(tools.dataplane, ep)?;
     let mut undo = Rollback::new();
     match add_steps(tools, record, more, &container, &mut undo) {
@@ -156,6 +157,7 @@ fn add_steps<'a, D: Dataplane>(
 /// hold, its last address, and an address a port mapping forwards to.
 pub fn remove<D: Dataplane>(tools: &Tools<'_, D>, record: &Record, ip: IpAddr) -> Result<Endpoint, Error> {
     let ep = &record.endpoint;
+    here(tools.dataplane, ep)?;
     let held = ep.addresses();
     if !held.contains(&ip) {
         return Err(Error::Refused(format!("container {} does not have address {ip}", ep.container_id)));
@@ -211,6 +213,20 @@ pub fn remove<D: Dataplane>(tools: &Tools<'_, D>, record: &Record, ip: IpAddr) -
         }
         Err(error) => Err(Error::rolled_back(error, undo.rollback())),
     }
+}
+
+/// Refused unless the endpoint's host veth is in this netns: calicoctl must run on the
+/// container's host (another host's route table is not ours to change).
+fn here<D: Dataplane>(dp: &D, ep: &Endpoint) -> Result<(), Error> {
+    let found =
+        dp.has_host_link(&ep.host_veth).map_err(|source| Error::Dataplane { step: "finding the host veth", source })?;
+    if found {
+        return Ok(());
+    }
+    Err(Error::Refused(format!(
+        "container {}'s host interface {} is not on this host: run this on its node, {}",
+        ep.container_id, ep.host_veth, ep.node
+    )))
 }
 
 fn open<D: Dataplane>(dp: &D, ep: &Endpoint) -> Result<D::Netns, Error> {

@@ -68,6 +68,9 @@ pub trait Dataplane {
     /// ([`dataplane::delete_container_link`]). Whether a link was deleted.
     fn delete_container_link(&self, container: &Self::Netns, ifname: &str) -> bool;
 
+    /// Whether the host link `name` exists here.
+    fn has_host_link(&self, name: &str) -> dataplane::Result<bool>;
+
     /// One more address on the container end ([`dataplane::add_container_address`]).
     fn add_container_address(
         &self,

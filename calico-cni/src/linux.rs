@@ -71,6 +71,10 @@ impl Dataplane for Linux {
         dataplane::delete_container_link(container, ifname)
     }
 
+    fn has_host_link(&self, name: &str) -> dataplane::Result<bool> {
+        Ok(self.host()?.netlink().link_by_name(name)?.is_some())
+    }
+
     fn add_container_address(
         &self,
         container: &Namespace,

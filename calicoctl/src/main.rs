@@ -46,8 +46,8 @@ enum Command {
         #[command(subcommand)]
         command: node_cmd::NodeCommand,
     },
-    /// A container's endpoints and profiles: `container <C> endpoint show`, `container <C>
-    /// profile set|append|remove <P>...`
+    /// A container's endpoints, profiles and addresses: `container <C> endpoint show`,
+    /// `container <C> profile set|append|remove <P>...`, `container <C> ip add|remove <IP>`
     Container {
         /// the container id (or a unique prefix), then the command
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]

@@ -182,3 +182,18 @@ fn ip_remove_is_the_reverse_and_refuses_what_it_cannot_do() {
     assert_as_before(&rig, &before, "after ip remove");
     assert!(refused(ip(ADDRESS), &record(&rig)).contains("only address"));
 }
+
+#[test]
+fn another_hosts_container_is_refused_before_anything() {
+    let rig = attached();
+    let before = record(&rig);
+    rig.dp.kernel.borrow_mut().host_links.clear();
+    for err in [
+        container_ip::add(&tools(&rig), &before, More::Family(4)).expect_err("add elsewhere"),
+        container_ip::remove(&tools(&rig), &before, ip(ADDRESS)).expect_err("remove elsewhere"),
+    ] {
+        assert!(err.to_string().contains("is not on this host: run this on its node, node1"), "{err}");
+    }
+    assert_eq!(held(&rig), [ip(ADDRESS)]);
+    assert_eq!(record(&rig).endpoint, before.endpoint);
+}

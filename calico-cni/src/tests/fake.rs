@@ -269,6 +269,10 @@ impl Dataplane for FakeDataplane {
         k.netns.get_mut(&container.0).is_some_and(|links| links.remove(ifname))
     }
 
+    fn has_host_link(&self, name: &str) -> dataplane::Result<bool> {
+        Ok(self.kernel.borrow().host_links.contains(name))
+    }
+
     fn add_container_address(
         &self,
         container: &FakeNetns,
