@@ -32,10 +32,11 @@ for p in calico-cni calico-ipam; do ln -s "$BIN/$p" "$work/bin/$p"; done
 ln -s "$BIN/calico-cni" "$work/bin/calico"
 ctl() { "$BIN/calicoctl" --datastore-path "$work/store.db" "$@"; }
 ctl pool add 10.232.0.0/16 >/dev/null
+ctl pool add 10.240.0.0/24 >/dev/null # part 3's address only (ADD allocates from the first)
 conf() { # conf NAME PROFILE
   cat > "$work/$1.json" <<CONF
 {"cniVersion":"1.0.0","name":"$1","type":"calico","nodename":"bench","log_level":"warning","profiles":["$2"],
- "datastore_path":"$work/store.db","mtu_file":"$work/mtu","ipam":{"type":"calico-ipam"}}
+ "datastore_path":"$work/store.db","mtu_file":"$work/mtu","ipam":{"type":"calico-ipam","ipv4_pools":["10.232.0.0/16"]}}
 CONF
 }
 conf big big; conf empty empty
@@ -64,7 +65,7 @@ PY
 # 3a. ip add with a few endpoints.
 one ADD empty ipc eth0 "$C"
 ipadd() { # ipadd LABEL
-  local ip=10.232.250.7
+  local ip=10.240.0.7
   printf '#!/bin/sh\n"%s" --datastore-path "%s" container ipc ip remove %s >/dev/null 2>&1 || true\n' \
     "$BIN/calicoctl" "$work/store.db" "$ip" > "$work/ipremove"
   chmod +x "$work/ipremove"

@@ -1,5 +1,5 @@
-//! CHECK: the IPAM allocation, the endpoint record, and the dataplane as the prevResult
-//! describes it.
+//! CHECK: the IPAM allocation, the endpoint record, the dataplane as the prevResult
+//! describes it, the endpoint's policy, and its port mappings.
 
 use std::net::IpAddr;
 
@@ -46,6 +46,10 @@ pub fn check<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> 
     deps.dataplane
         .check(&container, &CheckSpec { host_veth: &ep.host_veth, ifname: &req.env.ifname, addresses: &addresses })
         .map_err(|source| Error::Dataplane { step: "checking the dataplane", source })?;
+    // The endpoint's policy: without it, its traffic is dropped (`iifname "cali*" drop`).
+    if let Some(missing) = deps.firewall.check_policy(&ep.host_veth).map_err(edge::error("checking the policy"))? {
+        return Err(Error::Check(format!("{missing} is missing from table inet calico-policy")));
+    }
     let ports = edge::port_elements(&ep.port_mappings, &edge::owner(&ep.network, &ep.container_id, &ep.ifname));
     if !ports.is_empty() {
         let missing = deps.firewall.missing(&ports).map_err(edge::error("checking the port mappings"))?;

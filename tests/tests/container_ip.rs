@@ -161,6 +161,16 @@ fn several_addresses_on_one_host_with_the_embedded_store() {
     // Removed, it can be added again (it is free).
     assert_eq!(added(&ctl(&cni, &["container", &a.id, "ip", "add", &third])), third);
 
+    // CHECK sees the endpoint's policy: without it, it fails and says what is missing.
+    cni.host.exec(&["nft", "delete", "table", "inet", "calico-policy"]);
+    let out = cni.run(&a.add.with_command("CHECK"), &calico_tests::with_prev(&conf, &a.result));
+    let failure = out.expect_err(122);
+    assert!(
+        failure["details"].as_str().unwrap_or_default().contains("missing from table inet calico-policy")
+            || failure["msg"].as_str().unwrap_or_default().contains("missing from table inet calico-policy"),
+        "{failure}"
+    );
+
     // DEL releases all of them.
     for ctr in [&a, &b, &c] {
         cni.run(&ctr.add.with_command("DEL"), &conf).expect_ok();

@@ -111,3 +111,16 @@ fn check_fails_with_the_dataplanes_verdict() {
     assert_eq!(failure.msg, "checking the dataplane failed");
     assert!(failure.details.contains(&format!("host interface {} does not exist", host_veth("c1"))), "{failure:?}");
 }
+
+#[test]
+fn check_fails_when_the_endpoints_policy_is_gone() {
+    let rig = Rig::new();
+    let result = rig.attached("c1");
+    let conf = with_prev(&rig, &result);
+    check(&rig, "c1", &conf).expect("CHECK with the policy");
+    rig.fw.policy.borrow_mut().clear();
+    let err = check(&rig, "c1", &conf).unwrap_err();
+    assert_eq!(err.cni_code(), crate::CODE_CHECK_FAILED);
+    let want = format!("chain ei-{} is missing from table inet calico-policy", host_veth("c1"));
+    assert!(err.to_string().contains(&want), "{err}");
+}

@@ -498,6 +498,10 @@ impl firewall::Firewall for FakeFirewall {
         self.policy.borrow_mut().remove(veth);
         Ok(())
     }
+    fn check_policy(&self, veth: &str) -> firewall::Result<Option<String>> {
+        let present = self.policy.borrow().contains_key(veth);
+        Ok((!present).then(|| format!("chain ei-{veth}")))
+    }
     fn forget_addresses(&self, addrs: &[IpAddr]) -> firewall::Result<()> {
         let words: Vec<String> = addrs.iter().map(ToString::to_string).collect();
         self.record_words(step::FW_FORGET, &words.join(","))?;

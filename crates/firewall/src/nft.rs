@@ -597,6 +597,10 @@ impl Firewall for Nftables {
         self.policy_forget(addrs)
     }
 
+    fn check_policy(&self, veth: &str) -> Result<Option<String>> {
+        self.policy_check(veth)
+    }
+
     fn replace_policy(&self, state: &crate::policy::State) -> Result<()> {
         self.policy_replace(state)
     }

@@ -686,6 +686,44 @@ impl Nftables {
         })
     }
 
+    /// The first of the endpoint's objects that is missing (its two chains, its two map
+    /// entries), in one round trip; `None` when all are there.
+    pub(crate) fn policy_check(&self, veth: &str) -> Result<Option<String>> {
+        let mut b = self.buf();
+        for chain in [ep_in(veth), ep_out(veth)] {
+            b.nft(NFT_MSG_GETCHAIN, 0, NFPROTO_INET);
+            b.str(1, TABLE);
+            b.str(3, &chain);
+            b.end_msg();
+        }
+        for map in ["to-ep", "from-ep"] {
+            b.nft(NFT_MSG_GETSETELEM, 0, NFPROTO_INET);
+            b.str(1, TABLE);
+            b.str(2, map);
+            b.nest(3);
+            b.nest(1);
+            value(&mut b, 1, &ifname_key(veth));
+            b.end_nest();
+            b.end_nest();
+            b.end_msg();
+        }
+        let (errnos, _) = self.exchange("reading the endpoint's policy", &b)?;
+        let what = [
+            format!("chain {}", ep_in(veth)),
+            format!("chain {}", ep_out(veth)),
+            format!("map to-ep's entry for {veth}"),
+            format!("map from-ep's entry for {veth}"),
+        ];
+        for (what, errno) in what.into_iter().zip(errnos) {
+            match errno {
+                0 => {}
+                libc::ENOENT => return Ok(Some(what)),
+                e => return Err(Error::kernel("reading the endpoint's policy", e)),
+            }
+        }
+        Ok(None)
+    }
+
     pub(crate) fn policy_forget(&self, addrs: &[IpAddr]) -> Result<()> {
         let sets = self.set_names()?;
         if sets.iter().any(|s| s.starts_with("tag4-") || s.starts_with("tag6-")) {
