@@ -21,6 +21,7 @@
 //! an `nft` or `iptables` exec), [`fake::Recording`] records calls for unit tests.
 
 pub mod fake;
+pub mod keeper;
 mod netlink;
 pub mod nft;
 pub mod policy;

@@ -175,15 +175,28 @@ impl Socket {
         }
     }
 
-    /// Closes the socket without waiting: while a transaction's removed objects (this
-    /// process's or any other's) wait for their RCU grace period, the kernel's release of
-    /// a netfilter socket waits with them (`nft_rcv_nl_event` flushes the destroy work:
-    /// about 10 ms here), which the runtime waiting on this plugin would pay. A helper
-    /// process sharing this one's memory ([`detach::spawn_shared`]) holds the last
-    /// reference and lets it go only once the removals are done ([`HOLD_NS`]), so nobody
-    /// waits.
-    /// Where no helper can be started, the socket is closed here, waiting.
+    /// Closes the socket without waiting: while a transaction's objects (this process's or
+    /// any other's) wait for their RCU grace period, the kernel's release of a netfilter
+    /// socket waits with them, holding nf_tables' commit mutex (`nft_rcv_nl_event` flushes
+    /// the destroy work: 10-15 ms here), which the runtime waiting on this plugin, or the
+    /// next plugin's commit, would pay. The socket goes to this netns's keeper
+    /// ([`crate::keeper`]), which lets go of its sockets once nobody has committed for a
+    /// while; where no keeper can run, to a helper process sharing this one's memory that
+    /// lets it go [`HOLD_NS`] later; where no helper can be started, it is closed here.
     pub fn close_detached(self) {
+        // This netns's keeper holds it until the host is quiet ([`crate::keeper`]); without
+        // one, this process starts one.
+        if crate::keeper::hand_over(self.fd.as_raw_fd()) {
+            return;
+        }
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        if let Some(listener) = crate::keeper::listen() {
+            let start = crate::keeper::Start { sock: self.fd.as_raw_fd(), listener: listener.as_raw_fd() };
+            // SAFETY: `keep` makes raw system calls only and reads its argument.
+            if unsafe { detach::spawn_shared(crate::keeper::keep, start) }.is_ok() {
+                return;
+            }
+        }
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         {
             let mut pipe = [0 as libc::c_int; 2];

@@ -119,12 +119,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        let median = |v: &mut Vec<std::time::Duration>| {
-            v.sort();
-            v[v.len() / 2].as_secs_f64() * 1e3
-        };
         let [mut add, mut del] = times;
-        println!("ADD {:.2} ms, DEL {:.2} ms (medians of {n})", median(&mut add), median(&mut del));
+        let (add, del) = (Spread::of(&mut add), Spread::of(&mut del));
+        println!("ADD {:.2} ms, DEL {:.2} ms (medians of {n})", add.median, del.median);
+        println!(
+            "  ADD mean {:.2} p90 {:.2} max {:.2}; DEL mean {:.2} p90 {:.2} max {:.2} (ms)",
+            add.mean, add.p90, add.max, del.mean, del.p90, del.max
+        );
         return ExitCode::SUCCESS;
     }
     for command in ["ADD", "DEL"] {
@@ -135,4 +136,22 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Median, mean, 90th percentile and maximum of some timings, in milliseconds.
+struct Spread {
+    median: f64,
+    mean: f64,
+    p90: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(v: &mut [std::time::Duration]) -> Spread {
+        v.sort();
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let at = |q: f64| ms(v[((v.len() - 1) as f64 * q) as usize]);
+        let mean = v.iter().map(|d| ms(*d)).sum::<f64>() / v.len() as f64;
+        Spread { median: at(0.5), mean, p90: at(0.9), max: at(1.0) }
+    }
 }
