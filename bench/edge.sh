@@ -74,6 +74,11 @@ bench ports -n "native mapping" "$(cycle native.json m1)" \
   -n "calico-cni+portmap" "$BIN/cni-cycle $work/bin/calico $work/chained.conflist --netns /var/run/netns/$C --id c1" \
   -n "plain" "$(cycle plain.json p2)"
 
+# Mapping vs plain on their own, in both orders (hyperfine runs one command's runs, then
+# the other's: on a noisy host the order matters), without portmap's iptables in between.
+bench mp1 -n "native mapping" "$(cycle native.json m3)" -n "plain" "$(cycle plain.json p4)"
+bench mp2 -n "plain" "$(cycle plain.json p5)" -n "native mapping" "$(cycle native.json m4)"
+
 # 1,000 mappings held by one container of its own (host ports 20000-20999).
 ip netns exec "$H" "$BIN/cni-cycle" "$work/bin/calico" "$work/fill.json" --netns "/var/run/netns/$F" --id fill --fill 1
 held=$(ip netns exec "$H" nft list map inet calico ports4 | grep -o 'comment' | wc -l)
@@ -86,11 +91,22 @@ echo
 echo "== bench/edge.sh, $RUNS runs each, ADD+DEL cycles (same-run ratios) =="
 ratio nat "nat-outgoing pool" "plain pool" "goal <= 1.05"
 ratio ports "native mapping" "calico-cni+portmap" "goal <= 0.15"
-ratio ports "native mapping" "plain" "goal <= 1.15"
+ratio ports "native mapping" "plain" "after portmap's runs; goal <= 1.15"
+ratio mp1 "native mapping" "plain" "mapping first"
+ratio mp2 "native mapping" "plain" "plain first"
+python3 - "$work/out-mp1.json" "$work/out-mp2.json" <<'PY'
+import json, sys
+tot = {}
+for f in sys.argv[1:]:
+    for x in json.load(open(f))["results"]:
+        tot.setdefault(x["command"], []).append((x["mean"], x["median"]))
+(am, amed), (bm, bmed) = [tuple(sum(v) / 2 for v in zip(*tot[c])) for c in ("native mapping", "plain")]
+print(f"native mapping / plain, both orders: mean {am/bm:.3f}, median {amed/bmed:.3f} (goal <= 1.15)")
+PY
 echo "with $held port mappings present:"
 ratio thousand "one more mapping" "no mapping" "goal <= 1.1"
 echo "  ADD alone: one more mapping: $split_one; no mapping: $split_none"
-python3 - "$work/out-ports.json" "$work/out-thousand.json" <<'PY'
+python3 - "$work/out-mp1.json" "$work/out-thousand.json" <<'PY'
 import json, sys
 m = lambda f, c: {x["command"]: x["mean"] * 1e3 for x in json.load(open(f))["results"]}[c]
 a, b = m(sys.argv[2], "one more mapping"), m(sys.argv[1], "native mapping")
