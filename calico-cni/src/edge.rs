@@ -6,19 +6,16 @@
 //! NAT before calico-node has synced, and its port mappings are added as map elements owned
 //! by the attachment. DEL, CHECK and GC work from the endpoint record's mappings.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use firewall::{Element, PoolSet, PortMap, Proto};
+use firewall::{Element, PoolSet, Proto};
 use model::endpoint::PortMapping;
 use model::pool::Pool;
 
+pub use firewall::{owner, port_elements};
+
 use crate::context::Context;
 use crate::Error;
-
-/// The owner written into each element: the attachment, network first (GC's scope).
-pub fn owner(network: &str, container_id: &str, ifname: &str) -> String {
-    format!("{network}/{container_id}/{ifname}")
-}
 
 /// `runtimeConfig.portMappings`, validated before anything is set up (error 7 naming the
 /// field), as mappings to each container address of the family.
@@ -76,30 +73,6 @@ pub fn mappings(requested: &[Requested], addresses: &[IpAddr]) -> Vec<PortMappin
             });
         }
     }
-    out
-}
-
-/// The firewall elements of an endpoint's mappings: one map element each, and one hairpin
-/// element per mapped address.
-pub fn port_elements(mappings: &[PortMapping], owner: &str) -> Vec<Element> {
-    let mut out: Vec<Element> = mappings
-        .iter()
-        .filter_map(|m| {
-            Some(Element::Port {
-                map: PortMap {
-                    proto: Proto::parse(&m.protocol)?,
-                    host_ip: m.host_ip,
-                    host_port: m.host_port,
-                    target: SocketAddr::new(m.container_ip, m.container_port),
-                },
-                owner: owner.into(),
-            })
-        })
-        .collect();
-    let mut addrs: Vec<IpAddr> = mappings.iter().map(|m| m.container_ip).collect();
-    addrs.sort();
-    addrs.dedup();
-    out.extend(addrs.into_iter().map(|addr| Element::Hairpin { addr, owner: owner.into() }));
     out
 }
 

@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use calico_tests::netns::Netns;
-use calico_tests::run_command;
 use calico_tests::tcp::{connect, peer_of};
+use calico_tests::{run_command, Invocation};
 use node_common::{wait_for, Lab};
 
 const POOL: &str = "10.201.0.0/16";
@@ -105,14 +105,31 @@ fn nat_follows_the_pool_on_every_host_and_a_deleted_table_comes_back() {
     eprintln!("NAT off seen from outside {took:?} after the write");
     assert!(set(&lab.hosts[0].ns, "all-pools4").contains(POOL), "the pool is still a pool");
 
-    // Someone deletes our table: the next resync (2 s) makes it again, rules and all, and
-    // NAT turned on again works through it.
+    // A container on host1 with a mapped port, for the table's deletion below.
+    let mapped = Netns::new("nnm");
+    let mut conf: serde_json::Value = serde_json::from_slice(&lab.netconf(0)).unwrap();
+    conf["runtimeConfig"] =
+        serde_json::json!({"portMappings": [{"hostPort": 8089, "containerPort": 80, "protocol": "tcp"}]});
+    let inv = Invocation::new("ADD", "nn-mapped").netns(&mapped.path()).path(&lab.bins.path());
+    let conf = serde_json::to_vec(&conf).unwrap();
+    inv.run_in(&lab.hosts[0].ns, &lab.bins.plugin("calico"), &conf).expect_ok();
+    let ports = |ns: &Netns| {
+        String::from_utf8_lossy(&ns.exec(&["nft", "list", "map", "inet", "calico", "ports4"]).stdout).into_owned()
+    };
+    assert!(ports(&lab.hosts[0].ns).contains("8089"), "{}", ports(&lab.hosts[0].ns));
+
+    // Someone deletes our table: the next resync (2 s) makes it again, rules and all, with
+    // the host's port mappings from the endpoint records, and NAT turned on again works
+    // through it.
     let h1 = &lab.hosts[0];
     let deleted = h1.ns.exec(&["nft", "delete", "table", "inet", "calico"]);
     assert!(deleted.status.success(), "{deleted:?}");
     let took = wait_for("the table back", Duration::from_secs(5), || set(&h1.ns, "all-pools4").contains(POOL));
     eprintln!("table restored {took:?} after its deletion");
     assert!(table(&h1.ns).contains("masquerade fully-random"), "{}", table(&h1.ns));
+    wait_for("the port mapping back", Duration::from_secs(1), || ports(&h1.ns).contains("8089"));
+    inv.with_command("DEL").run_in(&h1.ns, &lab.bins.plugin("calico"), &conf).expect_ok();
+    assert!(!ports(&h1.ns).contains("8089"), "DEL left the restored mapping: {}", ports(&h1.ns));
     put_pool(&lab, true);
     wait_for("the masq set refilled", Duration::from_secs(1), || set(&h1.ns, "masq-pools4").contains(POOL));
     let peer = peer_of(&out, &format!("{OUTSIDE}:7004"), || connect(lab.container(0), &format!("{OUTSIDE}:7004")));

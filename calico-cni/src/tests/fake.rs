@@ -463,7 +463,7 @@ impl FakeFirewall {
 }
 
 impl firewall::Firewall for FakeFirewall {
-    fn ensure_table(&self) -> firewall::Result<()> {
+    fn ensure_table(&self) -> firewall::Result<bool> {
         self.table.ensure_table()
     }
     fn missing(&self, elements: &[firewall::Element]) -> firewall::Result<Vec<firewall::Element>> {

@@ -21,6 +21,8 @@ pub struct Recording {
     pub calls: RefCell<Vec<Call>>,
     /// Calls (by their name: "add", "remove", "missing", "list") that fail with EIO.
     pub fail: RefCell<Vec<&'static str>>,
+    /// Whether the table exists (`ensure_table` creates it; a test may take it away).
+    pub table: std::cell::Cell<bool>,
 }
 
 impl Recording {
@@ -50,8 +52,9 @@ fn same_key(a: &Element, b: &Element) -> bool {
 }
 
 impl Firewall for Recording {
-    fn ensure_table(&self) -> Result<()> {
-        self.call("ensure_table", Call::EnsureTable)
+    fn ensure_table(&self) -> Result<bool> {
+        self.call("ensure_table", Call::EnsureTable)?;
+        Ok(!self.table.replace(true))
     }
 
     fn missing(&self, elements: &[Element]) -> Result<Vec<Element>> {

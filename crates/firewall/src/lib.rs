@@ -169,12 +169,42 @@ impl fmt::Display for Element {
     }
 }
 
+/// The owner written into each element: the attachment, network first (GC's scope).
+pub fn owner(network: &str, container_id: &str, ifname: &str) -> String {
+    format!("{network}/{container_id}/{ifname}")
+}
+
+/// The firewall elements of an endpoint's mappings: one map element each, and one hairpin
+/// element per mapped address.
+pub fn port_elements(mappings: &[model::endpoint::PortMapping], owner: &str) -> Vec<Element> {
+    let mut out: Vec<Element> = mappings
+        .iter()
+        .filter_map(|m| {
+            Some(Element::Port {
+                map: PortMap {
+                    proto: Proto::parse(&m.protocol)?,
+                    host_ip: m.host_ip,
+                    host_port: m.host_port,
+                    target: SocketAddr::new(m.container_ip, m.container_port),
+                },
+                owner: owner.into(),
+            })
+        })
+        .collect();
+    let mut addrs: Vec<IpAddr> = mappings.iter().map(|m| m.container_ip).collect();
+    addrs.sort();
+    addrs.dedup();
+    out.extend(addrs.into_iter().map(|addr| Element::Hairpin { addr, owner: owner.into() }));
+    out
+}
+
 /// The firewall as calico-cni and calico-node use it. Every call is at most one or two
 /// netlink round trips, whatever the number of elements already present.
 pub trait Firewall {
-    /// Creates the table (chains, rules, sets, maps) unless it exists. `add` does this on
-    /// its own when needed; the agent's resync calls it after someone deleted the table.
-    fn ensure_table(&self) -> Result<()>;
+    /// Creates the table (chains, rules, sets, maps) unless it exists; whether it created
+    /// it. `add` does this on its own when needed; the agent's resync calls it, and after
+    /// someone deleted the table puts back the pool sets and this host's port mappings.
+    fn ensure_table(&self) -> Result<bool>;
 
     /// Which of `elements` are not in the table as given (absent, or, for an owned element,
     /// held by another owner or pointing elsewhere). All of them when there is no table.

@@ -496,11 +496,12 @@ fn same(want: &Raw, have: &Raw) -> bool {
 }
 
 impl Firewall for Nftables {
-    fn ensure_table(&self) -> Result<()> {
+    fn ensure_table(&self) -> Result<bool> {
         match self.batch("creating table inet calico", table_batch) {
-            // Another process created it first, in one transaction: it is complete.
-            Err(e) if e.errno() == Some(libc::EEXIST) => Ok(()),
-            other => other,
+            Ok(()) => Ok(true),
+            // There (or another process created it first, in one transaction: complete).
+            Err(e) if e.errno() == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
@@ -527,7 +528,7 @@ impl Firewall for Nftables {
             match self.add_raw(&raws) {
                 Ok(()) => return Ok(()),
                 Err(e) if e.errno() == Some(libc::ENOENT) && !created => {
-                    self.ensure_table()?;
+                    let _ = self.ensure_table()?;
                     created = true;
                 }
                 Err(e) if e.errno() == Some(libc::EEXIST) && !replaced => {

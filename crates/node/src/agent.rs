@@ -151,6 +151,15 @@ impl<'a> Agent<'a> {
         let Some(fw) = self.firewall else { return };
         match self.nat.sync(fw, &self.cluster, full) {
             Ok(report) => {
+                if report.table_created {
+                    tracing::warn!("table inet calico was missing: created it again");
+                    if let Err(e) = self.restore_mappings(fw) {
+                        let line = format!("restoring the port mappings: {}", chain(&e));
+                        tracing::error!("{line}");
+                        self.nat_failure = Some(line);
+                        return;
+                    }
+                }
                 if report != Default::default() {
                     tracing::debug!(added = report.added, removed = report.removed, full, "pool sets synced");
                 }
@@ -164,6 +173,21 @@ impl<'a> Agent<'a> {
                 self.nat_failure = Some(line);
             }
         }
+    }
+
+    /// This host's endpoints' port mappings, back into a table created again.
+    fn restore_mappings(&self, fw: &dyn firewall::Firewall) -> Result<()> {
+        let prefix = model::keys::endpoint_node_prefix(&self.config.name);
+        let mut endpoints = Vec::new();
+        for kv in self.store.list(&prefix)?.iter().filter(|kv| model::keys::is_endpoint(&kv.key)) {
+            match model::decode::<model::endpoint::Endpoint>(&kv.key, &kv.value) {
+                Ok(ep) => endpoints.push(ep),
+                Err(e) => tracing::warn!(key = %kv.key, error = %e, "skipping an unreadable endpoint record"),
+            }
+        }
+        let n = crate::nat::restore_mappings(fw, &endpoints)?;
+        tracing::info!(elements = n, endpoints = endpoints.len(), "port mappings restored");
+        Ok(())
     }
 
     /// This host as detected.

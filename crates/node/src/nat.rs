@@ -8,7 +8,8 @@
 //!   removed or its NAT turned off takes effect at once.
 //! - Each full sync makes sure the table exists (someone may have deleted it: it comes back
 //!   with its rules), lists the pool sets and repairs any difference. Port mappings are
-//!   calico-cni's and never touched here.
+//!   calico-cni's; only when the table had to be created again does the agent put back
+//!   this host's, from the endpoint records ([`restore_mappings`]).
 
 use std::collections::BTreeSet;
 
@@ -34,6 +35,8 @@ pub fn want(cluster: &Cluster) -> BTreeSet<Element> {
 pub struct NatReport {
     pub added: usize,
     pub removed: usize,
+    /// The table was not there (someone deleted it) and was created again.
+    pub table_created: bool,
 }
 
 /// The pool sets as last programmed.
@@ -49,13 +52,14 @@ impl Nat {
     /// is written (no read at all when the pools did not change what is wanted).
     pub fn sync(&mut self, fw: &dyn Firewall, cluster: &Cluster, full: bool) -> Result<NatReport> {
         let want = want(cluster);
+        let mut table_created = false;
         let have = match (&self.programmed, full) {
             (Some(programmed), false) => programmed.clone(),
             _ => {
                 // Forgotten until the listing says otherwise: a failure below means a full
                 // sync again next time.
                 self.programmed = None;
-                fw.ensure_table()?;
+                table_created = fw.ensure_table()?;
                 fw.list()?.into_iter().filter(|e| matches!(e, Element::Pool { .. })).collect()
             }
         };
@@ -76,8 +80,24 @@ impl Nat {
             tracing::info!(element = %e, "removed from the pool sets");
         }
         self.programmed = Some(want);
-        Ok(NatReport { added: add.len(), removed: remove.len() })
+        Ok(NatReport { added: add.len(), removed: remove.len(), table_created })
     }
+}
+
+/// After the table was created again: the port mappings of this host's `endpoints`, as
+/// their records hold them, are put back (one batch). Only then, so that the agent never
+/// races calico-cni's ADD and DEL, which own the mappings. How many elements were added.
+pub fn restore_mappings(fw: &dyn Firewall, endpoints: &[model::endpoint::Endpoint]) -> Result<usize> {
+    let elements: Vec<Element> = endpoints
+        .iter()
+        .flat_map(|ep| {
+            firewall::port_elements(&ep.port_mappings, &firewall::owner(&ep.network, &ep.container_id, &ep.ifname))
+        })
+        .collect();
+    if !elements.is_empty() {
+        fw.add(&elements)?;
+    }
+    Ok(elements.len())
 }
 
 #[cfg(test)]
@@ -119,9 +139,10 @@ mod tests {
         };
         // Left by calico-cni: a mapping, and a pool the datastore no longer has.
         fw.elements.borrow_mut().extend([port.clone(), el(PoolSet::All, "10.9.0.0/24")]);
+        fw.table.set(true);
         let mut nat = Nat::default();
         let report = nat.sync(&fw, &cluster(&[("10.0.0.0/24", true), ("10.1.0.0/24", false)]), true).unwrap();
-        assert_eq!(report, NatReport { added: 3, removed: 1 });
+        assert_eq!(report, NatReport { added: 3, removed: 1, table_created: false });
         let mut have = fw.elements.borrow().clone();
         have.sort();
         assert_eq!(
@@ -138,7 +159,7 @@ mod tests {
 
         // NAT turned off: one removal, nothing read.
         let report = nat.sync(&fw, &cluster(&[("10.0.0.0/24", false), ("10.1.0.0/24", false)]), false).unwrap();
-        assert_eq!(report, NatReport { added: 0, removed: 1 });
+        assert_eq!(report, NatReport { added: 0, removed: 1, table_created: false });
         assert_eq!(*fw.calls.borrow(), vec![Call::Remove(vec![el(PoolSet::Masq, "10.0.0.0/24")])]);
         fw.calls.borrow_mut().clear();
         // A pool removed: its element goes; an unchanged view writes nothing.
@@ -158,7 +179,9 @@ mod tests {
         // Someone deletes the table: the next full sync makes it again and refills it.
         fw.elements.borrow_mut().clear();
         fw.calls.borrow_mut().clear();
-        nat.sync(&fw, &view, true).unwrap();
+        assert!(!nat.sync(&fw, &view, true).unwrap().table_created, "the table was there");
+        fw.table.set(false);
+        assert!(nat.sync(&fw, &view, true).unwrap().table_created, "made again");
         assert_eq!(fw.calls.borrow()[0], Call::EnsureTable);
         assert_eq!(fw.elements.borrow().len(), 2);
 
@@ -171,5 +194,37 @@ mod tests {
         nat.sync(&fw, &more, false).unwrap();
         assert!(fw.calls.borrow().contains(&Call::List), "{:?}", fw.calls.borrow());
         assert_eq!(fw.elements.borrow().len(), 4);
+    }
+
+    #[test]
+    fn a_table_made_again_gets_the_hosts_port_mappings_back_from_the_records() {
+        let fw = Recording::new();
+        let mapping = |port: u16| model::endpoint::PortMapping {
+            protocol: "tcp".into(),
+            host_ip: None,
+            host_port: port,
+            container_ip: "10.0.0.5".parse().unwrap(),
+            container_port: 80,
+        };
+        let ep = |id: &str, ports: Vec<model::endpoint::PortMapping>| model::endpoint::Endpoint {
+            node: "me".into(),
+            orchestrator: "cni".into(),
+            workload_id: id.into(),
+            container_id: id.into(),
+            ifname: "eth0".into(),
+            netns: String::new(),
+            network: "net".into(),
+            host_veth: "cali0".into(),
+            mac: String::new(),
+            ips: vec!["10.0.0.5/32".into()],
+            result: serde_json::Value::Null,
+            port_mappings: ports,
+            profiles: vec![],
+        };
+        let n = restore_mappings(&fw, &[ep("a", vec![mapping(8080), mapping(8081)]), ep("b", vec![])]).unwrap();
+        assert_eq!(n, 3, "two ports and the address's hairpin element");
+        let held = fw.elements.borrow();
+        assert!(held.iter().all(|e| e.owner() == Some("net/a/eth0")), "{held:?}");
+        assert_eq!(restore_mappings(&fw, &[ep("b", vec![])]).unwrap(), 0);
     }
 }

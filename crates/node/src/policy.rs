@@ -128,8 +128,8 @@ mod tests {
     struct Fake(std::cell::RefCell<Vec<State>>);
 
     impl Firewall for Fake {
-        fn ensure_table(&self) -> firewall::Result<()> {
-            Ok(())
+        fn ensure_table(&self) -> firewall::Result<bool> {
+            Ok(false)
         }
         fn missing(&self, _: &[firewall::Element]) -> firewall::Result<Vec<firewall::Element>> {
             Ok(Vec::new())
