@@ -116,7 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let resync = config.resync_interval;
     // The pool sets of the `inet calico` table (outgoing NAT), over netlink.
     let firewall = firewall::nft::Nftables::new();
-    let mut agent = node::agent::Agent::new(&*store, &kernel, health, config)?.with_firewall(&firewall);
+    let mut agent = node::agent::Agent::new(&*store, &kernel, health.clone(), config)?.with_firewall(&firewall);
     if cli.once {
         agent.run_once()?;
         let nft = firewall::nft::Nftables::new();
@@ -129,7 +129,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     std::thread::scope(|s| {
         s.spawn(|| {
             let nft = firewall::nft::Nftables::new();
-            let mut sync = node::policy::PolicySync::new(store, &nft, &node_name, cli.host_to_workloads);
+            let mut sync =
+                node::policy::PolicySync::new(store, &nft, &node_name, cli.host_to_workloads).with_health(health);
             sync.run(resync, &|| stop.load(std::sync::atomic::Ordering::Relaxed));
         });
         let result = agent.run(&|| false);

@@ -256,6 +256,15 @@ pub trait Firewall {
         Ok(())
     }
 
+    /// Brings the policy table from `old` (what it was last given) to `new` in one
+    /// transaction of element and endpoint-chain updates, when they differ only in their
+    /// endpoints and tag members; `false`, with nothing done, otherwise (then
+    /// [`Firewall::replace_policy`]).
+    fn update_policy(&self, old: &policy::State, new: &policy::State) -> Result<bool> {
+        let _ = (old, new);
+        Ok(false)
+    }
+
     /// Replaces the whole policy table with `state`, in one transaction.
     fn replace_policy(&self, state: &policy::State) -> Result<()> {
         let _ = state;

@@ -602,6 +602,10 @@ impl Firewall for Nftables {
         self.policy_check(veth)
     }
 
+    fn update_policy(&self, old: &crate::policy::State, new: &crate::policy::State) -> Result<bool> {
+        self.policy_update(old, new)
+    }
+
     fn replace_policy(&self, state: &crate::policy::State) -> Result<()> {
         self.policy_replace(state)
     }

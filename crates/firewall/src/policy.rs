@@ -545,6 +545,74 @@ fn forget(b: &mut Buf, sets: &[String], addrs: &[IpAddr]) {
     }
 }
 
+/// What changed between two states that differ only in their endpoints and tag members
+/// (an endpoint came, went or changed profiles): written as element and endpoint-chain
+/// updates, so the cost is the change's, not the table's.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Change<'a> {
+    gone: Vec<&'a str>,
+    set_up: Vec<&'a Endpoint>,
+    new_tags: Vec<&'a str>,
+    /// Tag → (addresses to add, addresses to remove).
+    members: BTreeMap<&'a str, (Vec<IpAddr>, Vec<IpAddr>)>,
+}
+
+impl<'a> Change<'a> {
+    /// `None` when more than endpoints and members changed (a profile or the host setting):
+    /// that takes the whole table.
+    fn between(old: &'a State, new: &'a State) -> Option<Change<'a>> {
+        if old.profiles != new.profiles || old.host_to_workloads != new.host_to_workloads {
+            return None;
+        }
+        let by_veth = |s: &'a State| s.endpoints.iter().map(|e| (e.veth.as_str(), e)).collect::<BTreeMap<_, _>>();
+        let (before, after) = (by_veth(old), by_veth(new));
+        let mut change = Change {
+            gone: before.keys().filter(|v| !after.contains_key(*v)).copied().collect(),
+            set_up: after.iter().filter(|(v, e)| before.get(*v) != Some(*e)).map(|(_, e)| *e).collect(),
+            ..Change::default()
+        };
+        let empty = BTreeSet::new();
+        for tag in old.members.keys().chain(new.members.keys()).collect::<BTreeSet<_>>() {
+            let (o, n) = (old.members.get(tag).unwrap_or(&empty), new.members.get(tag).unwrap_or(&empty));
+            if !old.members.contains_key(tag) {
+                change.new_tags.push(tag);
+            }
+            let add: Vec<IpAddr> = n.difference(o).copied().collect();
+            let remove: Vec<IpAddr> = o.difference(n).copied().collect();
+            if !add.is_empty() || !remove.is_empty() {
+                change.members.insert(tag, (add, remove));
+            }
+        }
+        Some(change)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.gone.is_empty() && self.set_up.is_empty() && self.new_tags.is_empty() && self.members.is_empty()
+    }
+
+    fn write(&self, b: &mut Buf, known: &BTreeSet<&str>) {
+        for veth in &self.gone {
+            // The map entries first: they jump to the chains.
+            let key = vec![ifname_key(veth).to_vec()];
+            elems(b, NFT_MSG_DESTROYSETELEM, "to-ep", &key, None, None);
+            elems(b, NFT_MSG_DESTROYSETELEM, "from-ep", &key, None, None);
+            destroy_chain(b, &ep_in(veth));
+            destroy_chain(b, &ep_out(veth));
+        }
+        for ep in &self.set_up {
+            endpoint_objects(b, ep, known, false);
+        }
+        for tag in &self.new_tags {
+            tag_set_msg(b, tag, true);
+            tag_set_msg(b, tag, false);
+        }
+        for (tag, (add, remove)) in &self.members {
+            members(b, NFT_MSG_DESTROYSETELEM, tag, remove, None);
+            members(b, NFT_MSG_NEWSETELEM, tag, add, None);
+        }
+    }
+}
+
 /// The policy table's side of the [`crate::Firewall`] trait, on the real kernel.
 impl Nftables {
     /// Creates the table with its base chains and maps unless it exists (one transaction).
@@ -732,6 +800,16 @@ impl Nftables {
         Ok(())
     }
 
+    pub(crate) fn policy_update(&self, old: &State, new: &State) -> Result<bool> {
+        let Some(change) = Change::between(old, new) else { return Ok(false) };
+        if change.is_empty() {
+            return Ok(true);
+        }
+        let known: BTreeSet<&str> = new.profiles.iter().map(|p| p.name.as_str()).collect();
+        self.batch("updating the policy", |b| change.write(b, &known))?;
+        Ok(true)
+    }
+
     pub(crate) fn policy_replace(&self, state: &State) -> Result<()> {
         let known: BTreeSet<&str> = state.profiles.iter().map(|p| p.name.as_str()).collect();
         self.batch("replacing the policy", |b| {
@@ -792,6 +870,37 @@ mod tests {
         assert_eq!(count(&Rule { action: Action::Log, ..Rule::default() }), 0);
         let sel = Rule { src_selector: Some("has(x)".into()), ..Rule::default() };
         assert_eq!(count(&sel), 0, "a selector never matches");
+    }
+
+    #[test]
+    fn an_endpoint_coming_or_going_is_an_update_and_a_profile_change_a_replacement() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let ep =
+            |veth: &str, addr: &str| Endpoint { veth: veth.into(), addrs: vec![ip(addr)], profiles: vec!["a".into()] };
+        let state = |eps: Vec<(Endpoint, &[String])>| {
+            let all: Vec<(&[String], Vec<IpAddr>)> = eps.iter().map(|(e, p)| (*p, e.addrs.clone())).collect();
+            State::build(vec![Profile::new("a")], all, eps.iter().map(|(e, _)| e.clone()).collect(), true)
+        };
+        let pa = ["a".to_owned()];
+        let old = state(vec![(ep("cali1", "10.0.0.1"), &pa), (ep("cali2", "10.0.0.2"), &pa)]);
+        let new = state(vec![(ep("cali2", "10.0.0.2"), &pa), (ep("cali3", "10.0.0.3"), &pa)]);
+        let change = Change::between(&old, &new).expect("only endpoints changed");
+        assert_eq!(change.gone, ["cali1"]);
+        assert_eq!(change.set_up.iter().map(|e| e.veth.as_str()).collect::<Vec<_>>(), ["cali3"]);
+        assert_eq!(change.members["a"], (vec![ip("10.0.0.3")], vec![ip("10.0.0.1")]));
+        assert!(change.new_tags.is_empty());
+        assert!(Change::between(&new, &new).unwrap().is_empty(), "nothing to write");
+        // The batch's size follows the change, not the table.
+        let (mut b, known) = (Buf::new(1), BTreeSet::from(["a"]));
+        change.write(&mut b, &known);
+        assert!(b.seqs.len() < 16, "{} messages", b.seqs.len());
+
+        let mut other = new.clone();
+        other.profiles[0].tags.push("t".into());
+        assert!(Change::between(&new, &other).is_none(), "a profile change replaces the table");
+        let mut host = new.clone();
+        host.host_to_workloads = false;
+        assert!(Change::between(&new, &host).is_none());
     }
 
     #[test]

@@ -148,6 +148,11 @@ impl<'a> Agent<'a> {
     /// Bring the pool sets to the view's pools (`full`: check the table and the kernel's
     /// elements too). A failure is noted and logged, never fatal: the next full sync retries.
     pub fn sync_nat(&mut self, full: bool) {
+        self.sync_nat_once(full);
+        self.health.set_problem("nat", self.nat_failure.clone());
+    }
+
+    fn sync_nat_once(&mut self, full: bool) {
         let Some(fw) = self.firewall else { return };
         match self.nat.sync(fw, &self.cluster, full) {
             Ok(report) => {

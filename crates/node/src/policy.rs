@@ -25,11 +25,32 @@ pub struct PolicySync<'a> {
     pub host_to_workloads: bool,
     /// What the kernel was last given.
     last: Option<State>,
+    /// Where a failing sync makes the node not ready ([`PolicySync::with_health`]).
+    health: Option<std::sync::Arc<crate::health::Health>>,
 }
 
 impl<'a> PolicySync<'a> {
     pub fn new(store: &'a dyn Datastore, firewall: &'a dyn Firewall, node: &str, host_to_workloads: bool) -> Self {
-        PolicySync { store, firewall, node: node.to_owned(), host_to_workloads, last: None }
+        PolicySync { store, firewall, node: node.to_owned(), host_to_workloads, last: None, health: None }
+    }
+
+    /// Report a failing sync on `health`'s readiness (problem `policy`) until one succeeds.
+    pub fn with_health(mut self, health: std::sync::Arc<crate::health::Health>) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    /// [`PolicySync::sync`], its failure logged and noted on the readiness.
+    fn sync_noted(&mut self, force: bool) -> Option<i64> {
+        let outcome = self.sync(force);
+        let problem = outcome.as_ref().err().map(|e| format!("security profiles not programmed: {}", chain(e)));
+        if let Some(p) = &problem {
+            tracing::error!("{p}");
+        }
+        if let Some(h) = &self.health {
+            h.set_problem("policy", problem);
+        }
+        outcome.ok()
     }
 
     fn prefixes() -> Vec<String> {
@@ -61,6 +82,26 @@ impl<'a> PolicySync<'a> {
     /// table in one transaction. The revision read at.
     pub fn sync(&mut self, force: bool) -> Result<i64> {
         let (state, revision) = self.desired()?;
+        if let (false, Some(last)) = (force, &self.last) {
+            if last == &state {
+                return Ok(revision);
+            }
+            let start = Instant::now();
+            // On failure (a table changed by hand), the whole table instead.
+            let updated = self.firewall.update_policy(last, &state).unwrap_or_else(|e| {
+                tracing::warn!("policy update failed ({}): replacing the table", chain(&crate::Error::Firewall(e)));
+                false
+            });
+            if updated {
+                tracing::info!(
+                    endpoints = state.endpoints.len(),
+                    took_us = start.elapsed().as_micros() as u64,
+                    "policy table updated"
+                );
+                self.last = Some(state);
+                return Ok(revision);
+            }
+        }
         if force || self.last.as_ref() != Some(&state) {
             let start = Instant::now();
             self.firewall.replace_policy(&state).map_err(crate::Error::Firewall)?;
@@ -80,10 +121,9 @@ impl<'a> PolicySync<'a> {
     pub fn run(&mut self, resync: Duration, stop: &dyn Fn() -> bool) {
         let mut delay = Duration::from_millis(100);
         while !stop() {
-            let revision = match self.sync(true) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!("policy sync failed: {}", chain(&e));
+            let revision = match self.sync_noted(true) {
+                Some(r) => r,
+                None => {
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(1));
                     continue;
@@ -103,9 +143,7 @@ impl<'a> PolicySync<'a> {
                 match watch.next(Duration::from_millis(500)) {
                     Ok(None) => {}
                     Ok(Some(_)) => {
-                        if let Err(e) = self.sync(false) {
-                            tracing::error!("policy sync failed: {}", chain(&e));
-                        }
+                        self.sync_noted(false);
                     }
                     Err(e) if e.is_unavailable() => std::thread::sleep(Duration::from_millis(200)),
                     Err(e) => {
@@ -124,8 +162,9 @@ mod tests {
     use datastore::memory::MemoryStore;
     use datastore::Op;
 
+    /// Records each replacement; with `updates`, takes updates too (recorded apart).
     #[derive(Default)]
-    struct Fake(std::cell::RefCell<Vec<State>>);
+    struct Fake(std::cell::RefCell<Vec<State>>, std::cell::Cell<bool>, std::cell::RefCell<Vec<State>>);
 
     impl Firewall for Fake {
         fn ensure_table(&self) -> firewall::Result<bool> {
@@ -146,6 +185,14 @@ mod tests {
         fn replace_policy(&self, state: &State) -> firewall::Result<()> {
             self.0.borrow_mut().push(state.clone());
             Ok(())
+        }
+        fn update_policy(&self, old: &State, new: &State) -> firewall::Result<bool> {
+            // As the real one: endpoints and members only.
+            let can = self.1.get() && old.profiles == new.profiles;
+            if can {
+                self.2.borrow_mut().push(new.clone());
+            }
+            Ok(can)
         }
     }
 
@@ -191,5 +238,31 @@ mod tests {
         sync.sync(false).unwrap();
         assert_eq!(fw.0.borrow().len(), 2);
         assert_eq!(fw.0.borrow()[1].members["a"].len(), 2);
+    }
+
+    #[test]
+    fn an_endpoint_change_is_an_update_and_a_profile_change_a_replacement() {
+        let store = MemoryStore::new();
+        let ops: Vec<Op> = Profile::new("a").records().into_iter().map(|(key, value)| Op::Put { key, value }).collect();
+        store.txn(&[], &ops).unwrap();
+        endpoint(&store, "n1", "x1", "10.0.0.1", &["a"]);
+        let fw = Fake::default();
+        fw.1.set(true);
+        let mut sync = PolicySync::new(&store, &fw, "n1", true);
+        sync.sync(true).unwrap();
+        assert_eq!((fw.0.borrow().len(), fw.2.borrow().len()), (1, 0), "the first sync replaces");
+        endpoint(&store, "n1", "x2", "10.0.0.2", &["a"]);
+        endpoint(&store, "n2", "x3", "10.0.0.3", &["a"]);
+        sync.sync(false).unwrap();
+        assert_eq!((fw.0.borrow().len(), fw.2.borrow().len()), (1, 1), "endpoints came: an update");
+        assert_eq!(fw.2.borrow()[0].members["a"].len(), 3);
+        put(&store, keys::profile_tags("a"), serde_json::json!(["a", "t"]));
+        sync.sync(false).unwrap();
+        assert_eq!((fw.0.borrow().len(), fw.2.borrow().len()), (2, 1), "a profile changed: a replacement");
+        // A firewall that cannot update gets the replacement.
+        fw.1.set(false);
+        endpoint(&store, "n1", "x4", "10.0.0.4", &["a"]);
+        sync.sync(false).unwrap();
+        assert_eq!(fw.0.borrow().len(), 3);
     }
 }
