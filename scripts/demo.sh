@@ -3,9 +3,10 @@
 # calico-cni on the embedded store, show that they ping each other and the host, that A's
 # traffic to an "outside" netns (the internet) leaves NATed to the host's address, that B's
 # mapped host port is reached from outside once the profile allows it (the seed's `calicoctl
-# profile demo-net rule add inbound allow tcp to ports 80`), `nft list table inet calico`
-# and `inet calico-policy`, `calicoctl ipam
-# show` and `calicoctl endpoint show`, and clean everything up. Run as root on Debian 12.
+# profile demo-net rule add inbound allow tcp to ports 80`), that `calicoctl container A ip
+# add ipv4` gives A a second address B reaches, `nft list table inet calico` and `inet
+# calico-policy`, `calicoctl ipam show` and `calicoctl endpoint show`, and clean everything
+# up. Run as root on Debian 12.
 #
 # Nothing touches the machine's own network: a namespace plays the host, and the plugins
 # run inside it exactly as a runtime living there would exec them.
@@ -116,6 +117,12 @@ echo hello-from-outside | ip netns exec "$O" nc -N -w 3 10.255.255.1 8080
 wait $! || true
 echo "B got: $(cat "$work/port.got") ($(grep -o 'received on [0-9.]* ' "$work/port.log" || echo '?')- the client's own address)"
 grep -q hello-from-outside "$work/port.got" || { echo "the mapped port did not reach B" >&2; exit 1; }
+
+step "calicoctl container demo-a ip add ipv4 (run in the host netns): A gets a second address, and B reaches it"
+ip netns exec "$H" "$BIN/calicoctl" container demo-a ip add ipv4 | tee "$work/ipadd.out"
+ipa2=$(awk '{print $2}' "$work/ipadd.out")
+ip -n "$C1" -4 addr show eth0
+ip netns exec "$C2" ping -c 2 -W 2 "$ipa2"
 
 step "nft list table inet calico (in the host netns): the pool sets and B's mapping"
 ip netns exec "$H" nft list table inet calico
