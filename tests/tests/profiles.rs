@@ -115,6 +115,11 @@ fn a_profile_admits_its_own_and_refuses_others_and_del_leaves_nothing() {
     let table = nft(&cni);
     assert!(table.contains("chain pi-pfa") && table.contains("set tag4-pfa"), "{table}");
     assert!(table.contains(&a1.ip) && table.contains(&b1.ip), "{table}");
+    // The verdict maps list each host veth by its name (nft reads the keys' byte order from
+    // the set's userdata, as nft itself writes it).
+    for veth in cni.host.cali_links() {
+        assert!(table.contains(&format!("\"{veth}\" : jump ei-{veth}")), "{veth} not in to-ep: {table}");
+    }
 
     // A container with both profiles reaches, and is reached by, both.
     let ab = add(&cni, "pfab", Some(json!(["pfa", "pfb"])));

@@ -207,6 +207,14 @@ fn set_msg(b: &mut Buf, name: &str, key_type: u32, key_len: u32, verdicts: bool)
     }
     // NFTA_SET_ID (the kernel wants one): unique within the batch.
     b.be32(10, b.bytes.len() as u32);
+    if key_type == T_IFNAME {
+        // NFTA_SET_USERDATA, as nft writes it: the key is in host byte order
+        // (NFTNL_UDATA_SET_KEYBYTEORDER = BYTEORDER_HOST_ENDIAN). Without it, `nft list`
+        // reads the names backwards and shows every key as "".
+        let mut udata = vec![0u8, 4];
+        udata.extend_from_slice(&1u32.to_ne_bytes());
+        b.attr(13, &udata);
+    }
     b.end_msg();
 }
 
