@@ -201,9 +201,10 @@ pub fn port_elements(mappings: &[model::endpoint::PortMapping], owner: &str) -> 
 /// The firewall as calico-cni and calico-node use it. Every call is at most one or two
 /// netlink round trips, whatever the number of elements already present.
 pub trait Firewall {
-    /// Creates the table (chains, rules, sets, maps) unless it exists; whether it created
-    /// it. `add` does this on its own when needed; the agent's resync calls it, and after
-    /// someone deleted the table puts back the pool sets and this host's port mappings.
+    /// Creates the table (chains, rules, sets, maps) unless it exists, and replaces one that
+    /// another version built (its comment says which); whether it made the table. `add` does
+    /// this on its own when needed; the agent's resync calls it, and after it made the table
+    /// puts back the pool sets and this host's port mappings.
     fn ensure_table(&self) -> Result<bool>;
 
     /// Which of `elements` are not in the table as given (absent, or, for an owned element,

@@ -497,11 +497,36 @@ fn same(want: &Raw, have: &Raw) -> bool {
 
 impl Firewall for Nftables {
     fn ensure_table(&self) -> Result<bool> {
-        match self.batch("creating table inet calico", table_batch) {
-            Ok(()) => Ok(true),
-            // There (or another process created it first, in one transaction: complete).
-            Err(e) if e.errno() == Some(libc::EEXIST) => Ok(false),
-            Err(e) => Err(e),
+        // A GET first (no transaction): the usual answer is "there, and ours".
+        let mut b = self.buf();
+        b.nft(NFT_MSG_GETTABLE, 0, NFPROTO_INET);
+        b.str(1, TABLE);
+        b.end_msg();
+        let (errnos, data) = self.exchange("reading table inet calico", &b)?;
+        match errnos.first().copied().unwrap_or(0) {
+            0 => {
+                let userdata = data.iter().find_map(|(_, p)| attr(p, 6));
+                if userdata == Some(&table_userdata()[..]) {
+                    return Ok(false);
+                }
+                // Another build's layout: this one's in its place, in one transaction (the
+                // agent then puts back the pools and the port mappings).
+                tracing::info!("replacing table inet calico of another version");
+                self.batch("replacing table inet calico", |b| {
+                    b.nft(NFT_MSG_DELTABLE, NLM_F_ACK, NFPROTO_INET);
+                    b.str(1, TABLE);
+                    b.end_msg();
+                    table_batch(b);
+                })?;
+                Ok(true)
+            }
+            libc::ENOENT => match self.batch("creating table inet calico", table_batch) {
+                Ok(()) => Ok(true),
+                // Another process created it first, in one transaction: complete.
+                Err(e) if e.errno() == Some(libc::EEXIST) => Ok(false),
+                Err(e) => Err(e),
+            },
+            e => Err(Error::kernel("reading table inet calico", e)),
         }
     }
 
@@ -617,10 +642,23 @@ impl Firewall for Nftables {
 const NFT_MSG_NEWTABLE_FLAGS: u16 = NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK;
 const R: u32 = 8; // NFT_REG32_00: concatenations are built from here on
 
+/// What this build's table says of itself: its comment, in nft's userdata form
+/// (NFTNL_UDATA_TABLE_COMMENT). Change it whenever the table's chains, rules or sets change:
+/// calico-node replaces a table whose comment differs (one built by another version).
+const TABLE_COMMENT: &str = "calico: pool sets and port maps, layout 2";
+
+fn table_userdata() -> Vec<u8> {
+    let mut u = vec![0u8, TABLE_COMMENT.len() as u8 + 1];
+    u.extend_from_slice(TABLE_COMMENT.as_bytes());
+    u.push(0);
+    u
+}
+
 fn table_batch(b: &mut Buf) {
     b.nft(NFT_MSG_NEWTABLE, NFT_MSG_NEWTABLE_FLAGS, NFPROTO_INET);
     b.str(1, TABLE); // NFTA_TABLE_NAME
     b.be32(2, 0); // NFTA_TABLE_FLAGS
+    b.attr(6, &table_userdata()); // NFTA_TABLE_USERDATA
     b.end_msg();
     for (name, hook, prio) in [("prerouting", 0u32, -100i32), ("output", 3, -100), ("postrouting", 4, 100)] {
         b.nft(NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_ACK, NFPROTO_INET);

@@ -46,8 +46,6 @@ pub const TABLE: &str = "calico-policy";
 pub const VETH_PREFIX: &str = "cali";
 
 const NFPROTO_INET: u8 = 1;
-const NFT_MSG_DELTABLE: u16 = 2;
-const NFT_MSG_GETTABLE: u16 = 1;
 const NFT_MSG_GETCHAIN: u16 = 4;
 const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_GETSET: u16 = 10;

@@ -119,3 +119,27 @@ fn coexists_with_other_tables() {
         assert!(tables.contains("table ip theirs") && tables.contains("table inet calico"), "{tables}");
     });
 }
+
+#[test]
+fn a_table_of_another_version_is_replaced_and_ours_is_kept() {
+    in_new_netns(|| {
+        // An older build's table: no comment, and an element that goes with it.
+        let old = "table inet calico {\n set all-pools4 {\n type ipv4_addr\n flags interval\n elements = { 10.67.0.0/24 }\n }\n}\n";
+        let path = std::env::temp_dir().join(format!("calico-old-table-{}.nft", std::process::id()));
+        std::fs::write(&path, old).unwrap();
+        let made = Command::new("nft").arg("-f").arg(&path).output().expect("nft");
+        let _ = std::fs::remove_file(&path);
+        assert!(made.status.success(), "{made:?}");
+        let fw = Nftables::new();
+        assert!(fw.ensure_table().unwrap(), "another version's table is made again");
+        let listing = nft_list();
+        assert!(listing.contains("comment \"calico: pool sets and port maps"), "{listing}");
+        assert!(listing.contains("masquerade"), "this build's rules: {listing}");
+        assert!(!listing.contains("10.67.0.0"), "the old table went whole: {listing}");
+        assert!(!fw.ensure_table().unwrap(), "ours is kept");
+        let pool = Element::Pool { set: PoolSet::All, cidr: "10.67.0.0/24".parse().unwrap() };
+        fw.add(std::slice::from_ref(&pool)).unwrap();
+        assert!(!fw.ensure_table().unwrap());
+        assert_eq!(fw.list().unwrap(), vec![pool], "kept with its elements");
+    });
+}

@@ -157,7 +157,7 @@ impl<'a> Agent<'a> {
         match self.nat.sync(fw, &self.cluster, full) {
             Ok(report) => {
                 if report.table_created {
-                    tracing::warn!("table inet calico was missing: created it again");
+                    tracing::warn!("table inet calico was missing or of another version: made it again");
                     if let Err(e) = self.restore_mappings(fw) {
                         let line = format!("restoring the port mappings: {}", chain(&e));
                         tracing::error!("{line}");

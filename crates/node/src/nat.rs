@@ -84,7 +84,7 @@ impl Nat {
     }
 }
 
-/// After the table was created again: the port mappings of this host's `endpoints`, as
+/// After the table was made again (deleted, or another version's): the port mappings of this host's `endpoints`, as
 /// their records hold them, are put back (one batch). Only then, so that the agent never
 /// races calico-cni's ADD and DEL, which own the mappings. How many elements were added.
 pub fn restore_mappings(fw: &dyn Firewall, endpoints: &[model::endpoint::Endpoint]) -> Result<usize> {
