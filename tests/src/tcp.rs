@@ -10,10 +10,26 @@ use crate::netns::Netns;
 /// How long a connection may take to arrive or to be made.
 const WITHIN: Duration = Duration::from_secs(5);
 
+/// A listener on `addr`. The previous test's listener on the same port may still be held
+/// for a moment by a child another test thread is forking (its copy of our descriptors
+/// lives until its exec closes them): EADDRINUSE is retried for up to 2 s.
+fn listen(addr: &str) -> TcpListener {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match TcpListener::bind(addr) {
+            Ok(l) => return l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("listen on {addr}: {e}"),
+        }
+    }
+}
+
 /// Accepts one connection on `addr` inside `ns` while `client` runs; who connected. Panics
 /// (instead of waiting forever) when nothing arrives within 5 s of `client`'s return.
 pub fn peer_of(ns: &Netns, addr: &str, client: impl FnOnce() + Send) -> SocketAddr {
-    let listener = ns.run_in(|| TcpListener::bind(addr).unwrap_or_else(|e| panic!("listen on {addr}: {e}")));
+    let listener = ns.run_in(|| listen(addr));
     listener.set_nonblocking(true).expect("non-blocking listener");
     std::thread::scope(|s| {
         let (done, client_done) = std::sync::mpsc::channel::<()>();
