@@ -19,6 +19,17 @@ pub const NFT_MSG_NEWSETELEM: u16 = 12;
 pub const NFT_MSG_GETSETELEM: u16 = 13;
 pub const NFT_MSG_DELSETELEM: u16 = 14;
 
+/// The `inet` family of our tables.
+pub const NFPROTO_INET: u8 = 1;
+/// NFTA_SET_FLAGS: the set maps keys to data.
+pub const SET_MAP: u32 = 0x8;
+/// NFT_REG32_00: the register rules load into; concatenations are built from here on.
+pub const R: u32 = 8;
+// nft's datatype numbers (a concatenation is each id shifted in by 6 bits), so that
+// `nft list` prints our elements readably.
+pub const T_IPV4: u32 = 7;
+pub const T_IPV6: u32 = 8;
+
 pub const NLM_F_REQUEST: u16 = 0x1;
 pub const NLM_F_ACK: u16 = 0x4;
 pub const NLM_F_DUMP: u16 = 0x300;

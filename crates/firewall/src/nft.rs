@@ -37,18 +37,13 @@ use crate::netlink::*;
 use crate::{Element, Error, Firewall, PoolSet, PortMap, Proto, Result};
 
 pub const TABLE: &str = "calico";
-const NFPROTO_INET: u8 = 1;
 const NFPROTO_IPV4: u8 = 2;
 const NFPROTO_IPV6: u8 = 10;
 
 const SET_INTERVAL: u32 = 0x4;
-const SET_MAP: u32 = 0x8;
 const ELEM_INTERVAL_END: u32 = 0x1;
 
-// nft's datatype numbers (a concatenation is each id shifted in by 6 bits), so that
-// `nft list table inet calico` prints our elements readably.
-const T_IPV4: u32 = 7;
-const T_IPV6: u32 = 8;
+// More of nft's datatype numbers (with T_IPV4 and T_IPV6 in `netlink`).
 const T_PROTO: u32 = 12;
 const T_SERVICE: u32 = 13;
 const fn cat(a: u32, b: u32) -> u32 {
@@ -640,7 +635,6 @@ impl Firewall for Nftables {
 // --- The table, created in one transaction. ---
 
 const NFT_MSG_NEWTABLE_FLAGS: u16 = NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK;
-const R: u32 = 8; // NFT_REG32_00: concatenations are built from here on
 
 /// What this build's table says of itself: its comment, in nft's userdata form
 /// (NFTNL_UDATA_TABLE_COMMENT). Change it whenever the table's chains, rules or sets change:

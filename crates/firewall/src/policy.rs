@@ -45,7 +45,6 @@ pub const TABLE: &str = "calico-policy";
 /// The prefix of every host veth calico-cni makes.
 pub const VETH_PREFIX: &str = "cali";
 
-const NFPROTO_INET: u8 = 1;
 const NFT_MSG_GETCHAIN: u16 = 4;
 const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_GETSET: u16 = 10;
@@ -53,12 +52,8 @@ const NFT_MSG_DESTROYTABLE: u16 = 26;
 const NFT_MSG_DESTROYCHAIN: u16 = 27;
 const NFT_MSG_DESTROYSETELEM: u16 = 30;
 const NLM_F_APPEND: u16 = 0x800;
-const R: u32 = 8;
-const T_IPV4: u32 = 7;
-const T_IPV6: u32 = 8;
 const T_IFNAME: u32 = 41;
 const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
-const SET_MAP: u32 = 0x8;
 const NF_DROP: u32 = 0;
 const NF_ACCEPT: u32 = 1;
 const NFT_JUMP: i32 = -3;
