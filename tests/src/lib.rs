@@ -237,13 +237,18 @@ impl Default for StoreDir {
 
 /// Run `calicoctl` with `args` against the given datastore environment.
 pub fn calicoctl(store_env: &[(String, String)], args: &[&str]) -> Outcome {
-    let mut cmd = Command::new(bin("calicoctl"));
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    calicoctl_with(Command::new(bin("calicoctl")), store_env, args, b"")
+}
+
+/// `cmd` (calicoctl, or a wrapper that runs it: `ip netns exec NS calicoctl`) with `args`,
+/// the store environment only, and `stdin`.
+fn calicoctl_with(mut cmd: Command, store_env: &[(String, String)], args: &[&str], stdin: &[u8]) -> Outcome {
+    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.env_remove("ETCD_ENDPOINTS").env_remove("CALICO_DATASTORE_PATH");
     for (k, v) in store_env {
         cmd.env(k, v);
     }
-    run_command(cmd, b"")
+    run_command(cmd, stdin)
 }
 
 /// A datastore for one test: the embedded store in a temp dir, or a real etcd.
@@ -315,6 +320,28 @@ impl Backend {
 
     pub fn ctl(&self, args: &[&str]) -> Outcome {
         calicoctl(&self.ctl_env(), args)
+    }
+
+    /// calicoctl on this store with `stdin` (`rule update` reads JSON from it).
+    pub fn ctl_stdin(&self, args: &[&str], stdin: &str) -> Outcome {
+        calicoctl_with(Command::new(bin("calicoctl")), &self.ctl_env(), args, stdin.as_bytes())
+    }
+
+    /// calicoctl on this store, run inside `ns` (the commands that act on a host's kernel).
+    pub fn ctl_in(&self, ns: &netns::Netns, args: &[&str]) -> Outcome {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns.name]).arg(bin("calicoctl"));
+        calicoctl_with(cmd, &self.ctl_env(), args, b"")
+    }
+
+    /// The store itself, opened by the test.
+    pub fn open(&self) -> Box<dyn datastore::Datastore> {
+        let mut cfg = datastore::config::Config::default();
+        match self {
+            Backend::Embedded(d) => cfg.datastore_path = Some(d.db().into()),
+            Backend::Etcd(e, _) => cfg.etcd_endpoints = vec![e.client_url.clone()],
+        }
+        datastore::config::open(&cfg).expect("open the test store")
     }
 
     /// Addresses in use over all pools, from `calicoctl ipam show -o json`.

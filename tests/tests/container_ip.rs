@@ -7,12 +7,11 @@
 
 mod node_common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use calico_tests::cni_host::CniHost;
 use calico_tests::netns::{host, Netns};
-use calico_tests::{bin, result_ips, run_command, Invocation, Outcome};
+use calico_tests::{result_ips, Invocation, Outcome};
 use node_common::{wait_for, Lab};
 use serde_json::{json, Value};
 
@@ -22,14 +21,7 @@ const POOL6: &str = "fd00:77::/112";
 
 /// calicoctl in the CNI host's netns (where the container's host veth is), on its store.
 fn ctl(cni: &CniHost, args: &[&str]) -> Outcome {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &cni.host.name]).arg(bin("calicoctl")).args(args);
-    cmd.env_remove("ETCD_ENDPOINTS").env_remove("CALICO_DATASTORE_PATH");
-    for (k, v) in cni.store.ctl_env() {
-        cmd.env(k, v);
-    }
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    run_command(cmd, b"")
+    cni.store.ctl_in(&cni.host, args)
 }
 
 /// The address `ip add` printed (`IP <addr> added to container ...`).

@@ -6,7 +6,7 @@ mod etcd_forward;
 
 use calico_tests::netns::{host, CniBinDir, Netns};
 use calico_tests::{bin, result_ips, Backend, Invocation};
-use datastore::{Datastore, Op};
+use datastore::Op;
 use etcd_forward::forward_etcd;
 use serde_json::json;
 
@@ -15,16 +15,6 @@ fn netconf(backend: &Backend) -> Vec<u8> {
                           "log_level": "debug", "ipam": {"type": "calico-ipam"}});
     backend.apply(&mut conf);
     serde_json::to_vec(&conf).unwrap()
-}
-
-/// The same store, opened by the test itself.
-fn open(backend: &Backend) -> Box<dyn Datastore> {
-    let mut cfg = datastore::config::Config::default();
-    match backend {
-        Backend::Embedded(d) => cfg.datastore_path = Some(d.db().into()),
-        Backend::Etcd(e, _) => cfg.etcd_endpoints = vec![e.client_url.clone()],
-    }
-    datastore::config::open(&cfg).expect("open the test store")
 }
 
 fn check(backend: &Backend) -> (bool, String) {
@@ -70,7 +60,7 @@ fn release_refuses_live_endpoints_and_check_cross_checks_them() {
         assert!(!clean && report.contains(&format!("holds {ip1}, which is not allocated")), "[{name}] {report}");
 
         // An allocation whose endpoint record is gone.
-        let store = open(&backend);
+        let store = backend.open();
         let key = model::keys::endpoint("node-1", "cni", "ep-two", "eth0");
         assert!(store.get(&key).unwrap().is_some(), "[{name}] no endpoint record at {key}");
         store.txn(&[], &[Op::Delete { key }]).unwrap();

@@ -2,30 +2,8 @@
 //! tags, rules by position and by their words, JSON out and in, removal refused while an
 //! endpoint uses the profile, and malformed input refused clearly with nothing changed.
 
-use std::process::{Command, Stdio};
-
-use calico_tests::{bin, run_command, Backend, Outcome};
-use datastore::{Datastore, Op};
-
-fn open(backend: &Backend) -> Box<dyn Datastore> {
-    let mut cfg = datastore::config::Config::default();
-    match backend {
-        Backend::Embedded(d) => cfg.datastore_path = Some(d.db().into()),
-        Backend::Etcd(e, _) => cfg.etcd_endpoints = vec![e.client_url.clone()],
-    }
-    datastore::config::open(&cfg).expect("open the test store")
-}
-
-/// calicoctl with `stdin`.
-fn ctl_in(backend: &Backend, args: &[&str], stdin: &str) -> Outcome {
-    let mut cmd = Command::new(bin("calicoctl"));
-    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.env_remove("ETCD_ENDPOINTS").env_remove("CALICO_DATASTORE_PATH");
-    for (k, v) in backend.ctl_env() {
-        cmd.env(k, v);
-    }
-    run_command(cmd, stdin.as_bytes())
-}
+use calico_tests::Backend;
+use datastore::Op;
 
 fn state(backend: &Backend, p: &str) -> (String, String) {
     let rules = backend.ctl(&["profile", p, "rule", "json"]);
@@ -82,7 +60,7 @@ fn profile_commands_on_both_datastores() {
         );
 
         // The stored document is Calico's.
-        let store = open(&backend);
+        let store = backend.open();
         let raw = store.get(&model::keys::profile_rules("WEB")).unwrap().expect("rules key");
         let doc: serde_json::Value = serde_json::from_slice(&raw.value).unwrap();
         assert_eq!(
@@ -108,13 +86,12 @@ fn profile_commands_on_both_datastores() {
             assert!(!out.ok() && out.stderr.contains(says), "[{name}] {args:?}: {out:#?}");
             assert!(!out.stderr.contains("panicked"), "[{name}] {args:?}: {out:#?}");
         }
-        let bad_json = ctl_in(
-            &backend,
+        let bad_json = backend.ctl_stdin(
             &["profile", "WEB", "rule", "update"],
             r#"{"inbound_rules":[{"protocol":"icmp","dst_ports":[1]}]}"#,
         );
         assert!(!bad_json.ok() && bad_json.stderr.contains("inbound rule 1"), "[{name}] {bad_json:#?}");
-        let not_json = ctl_in(&backend, &["profile", "WEB", "rule", "update"], "{");
+        let not_json = backend.ctl_stdin(&["profile", "WEB", "rule", "update"], "{");
         assert!(!not_json.ok(), "[{name}] {not_json:#?}");
         assert_eq!(state(&backend, "WEB"), before, "[{name}] a refused change changed the profile");
 
@@ -123,7 +100,7 @@ fn profile_commands_on_both_datastores() {
         let mut rules = json.clone();
         rules["outbound_rules"] =
             serde_json::json!([{"action": "deny", "protocol": "udp", "dst_ports": ["53:54"]}, {"action": "allow"}]);
-        ctl_in(&backend, &["profile", "WEB", "rule", "update"], &rules.to_string()).success();
+        backend.ctl_stdin(&["profile", "WEB", "rule", "update"], &rules.to_string()).success();
         let show = ctl(&["profile", "WEB", "rule", "show"]);
         assert!(
             show.stdout.ends_with("Outbound rules:\n   1 deny udp to ports 53:54\n   2 allow\n"),
@@ -195,7 +172,7 @@ fn add_creates_the_endpoints_profiles_and_remove_waits_for_del() {
         assert_eq!(listed.stdout, "NAME\npf-a\npf-b\npfnet\n", "[{name}]");
         let rules = backend.ctl(&["profile", "pf-a", "rule", "show"]);
         assert_eq!(rules.stdout, "Inbound rules:\n   1 allow from tag pf-a\nOutbound rules:\n   1 allow\n", "[{name}]");
-        let store = open(&backend);
+        let store = backend.open();
         let ep: model::endpoint::Endpoint = serde_json::from_slice(
             &store.get(&model::keys::endpoint("node-1", "cni", "pf-two", "eth0")).unwrap().unwrap().value,
         )

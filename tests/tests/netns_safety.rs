@@ -47,15 +47,7 @@ impl Env {
     }
 
     fn store(&self) -> Box<dyn Datastore> {
-        let cfg = match &self.store {
-            Backend::Embedded(d) => {
-                datastore::config::Config { datastore_path: Some(d.db().into()), ..Default::default() }
-            }
-            Backend::Etcd(e, _) => {
-                datastore::config::Config { etcd_endpoints: vec![e.client_url.clone()], ..Default::default() }
-            }
-        };
-        datastore::config::open(&cfg).expect("opening the test store")
+        self.store.open()
     }
 
     fn endpoint_records(&self) -> Vec<String> {
