@@ -90,14 +90,8 @@ CNI_COMMAND=DEL CNI_CONTAINERID=cnt CNI_NETNS=/var/run/netns/$C CNI_IFNAME=eth0 
 
 # The same comparison with calico-node running on this host (watching the same store, its
 # routes and MTU file in the bench's own netns and work dir): the plugins must stay as fast.
-ip -n "$H" link add up0 type veth peer name up1
-ip -n "$H" addr add 10.229.0.1/24 dev up0
-ip -n "$H" link set up0 up; ip -n "$H" link set up1 up
-ip netns exec "$H" "$BIN/calico-node" --nodename bench --ip 10.229.0.1/24 --datastore-path "$work/store.db" \
-  --mtu-file "$work/mtu" --log-level warning 2>"$work/agent.log" &
-agent=$!
-for _ in $(seq 100); do [[ -s $work/mtu ]] && break; sleep 0.05; done
-[[ -s $work/mtu ]] || { echo "calico-node did not start:"; cat "$work/agent.log"; exit 1; }
+source scripts/lib/bench-agent.sh
+start_agent "$H" warning
 ip netns exec "$H" hyperfine -N --warmup 10 --runs "$RUNS" --export-json "$work/agent.json" \
   -n "ptp+host-local" "$BIN/cni-cycle $work/bin/ptp $work/ptp.json --netns /var/run/netns/$C --id a1" \
   -n "calico-cni+calico-ipam" "$BIN/cni-cycle $work/bin/calico $work/calico.json --netns /var/run/netns/$C --id a2" >/dev/null

@@ -89,12 +89,8 @@ ipadd "$(ctl endpoint show -o json | python3 -c 'import json,sys; print(len(json
 
 # 2. $ENDPOINTS endpoints on this host (a netns each), then calico-node, then rule changes.
 for i in $(seq "$ENDPOINTS"); do ip netns add "$M-$i"; one ADD big "m$i" eth0 "$M-$i"; done
-ip -n "$H" link add up0 type veth peer name up1
-ip -n "$H" addr add 10.229.0.1/24 dev up0
-ip -n "$H" link set up0 up; ip -n "$H" link set up1 up
-ip netns exec "$H" "$BIN/calico-node" --nodename bench --ip 10.229.0.1/24 --datastore-path "$work/store.db" \
-  --mtu-file "$work/mtu" --log-level info 2>"$work/agent.log" &
-agent=$!
+source scripts/lib/bench-agent.sh
+start_agent "$H" info
 for _ in $(seq 200); do grep -q "policy table replaced" "$work/agent.log" && break; sleep 0.05; done
 grep -q "policy table replaced" "$work/agent.log" || { echo "calico-node did not sync:"; cat "$work/agent.log"; exit 1; }
 echo "endpoints in the kernel's map: $(ip netns exec "$H" nft list map inet calico-policy to-ep | grep -c ': jump ei-')"
