@@ -113,7 +113,8 @@ fn add_steps<'a, D: Dataplane>(
         .map_err(step("adding the address in the container"))?;
     let ifname = ep.ifname.clone();
     undo.push("removing the address in the container", move || {
-        dp.remove_container_address(container, &ifname, ip).map(drop)
+        // With the family's gateway route and neighbour entry, if this address brought them.
+        dp.remove_container_address(container, &ifname, ip, new_family).map(drop)
     });
     if dp.add_host_address_route(&ep.host_veth, ip, new_family).map_err(step("adding the host route"))? {
         let veth = ep.host_veth.clone();
@@ -195,10 +196,14 @@ pub fn remove<D: Dataplane>(tools: &Tools<'_, D>, record: &Record, ip: IpAddr) -
             undo.push("restoring the host route", move || dp.add_host_address_route(&veth, ip, false).map(drop));
         }
         if let Some(container) = &container {
-            if dp.remove_container_address(container, &ep.ifname, ip).map_err(step("removing the address"))? {
+            let last_of_family = !held.iter().any(|a| *a != ip && a.is_ipv4() == ip.is_ipv4());
+            let removed = dp
+                .remove_container_address(container, &ep.ifname, ip, last_of_family)
+                .map_err(step("removing the address"))?;
+            if removed {
                 let ifname = ep.ifname.clone();
                 undo.push("restoring the address in the container", move || {
-                    dp.add_container_address(container, &ifname, ip, false)
+                    dp.add_container_address(container, &ifname, ip, last_of_family)
                 });
             }
         }

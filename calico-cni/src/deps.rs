@@ -81,7 +81,13 @@ pub trait Dataplane {
     ) -> dataplane::Result<()>;
 
     /// Removes an address from the container end ([`dataplane::remove_container_address`]).
-    fn remove_container_address(&self, container: &Self::Netns, ifname: &str, ip: IpAddr) -> dataplane::Result<bool>;
+    fn remove_container_address(
+        &self,
+        container: &Self::Netns,
+        ifname: &str,
+        ip: IpAddr,
+        last_of_family: bool,
+    ) -> dataplane::Result<bool>;
 
     /// The host's route to one more address ([`dataplane::add_host_address_route`]).
     fn add_host_address_route(&self, host_veth: &str, ip: IpAddr, new_family: bool) -> dataplane::Result<bool>;

@@ -85,8 +85,14 @@ impl Dataplane for Linux {
         dataplane::add_container_address(container, ifname, ip, new_family)
     }
 
-    fn remove_container_address(&self, container: &Namespace, ifname: &str, ip: IpAddr) -> dataplane::Result<bool> {
-        dataplane::remove_container_address(container, ifname, ip)
+    fn remove_container_address(
+        &self,
+        container: &Namespace,
+        ifname: &str,
+        ip: IpAddr,
+        last_of_family: bool,
+    ) -> dataplane::Result<bool> {
+        dataplane::remove_container_address(container, ifname, ip, last_of_family)
     }
 
     fn add_host_address_route(&self, host_veth: &str, ip: IpAddr, new_family: bool) -> dataplane::Result<bool> {

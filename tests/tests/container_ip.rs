@@ -150,6 +150,12 @@ fn several_addresses_on_one_host_with_the_embedded_store() {
     assert!(b.ns.ping(&second), "a's {second} stopped answering");
     assert!(!cni.host.routes().contains(&format!("{third} ")), "route to {third} left");
     assert_eq!(used(&cni), 5);
+    // The only IPv6 address removed: the family's gateway route goes with it.
+    ctl(&cni, &["container", &a.id, "ip", "remove", &v6]).success();
+    let v6_routes = a.ns.ip(&["-6", "route", "show", "default"]);
+    assert!(!v6_routes.contains("fe80::ecee:eeff:feee:eeee"), "IPv6 default route left: {v6_routes}");
+    assert!(!addresses_in(&a.ns).contains(&v6), "{v6} left on eth0");
+    assert_eq!(used(&cni), 4);
     // Removed, it can be added again (it is free).
     assert_eq!(added(&ctl(&cni, &["container", &a.id, "ip", "add", &third])), third);
 

@@ -291,7 +291,13 @@ impl Dataplane for FakeDataplane {
         Ok(())
     }
 
-    fn remove_container_address(&self, container: &FakeNetns, ifname: &str, ip: IpAddr) -> dataplane::Result<bool> {
+    fn remove_container_address(
+        &self,
+        container: &FakeNetns,
+        ifname: &str,
+        ip: IpAddr,
+        _last_of_family: bool,
+    ) -> dataplane::Result<bool> {
         if let Some(errno) = self.script.record(step::REMOVE_CONTAINER_ADDRESS, ip) {
             return Err(nack(&format!("delete address {ip}"), errno));
         }

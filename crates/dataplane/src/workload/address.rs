@@ -38,14 +38,25 @@ pub fn add_container_address(container: &Namespace, ifname: &str, ip: IpAddr, ne
     Ok(())
 }
 
-/// Removes `ip` from the container end `ifname`. Whether it was there; a missing interface
-/// is no error (nothing is left to remove).
-pub fn remove_container_address(container: &Namespace, ifname: &str, ip: IpAddr) -> Result<bool> {
+/// Removes `ip` from the container end `ifname`; `last_of_family`: no other address of its
+/// family stays, so the family's gateway route and neighbour entry go too (what
+/// [`add_container_address`] added with the first). Whether the address was there; a missing
+/// interface is no error (nothing is left to remove).
+pub fn remove_container_address(container: &Namespace, ifname: &str, ip: IpAddr, last_of_family: bool) -> Result<bool> {
     let netlink = container.netlink();
-    match netlink.link_by_name(ifname)? {
-        Some(link) => netlink.delete_address(link.index, host_prefix(ip)),
-        None => Ok(false),
+    let Some(link) = netlink.link_by_name(ifname)? else { return Ok(false) };
+    let removed = netlink.delete_address(link.index, host_prefix(ip))?;
+    if last_of_family {
+        let (v4, v6) = (ip.is_ipv4(), ip.is_ipv6());
+        // The default route first: it goes through the gateway's link route.
+        for route in container_routes(link.index, v4, v6).into_iter().rev() {
+            netlink.revert(&Change::Route(route))?;
+        }
+        for neighbour in gateway_neighbours(link.index, v4, v6) {
+            netlink.revert(&Change::Neighbour(neighbour))?;
+        }
     }
+    Ok(removed)
 }
 
 /// Adds the host's `scope link` route to `ip` through `host_veth` (and, for the first IPv6
