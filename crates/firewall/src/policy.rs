@@ -614,10 +614,33 @@ impl<'a> Change<'a> {
     }
 }
 
+fn get_chains(b: &mut Buf, chains: &[String]) {
+    for c in chains {
+        b.nft(NFT_MSG_GETCHAIN, 0, NFPROTO_INET);
+        b.str(1, TABLE);
+        b.str(3, c);
+        b.end_msg();
+    }
+}
+
+/// The answers to [`get_chains`]: whether each chain exists.
+fn chains_found(errnos: &[i32]) -> Result<Vec<bool>> {
+    errnos
+        .iter()
+        .map(|e| match *e {
+            0 => Ok(true),
+            libc::ENOENT => Ok(false),
+            e => Err(Error::kernel("reading chains", e)),
+        })
+        .collect()
+}
+
 /// The policy table's side of the [`crate::Firewall`] trait, on the real kernel.
 impl Nftables {
     /// Creates the table with its base chains and maps unless it exists (one transaction).
-    fn ensure_policy_table(&self, host_to_workloads: bool) -> Result<()> {
+    /// Creates the table with its base chains and maps unless it exists, and says which of
+    /// `chains` exist: the table and the chains are read in one round trip.
+    fn ensure_policy_table(&self, host_to_workloads: bool, chains: &[String]) -> Result<Vec<bool>> {
         // A GET is no transaction, so the usual case (the table is there) costs one round
         // trip. A create batch refused with EEXIST is an aborted transaction, and an abort
         // waits out an RCU grace period: 14.6 ms of every calico-cni ADD, measured.
@@ -625,9 +648,10 @@ impl Nftables {
         b.nft(NFT_MSG_GETTABLE, 0, NFPROTO_INET);
         b.str(1, TABLE);
         b.end_msg();
+        get_chains(&mut b, chains);
         let (errnos, _) = self.exchange("reading table inet calico-policy", &b)?;
         match errnos[0] {
-            0 => return Ok(()),
+            0 => return chains_found(&errnos[1..]),
             libc::ENOENT => {}
             e => return Err(Error::kernel("reading table inet calico-policy", e)),
         }
@@ -636,29 +660,19 @@ impl Nftables {
             base_chains(b, host_to_workloads);
         });
         match r {
-            Err(e) if e.errno() == Some(libc::EEXIST) => Ok(()),
-            other => other,
+            Ok(()) => Ok(vec![false; chains.len()]),
+            // Another process made it first, maybe with some of the chains.
+            Err(e) if e.errno() == Some(libc::EEXIST) => self.chains_present(chains),
+            Err(e) => Err(e),
         }
     }
 
     /// Which of `chains` exist (one round trip).
     fn chains_present(&self, chains: &[String]) -> Result<Vec<bool>> {
         let mut b = self.buf();
-        for c in chains {
-            b.nft(NFT_MSG_GETCHAIN, 0, NFPROTO_INET);
-            b.str(1, TABLE);
-            b.str(3, c);
-            b.end_msg();
-        }
+        get_chains(&mut b, chains);
         let (errnos, _) = self.exchange("reading chains", &b)?;
-        errnos
-            .into_iter()
-            .map(|e| match e {
-                0 => Ok(true),
-                libc::ENOENT => Ok(false),
-                e => Err(Error::kernel("reading chains", e)),
-            })
-            .collect()
+        chains_found(&errnos)
     }
 
     /// The names of the table's sets (empty when there is no table).
@@ -681,9 +695,8 @@ impl Nftables {
     }
 
     pub(crate) fn policy_attach(&self, ep: &Endpoint, profiles: &[Profile]) -> Result<()> {
-        self.ensure_policy_table(true)?;
         let chains: Vec<String> = profiles.iter().map(|p| chain_in(&p.name)).collect();
-        let present = self.chains_present(&chains)?;
+        let present = self.ensure_policy_table(true, &chains)?;
         let known: BTreeSet<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
         self.batch("attaching the endpoint's policy", |b| {
             for (p, present) in profiles.iter().zip(present) {
