@@ -57,7 +57,8 @@ ctl pool add 10.98.0.0/16 --vxlan
 step "calico-node on each host (logs in $work/host*.log)"
 for i in 0 1 2; do
   ip netns exec "${HOSTS[$i]}" "$BIN/calico-node" --nodename "host$((i + 1))" --etcd-endpoints "$ETCD_URL" \
-    --health-listen 127.0.0.1:9099 --mtu-file "$work/mtu$i" >"$work/host$((i + 1)).log" 2>&1 &
+    --health-listen 127.0.0.1:9099 --mtu-file "$work/mtu$i" \
+    --bird-config "$work/bird$i.conf" --bird-socket "$work/bird$i.ctl" >"$work/host$((i + 1)).log" 2>&1 &
   pids+=($!)
 done
 for i in 0 1 2; do
@@ -97,6 +98,6 @@ ip netns exec "${CTRS[0]}" ping -c 2 -W 2 "${ips[1]}"
 ip netns exec "${CTRS[1]}" ping -c 2 -W 2 "${ips[2]}"
 ip netns exec "${CTRS[2]}" ping -c 2 -W 2 "${ips[0]}"
 
-step "calicoctl node show"
-ctl node show
+step "calicoctl node show (host1's BGP sessions, from its BIRD)"
+ctl node show --bird-socket "$work/bird0.ctl"
 step "demo finished: stopping the agents and etcd, deleting the namespaces"

@@ -9,7 +9,7 @@ start_agent() {
   ip -n "$ns" addr add 10.229.0.1/24 dev up0
   ip -n "$ns" link set up0 up; ip -n "$ns" link set up1 up
   ip netns exec "$ns" "$BIN/calico-node" --nodename bench --ip 10.229.0.1/24 --datastore-path "$work/store.db" \
-    --mtu-file "$work/mtu" --log-level "$level" 2>"$work/agent.log" &
+    --mtu-file "$work/mtu" --bgp=none --log-level "$level" 2>"$work/agent.log" &
   agent=$!
   for _ in $(seq 100); do [[ -s $work/mtu ]] && break; sleep 0.05; done
   [[ -s $work/mtu ]] || { echo "calico-node did not start:"; cat "$work/agent.log"; exit 1; }

@@ -63,7 +63,8 @@ impl Agent {
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = std::process::Command::new("ip");
         cmd.args(["netns", "exec", &cni.host.name]).arg(calico_tests::bin("calico-node"));
-        cmd.args(["--nodename", name, "--log-level", "debug"]);
+        // No BGP: BIRD's config and socket would be the machine's (/etc/calico, /run/calico).
+        cmd.args(["--nodename", name, "--log-level", "debug", "--bgp=none"]);
         cmd.arg("--mtu-file").arg(cni.store.dir().join("mtu")).args(extra);
         cmd.env_remove("ETCD_ENDPOINTS").env_remove("CALICO_DATASTORE_PATH").env_remove("NODENAME");
         for (k, v) in cni.store.ctl_env() {
