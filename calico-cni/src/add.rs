@@ -8,7 +8,9 @@ use std::path::Path;
 use cni::skel::Request;
 use cni::{CniResult, Interface};
 use dataplane::{ContainerConfig, Rollback, VethEnd};
+use datastore::Read;
 use model::endpoint::Endpoint;
+use model::profile::Profile;
 
 use crate::context::Context;
 use crate::deps::{Dataplane, Deps};
@@ -27,10 +29,15 @@ pub fn add<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Re
     // Before anything is set up: a bad mapping leaves nothing behind.
     let requested = edge::requested(ctx)?;
     // A bad profile name is the netconf's error, before anything is set up.
-    profile::wanted(ctx)?;
+    let profiles = profile::wanted(ctx)?;
     let key = ctx.endpoint_key(req);
+    // The endpoint record and the profiles, in one request.
+    let mut reads = vec![Read::Key(key.clone())];
+    reads.extend(profile::reads(&profiles));
+    let found = deps.store.read_many(&reads)?;
+    let (record, found_profiles) = found.split_first().map_or((None, &[][..]), |(r, p)| (r.first(), p));
     // A repeated ADD for an attachment that is already set up answers from the record.
-    if let Some(ep) = endpoint::get(deps.store, &key)? {
+    if let Some(ep) = record.map(endpoint::decode).transpose()? {
         if ep.container_id == req.env.container_id {
             tracing::info!(%key, "endpoint exists; returning its result");
             return Ok(CniResult::from_json(&ep.result)?);
@@ -44,8 +51,10 @@ pub fn add<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Re
         .open_netns(netns_path)
         .map_err(|source| Error::Netns { path: netns_path.display().to_string(), source })?;
 
+    let found_profiles = profile::gather(&profiles, found_profiles)?;
+    let prepared = Prepared { container_mac, requested, profiles, found_profiles };
     let mut undo = Rollback::new();
-    match attach(req, ctx, deps, &container, container_mac, &requested, &mut undo) {
+    match attach(req, ctx, deps, &container, prepared, &mut undo) {
         Ok(result) => {
             undo.disarm();
             tracing::debug!(netlink_requests = deps.dataplane.netlink_requests(&container), "ADD cost");
@@ -57,19 +66,28 @@ pub fn add<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Re
 
 /// The steps that change something, each followed by its undo: IPAM, the veth pair, the
 /// container side, the host side, the firewall, the endpoint record.
+/// What ADD read and checked before changing anything.
+struct Prepared {
+    container_mac: Option<[u8; 6]>,
+    requested: Vec<edge::Requested>,
+    /// The endpoint's profile names, and those of them the store holds.
+    profiles: Vec<String>,
+    found_profiles: Vec<Profile>,
+}
+
 fn attach<'a, D: Dataplane>(
     req: &'a Request,
     ctx: &Context,
     deps: &'a Deps<'a, D>,
     container: &D::Netns,
-    container_mac: Option<[u8; 6]>,
-    requested: &[edge::Requested],
+    prepared: Prepared,
     undo: &mut Rollback<'a>,
 ) -> Result<CniResult, Error> {
+    let Prepared { container_mac, requested, profiles, found_profiles } = prepared;
     let dp = deps.dataplane;
     let host_veth = ctx.host_veth(req);
     // The profiles first (created when missing; shared, so never undone).
-    let profiles = profile::ensure(deps.store, &profile::wanted(ctx)?)?;
+    let profiles = profile::ensure(deps.store, &profiles, found_profiles)?;
     let allocation = deps.ipam.add(req)?;
     let ipam_result = allocation.result;
     undo.push("releasing the IPAM allocation", || deps.ipam.del(req));
@@ -121,7 +139,7 @@ fn attach<'a, D: Dataplane>(
 
     // The firewall: the container's pools in the pool sets (read first, added only when
     // missing: they are shared, so never undone), and its port mappings, in one batch.
-    let port_mappings = edge::mappings(requested, &addresses);
+    let port_mappings = edge::mappings(&requested, &addresses);
     if port_mappings.iter().any(|m| m.container_ip.is_ipv4()) {
         // The host's own connections to 127.0.0.1:<hostPort> go out through this veth.
         dp.route_localnet(&host_veth).map_err(step("allowing mapped localhost connections"))?;

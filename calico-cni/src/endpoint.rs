@@ -12,7 +12,7 @@ pub fn get(store: &dyn Datastore, key: &str) -> Result<Option<Endpoint>, Error> 
     store.get(key)?.map(|kv| decode(&kv)).transpose()
 }
 
-fn decode(kv: &datastore::KeyValue) -> Result<Endpoint, Error> {
+pub fn decode(kv: &datastore::KeyValue) -> Result<Endpoint, Error> {
     serde_json::from_slice(&kv.value).map_err(|source| Error::CorruptEndpoint { key: kv.key.clone(), source })
 }
 

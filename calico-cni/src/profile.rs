@@ -26,15 +26,12 @@ pub fn wanted(ctx: &Context) -> Result<Vec<String>, Error> {
     Ok(profiles)
 }
 
-/// The profiles `names`, in order, creating those that do not exist: one read, and one
+/// The profiles `names`, in order, creating those that do not exist. `have` is what a read
+/// of [`reads`] found (ADD reads them with the endpoint record, in one request); one
 /// transaction when some are missing (each created only if still absent; a profile another
 /// ADD created meanwhile is read again as it is).
-pub fn ensure(store: &dyn Datastore, names: &[String]) -> Result<Vec<Profile>, Error> {
-    if names.is_empty() {
-        return Ok(Vec::new());
-    }
+pub fn ensure(store: &dyn Datastore, names: &[String], mut have: Vec<Profile>) -> Result<Vec<Profile>, Error> {
     for _ in 0..5 {
-        let have = read(store, names)?;
         let missing: Vec<Profile> =
             names.iter().filter(|n| !have.iter().any(|p| &p.name == *n)).map(|n| Profile::new(n)).collect();
         if missing.is_empty() {
@@ -46,6 +43,7 @@ pub fn ensure(store: &dyn Datastore, names: &[String]) -> Result<Vec<Profile>, E
         if store.txn(&compares, &ops)?.committed() {
             tracing::info!(profiles = ?missing.iter().map(|p| &p.name).collect::<Vec<_>>(), "created profiles with the defaults");
         }
+        have = read(store, names)?;
     }
     Err(Error::Store(datastore::Error::Conflict { key: keys::profile_rules(&names[0]) }))
 }
@@ -55,12 +53,21 @@ pub fn read(store: &dyn Datastore, names: &[String]) -> Result<Vec<Profile>, Err
     if names.is_empty() {
         return Ok(Vec::new());
     }
-    let reads: Vec<Read> = names
+    gather(names, &store.read_many(&reads(names))?)
+}
+
+/// The reads that find the profiles `names`.
+pub fn reads(names: &[String]) -> Vec<Read> {
+    names
         .iter()
         .flat_map(|n| [keys::profile_rules(n), keys::profile_tags(n), keys::profile_labels(n)])
         .map(Read::Key)
-        .collect();
-    let found = store.read_many(&reads)?;
+        .collect()
+}
+
+/// Those of the profiles `names` that `found` (the answers to [`reads`]) holds, in the order
+/// of `names`.
+pub fn gather(names: &[String], found: &[Vec<datastore::KeyValue>]) -> Result<Vec<Profile>, Error> {
     let have = Profile::gather(found.iter().flatten().map(|kv| (kv.key.as_str(), kv.value.as_slice())))?;
     Ok(names.iter().filter_map(|n| have.iter().find(|p| &p.name == n).cloned()).collect())
 }

@@ -11,7 +11,7 @@ use crate::Error;
 fn add_calls(id: &str) -> Vec<String> {
     let veth = host_veth(id);
     vec![
-        format!("{} {}", step::STORE_GET, endpoint_key(id)),
+        format!("{} {}", step::STORE_READ_MANY, endpoint_key(id)),
         format!("{} {NETNS}", step::OPEN_NETNS),
         format!("{} {id}", step::IPAM_ADD),
         format!("{} {veth}/eth0", step::CREATE_VETH),
@@ -44,7 +44,7 @@ fn a_repeated_add_answers_from_the_record() {
     let first = rig.attached("c1");
     let again = rig.add(&rig.req("ADD", "c1")).expect("second ADD");
     assert_eq!(again, first);
-    assert_eq!(rig.script.steps(), [step::STORE_GET]);
+    assert_eq!(rig.script.steps(), [step::STORE_READ_MANY]);
 }
 
 /// The calls of an ADD failing at its `n`th call: the calls before it and that one, then
@@ -67,7 +67,7 @@ fn expected_after_failure_at(id: &str, n: usize) -> Vec<String> {
 #[test]
 fn a_failure_at_each_step_undoes_exactly_the_earlier_steps_in_reverse() {
     let codes = [
-        (step::STORE_GET, cni::code::TRY_AGAIN_LATER),
+        (step::STORE_READ_MANY, cni::code::TRY_AGAIN_LATER),
         (step::OPEN_NETNS, cni::code::INVALID_ENV),
         (step::IPAM_ADD, cni::code::TRY_AGAIN_LATER),
         (step::CREATE_VETH, crate::CODE_DATAPLANE),
@@ -110,7 +110,7 @@ fn no_address_from_ipam_releases_it() {
     rig.ipam.result = CniResult::default();
     let err = rig.add(&rig.req("ADD", "c1")).unwrap_err();
     assert!(matches!(err, Error::NoAddress { .. }), "{err:?}");
-    assert_eq!(rig.script.steps(), [step::STORE_GET, step::OPEN_NETNS, step::IPAM_ADD, step::IPAM_DEL]);
+    assert_eq!(rig.script.steps(), [step::STORE_READ_MANY, step::OPEN_NETNS, step::IPAM_ADD, step::IPAM_DEL]);
     rig.assert_nothing_left("no address");
 }
 

@@ -26,6 +26,7 @@ pub const EBUSY: i32 = 16;
 /// The steps the fakes record, as named in [`Script::calls`].
 pub mod step {
     pub const STORE_GET: &str = "store.get";
+    pub const STORE_READ_MANY: &str = "store.read_many";
     pub const STORE_LIST: &str = "store.list";
     pub const STORE_TXN: &str = "store.txn";
     pub const IPAM_ADD: &str = "ipam.add";
@@ -422,6 +423,18 @@ impl Datastore for RecordingStore {
     fn list(&self, prefix: &str) -> Result<Vec<KeyValue>, datastore::Error> {
         self.fail(step::STORE_LIST, prefix)?;
         self.inner.list(prefix)
+    }
+
+    /// One step, as it is one request on etcd.
+    fn read_many(&self, reads: &[datastore::Read]) -> Result<Vec<Vec<KeyValue>>, datastore::Error> {
+        let what: Vec<&str> = reads
+            .iter()
+            .map(|r| match r {
+                datastore::Read::Key(k) | datastore::Read::Prefix(k) => k.as_str(),
+            })
+            .collect();
+        self.fail(step::STORE_READ_MANY, &what.join(","))?;
+        self.inner.read_many(reads)
     }
 
     fn txn(&self, compares: &[Compare], ops: &[Op]) -> Result<TxnOutcome, datastore::Error> {

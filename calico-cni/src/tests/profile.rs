@@ -50,3 +50,27 @@ fn a_bad_profile_name_is_refused_before_anything_is_set_up() {
     assert!(!rig.script.calls().iter().any(|c| c.starts_with(super::fake::step::IPAM_ADD)), "{:?}", rig.script.calls());
     assert!(profiles_of(&rig).is_empty());
 }
+
+#[test]
+fn the_profiles_are_read_with_the_endpoint_record_in_one_request() {
+    let mut rig = Rig::new();
+    let ops: Vec<datastore::Op> =
+        Profile::new("web").records().into_iter().map(|(key, value)| datastore::Op::Put { key, value }).collect();
+    rig.store.inner.txn(&[], &ops).unwrap();
+    rig.conf["profiles"] = serde_json::json!(["web"]);
+    rig.add(&rig.req("ADD", "c2")).expect("ADD");
+    let reads: Vec<String> = rig.script.calls().into_iter().filter(|c| c.starts_with("store.")).collect();
+    let web = |field: &str| format!("/calico/v1/policy/profile/web/{field}");
+    assert_eq!(
+        reads[0],
+        format!(
+            "{} {},{},{},{}",
+            super::fake::step::STORE_READ_MANY,
+            endpoint_key("c2"),
+            web("rules"),
+            web("tags"),
+            web("labels")
+        )
+    );
+    assert!(!reads[1..].iter().any(|c| c.contains("/policy/profile/")), "the profiles read again: {reads:#?}");
+}
