@@ -99,23 +99,6 @@ fn node_with_address(store: &dyn Datastore, ip: &IpAddr) -> anyhow::Result<Optio
     Ok(Some(String::from_utf8_lossy(&kv.value).into_owned()))
 }
 
-/// This host's node name, as calico-node chooses it.
-fn default_node() -> anyhow::Result<String> {
-    if let Ok(name) = std::env::var("NODENAME") {
-        if !name.trim().is_empty() {
-            return Ok(name.trim().to_owned());
-        }
-    }
-    for path in ["/var/lib/calico/nodename", "/proc/sys/kernel/hostname"] {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if !text.trim().is_empty() {
-                return Ok(text.trim().to_owned());
-            }
-        }
-    }
-    bail!("cannot tell this host's node name: give it with --node NAME")
-}
-
 fn peers(store: &dyn Datastore, node: Option<&str>) -> anyhow::Result<Vec<Peer>> {
     let mut all = Vec::new();
     for family in [4, 6] {
@@ -228,7 +211,7 @@ pub fn run_node(store: &dyn Datastore, cmd: NodeBgpCommand) -> anyhow::Result<Ex
         NodeBgpCommand::Peer { command, node } => {
             let name = match node.node {
                 Some(n) => n,
-                None => default_node().context("the node of the peer")?,
+                None => crate::this_node().context("the node of the peer")?,
             };
             peer_cmd(store, Some(&name), command)
         }

@@ -103,7 +103,7 @@ pub fn run(store: &dyn Datastore, args: Vec<String>) -> anyhow::Result<ExitCode>
         Ok(n) => n,
         Err(e) => e.exit(),
     };
-    let (endpoints, revisions) = find(store, id)?;
+    let (endpoints, revisions) = find(store, id, crate::this_node().ok().as_deref())?;
     match named.command {
         ContainerCommand::Ip { command } => ip(store, &endpoints, &revisions, command)?,
         ContainerCommand::Endpoint { command: EndpointCommand::Show { output } } => show(&endpoints, output)?,
@@ -211,14 +211,35 @@ fn parse_more(arg: &str) -> anyhow::Result<More> {
 }
 
 /// The endpoints of the one container whose id is or starts with `id`, with their revisions.
-fn find(store: &dyn Datastore, id: &str) -> anyhow::Result<(Vec<Endpoint>, Vec<i64>)> {
-    let mut found: Vec<(Endpoint, i64)> = Vec::new();
-    for kv in store.list(keys::ENDPOINT_HOST_PREFIX)?.iter().filter(|kv| keys::is_endpoint(&kv.key)) {
+///
+/// The commands run on the container's host (`ip add|remove` only works there), so this
+/// host's endpoints (`local`, its node name) are searched first: the usual lookup lists one
+/// node's endpoints, not the cluster's. Only when none of them matches are every node's
+/// searched, so `endpoint show` and `profile` also reach a container on another host.
+fn find(store: &dyn Datastore, id: &str, local: Option<&str>) -> anyhow::Result<(Vec<Endpoint>, Vec<i64>)> {
+    if let Some(node) = local {
+        let found = matching(store, &keys::endpoint_node_prefix(node), id)?;
+        if !found.is_empty() {
+            return one_container(id, found);
+        }
+    }
+    one_container(id, matching(store, keys::ENDPOINT_HOST_PREFIX, id)?)
+}
+
+/// The endpoints under `prefix` whose container id is or starts with `id`.
+fn matching(store: &dyn Datastore, prefix: &str, id: &str) -> anyhow::Result<Vec<(Endpoint, i64)>> {
+    let mut found = Vec::new();
+    for kv in store.list(prefix)?.iter().filter(|kv| keys::is_endpoint(&kv.key)) {
         let ep: Endpoint = model::decode(&kv.key, &kv.value)?;
         if !id.is_empty() && ep.container_id.starts_with(id) {
             found.push((ep, kv.mod_revision));
         }
     }
+    Ok(found)
+}
+
+/// `found`, when it is one container's endpoints (or holds the container named exactly `id`).
+fn one_container(id: &str, mut found: Vec<(Endpoint, i64)>) -> anyhow::Result<(Vec<Endpoint>, Vec<i64>)> {
     if found.is_empty() {
         bail!("Container {id} is unknown to Calico.");
     }
@@ -272,4 +293,58 @@ fn show(endpoints: &[Endpoint], output: Output) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datastore::memory::MemoryStore;
+    use std::sync::atomic::Ordering;
+
+    fn endpoint(store: &MemoryStore, node: &str, container: &str) {
+        let ep = Endpoint {
+            node: node.into(),
+            orchestrator: "cni".into(),
+            workload_id: container.into(),
+            container_id: container.into(),
+            ifname: "eth0".into(),
+            netns: format!("/var/run/netns/{container}"),
+            network: "net".into(),
+            host_veth: format!("cali{container}"),
+            mac: "ee:ee:ee:ee:ee:ee".into(),
+            ips: vec!["10.0.0.1/32".into()],
+            result: serde_json::Value::Null,
+            port_mappings: Vec::new(),
+            profiles: vec!["net".into()],
+        };
+        let put = Op::Put { key: ep.key(), value: serde_json::to_vec(&ep).unwrap() };
+        assert!(store.txn(&[], &[put]).unwrap().committed());
+    }
+
+    fn ids(found: anyhow::Result<(Vec<Endpoint>, Vec<i64>)>) -> Vec<String> {
+        found.unwrap().0.into_iter().map(|ep| format!("{}/{}", ep.node, ep.container_id)).collect()
+    }
+
+    #[test]
+    fn a_container_is_looked_up_on_this_host_first_then_everywhere() {
+        let store = MemoryStore::new();
+        endpoint(&store, "here", "abc1");
+        endpoint(&store, "there", "abc2");
+        endpoint(&store, "there", "def1");
+
+        // Found here: one list, of this node's endpoints only, and the remote `abc2` that the
+        // prefix also matches does not make it ambiguous.
+        let before = store.calls.load(Ordering::Relaxed);
+        assert_eq!(ids(find(&store, "abc", Some("here"))), ["here/abc1"]);
+        assert_eq!(store.calls.load(Ordering::Relaxed) - before, 1);
+
+        // Not here: every node's, with the same rules as before.
+        assert_eq!(ids(find(&store, "def", Some("here"))), ["there/def1"]);
+        assert_eq!(ids(find(&store, "def1", None)), ["there/def1"]);
+        let several = find(&store, "abc", None).unwrap_err().to_string();
+        assert!(several.contains("several containers") && several.contains("abc1, abc2"), "{several}");
+        let unknown = find(&store, "nope", Some("here")).unwrap_err().to_string();
+        assert_eq!(unknown, "Container nope is unknown to Calico.");
+        assert!(find(&store, "", Some("here")).is_err(), "an empty id names no container");
+    }
 }

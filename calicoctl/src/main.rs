@@ -107,3 +107,21 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// This host's node name, as calico-node chooses it: `$NODENAME`, else
+/// `/var/lib/calico/nodename`, else the hostname.
+fn this_node() -> anyhow::Result<String> {
+    if let Ok(name) = std::env::var("NODENAME") {
+        if !name.trim().is_empty() {
+            return Ok(name.trim().to_owned());
+        }
+    }
+    for path in ["/var/lib/calico/nodename", "/proc/sys/kernel/hostname"] {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if !text.trim().is_empty() {
+                return Ok(text.trim().to_owned());
+            }
+        }
+    }
+    anyhow::bail!("cannot tell this host's node name: give it with --node NAME")
+}
