@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install calico-cni, calico-ipam, calicoctl and the `calico` link into a CNI bin directory,
-# calicoctl onto the PATH, a conflist into a CNI config directory, and the IP pools that
-# conflist names. Run as root for the default directories.
+# calicoctl and calico-node onto the PATH, a conflist into a CNI config directory, a systemd
+# unit for calico-node (written, not started), and the IP pools that conflist names. Run as
+# root for the default directories.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -9,6 +10,8 @@ prefix=
 bin_dir=
 conf_dir=
 ctl_dir=
+unit_dir=
+node=1
 conf_file=$repo/netconf-examples/cnitool-podman.conflist
 conf_name=10-calico.conflist
 from=
@@ -21,8 +24,11 @@ Usage: $0 [options]
 
 Installs calico-cni, calico-ipam and calicoctl, plus the link calico -> calico-cni (so
 netconfs with "type": "calico" work), the link calicoctl in --ctl-dir, and a conflist for
-runtimes to read. Then creates, with calicoctl, the IP pools the conflist's ipam section
-names (ipv4_pools, ipv6_pools) in the datastore it names, unless they exist.
+runtimes to read. Installs the agent, calico-node, into --ctl-dir, and its systemd unit
+calico-node.service into --unit-dir, with the conflist's datastore (and nodename, if it
+has one); the unit is neither enabled nor started. Then creates, with calicoctl, the IP
+pools the conflist's ipam section names (ipv4_pools, ipv6_pools) in the datastore it names,
+unless they exist.
 
 Before installing anything it checks that every other plugin the conflist chains (the
 default one chains portmap) is in --bin-dir, /opt/cni/bin or /usr/lib/cni; a missing
@@ -33,20 +39,23 @@ Options:
                     datastore the conflist names is used as it is
   --bin-dir DIR     where the plugins go (default: /opt/cni/bin)
   --conf-dir DIR    where the conflist goes (default: /etc/cni/net.d)
-  --ctl-dir DIR     where the calicoctl link goes (default: /usr/local/bin)
+  --ctl-dir DIR     where the calicoctl link and calico-node go (default: /usr/local/bin)
+  --unit-dir DIR    where calico-node.service goes (default: /etc/systemd/system)
   --conf-file FILE  the conflist to install (default: netconf-examples/cnitool-podman.conflist:
                     calico + portmap on the embedded store /var/lib/calico/calico-store.db,
                     pool 10.199.0.0/24)
   --conf-name NAME  its name in --conf-dir (default: 10-calico.conflist)
   --from DIR        take the binaries from DIR (default: built by scripts/build-release.sh,
                     i.e. cargo build --release, with cargo's progress on stderr)
-  --force           replace an installed conflist that differs from --conf-file
+  --force           replace an installed conflist or unit that differs from ours
   --no-pool         do not create the conflist's pools
+  --no-node         install neither calico-node nor its unit
   -h, --help        this text
 
 Binaries and links are replaced when they differ (atomically: a running plugin keeps its
-copy). An installed conflist that differs is left alone unless --force; an identical one is
-a no-op. An existing pool is left as it is.
+copy). An installed conflist or unit that differs is left alone unless --force; an
+identical one is a no-op. An existing pool is left as it is. Without BIRD (bird2) on the
+PATH, the unit runs calico-node with --bgp=none, and says so.
 Exit status: 0 done (or nothing to do), 1 refused or failed, 2 bad usage.
 EOF
 }
@@ -55,13 +64,14 @@ die() { echo "install.sh: $*" >&2; exit 1; }
 
 while (($#)); do
   case $1 in
-    --prefix|--bin-dir|--conf-dir|--ctl-dir|--conf-file|--conf-name|--from)
+    --prefix|--bin-dir|--conf-dir|--ctl-dir|--unit-dir|--conf-file|--conf-name|--from)
       (($# >= 2)) || { echo "install.sh: $1 needs a value" >&2; usage >&2; exit 2; }
       case $1 in
         --prefix) prefix=$2 ;;
         --bin-dir) bin_dir=$2 ;;
         --conf-dir) conf_dir=$2 ;;
         --ctl-dir) ctl_dir=$2 ;;
+        --unit-dir) unit_dir=$2 ;;
         --conf-file) conf_file=$2 ;;
         --conf-name) conf_name=$2 ;;
         --from) from=$2 ;;
@@ -69,6 +79,7 @@ while (($#)); do
       shift 2 ;;
     --force) force=1; shift ;;
     --no-pool) pools=0; shift ;;
+    --no-node) node=0; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "install.sh: unknown option: $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -78,13 +89,15 @@ prefix=${prefix%/}
 bin_dir=${bin_dir:-$prefix/opt/cni/bin}
 conf_dir=${conf_dir:-$prefix/etc/cni/net.d}
 ctl_dir=${ctl_dir:-$prefix/usr/local/bin}
+unit_dir=${unit_dir:-$prefix/etc/systemd/system}
 bins=(calico-cni calico-ipam calicoctl)
 
 [[ -f $conf_file && -r $conf_file ]] || die "conflist $conf_file is missing"
 [[ $conf_name != */* && -n $conf_name ]] || die "--conf-name must be a file name, not $conf_name"
 command -v python3 >/dev/null 2>&1 || die "python3 is needed to read the conflist"
 # What the conflist needs, as lines: "plugin TYPE" (each chained plugin), "store OPTION VALUE"
-# (calicoctl's datastore options, from the calico plugin's netconf) and "pool CIDR".
+# (calicoctl's datastore options, from the calico plugin's netconf), "nodename NAME" and
+# "pool CIDR".
 read_conf='
 import json, sys
 try:
@@ -104,6 +117,8 @@ if calico:
                      ("datastore_path", "--datastore-path")):
         if calico.get(key):
             print("store", opt, calico[key])
+    if calico.get("nodename"):
+        print("nodename", calico["nodename"])
     ipam = calico.get("ipam") or {}
     if ipam.get("type") == "calico-ipam":
         for cidr in (ipam.get("ipv4_pools") or []) + (ipam.get("ipv6_pools") or []):
@@ -144,12 +159,16 @@ if [[ -z $from ]]; then
   # The shipped build (static, non-PIE, hot functions first: README "Release build"); cargo
   # makes it a no-op when the binaries are up to date.
   echo "install.sh: building the release binaries (cargo build --release; a first build takes a few minutes)" >&2
-  from=$("$repo/scripts/build-release.sh" -p calico-cni -p calico-ipam -p calicoctl) \
+  build=(-p calico-cni -p calico-ipam -p calicoctl)
+  ((node)) && build+=(-p calico-node)
+  from=$("$repo/scripts/build-release.sh" "${build[@]}") \
     || die "building the release binaries failed"
 fi
-for b in "${bins[@]}"; do
-  [[ -f $from/$b && -x $from/$b ]] || die "$from/$b is missing or not executable"
+absent=()
+for b in "${bins[@]}" $( ((node)) && echo calico-node); do
+  [[ -f $from/$b && -x $from/$b ]] || absent+=("$b")
 done
+((${#absent[@]} == 0)) || die "missing or not executable in $from: ${absent[*]}"
 
 # Decide about the conflist first: a refusal changes nothing.
 dest_conf=$conf_dir/$conf_name
@@ -164,7 +183,72 @@ if [[ -e $dest_conf ]]; then
   fi
 fi
 
+# calico-node's unit: the conflist's datastore (the plugins' and the agent's must be one),
+# as the environment variables calico-node reads, and its nodename.
+store=()
+node_name=
+while read -r kind a b; do
+  case $kind in
+    store) store+=("$a" "$b") ;;
+    nodename) node_name=$a ;;
+  esac
+done <<<"$needs"
+ds=/var/lib/calico/calico-store.db
+etcd=0
+for ((i = 0; i < ${#store[@]}; i += 2)); do
+  case ${store[i]} in
+    --datastore-path) ds=${store[i + 1]} ;;
+    --etcd-endpoints) etcd=1 ;;
+  esac
+done
+bgp=
+command -v bird >/dev/null 2>&1 || bgp=" --bgp=none"
+unit() {
+  local i var
+  cat <<EOF
+# Written by scripts/install.sh for its conflist (README "calico-node: the host agent").
+[Unit]
+Description=calico-node: this host's routes to the other hosts' blocks, NAT and profiles
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+EOF
+  for ((i = 0; i < ${#store[@]}; i += 2)); do
+    var=${store[i]#--}
+    var=${var//-/_}
+    [[ $var == datastore_path ]] && continue
+    echo "Environment=\"${var^^}=${store[i + 1]}\""
+  done
+  ((etcd)) || echo "Environment=\"CALICO_DATASTORE_PATH=$ds\""
+  [[ -n $node_name ]] && echo "Environment=\"NODENAME=$node_name\""
+  cat <<EOF
+ExecStart=$ctl_dir/calico-node --health-listen 127.0.0.1:9099$bgp
+Restart=always
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+EOF
+}
+dest_unit=$unit_dir/calico-node.service
+unit_action=none
+if ((node)); then
+  unit_text=$(unit)
+  unit_action=install
+  if [[ -e $dest_unit ]]; then
+    if [[ $(<"$dest_unit") == "$unit_text" ]]; then
+      unit_action=keep
+    elif ((force)); then
+      unit_action=replace
+    else
+      die "$dest_unit exists and differs from the unit for this conflist; not replacing it (use --force)"
+    fi
+  fi
+fi
+
 mkdir -p "$bin_dir" "$conf_dir" "$ctl_dir"
+((node)) && mkdir -p "$unit_dir"
 
 # Copy $1 to $2 through a temporary file beside it, then rename: readers never see half a
 # file, and a plugin being exec'd keeps its inode.
@@ -175,16 +259,21 @@ put() {
   mv -f "$tmp" "$2"
 }
 
-for b in "${bins[@]}"; do
-  dest=$bin_dir/$b
-  if [[ -f $dest && ! -L $dest ]] && cmp -s "$from/$b" "$dest"; then
+# put_binary NAME DIR: $from/NAME into DIR, unless the same file is there.
+put_binary() {
+  local dest=$2/$1 what
+  if [[ -f $dest && ! -L $dest ]] && cmp -s "$from/$1" "$dest"; then
     echo "unchanged  $dest"
   else
     [[ -e $dest || -L $dest ]] && what=updated || what=installed
-    put "$from/$b" "$dest" 0755
+    put "$from/$1" "$dest" 0755
     printf '%-10s %s\n' "$what" "$dest"
   fi
+}
+for b in "${bins[@]}"; do
+  put_binary "$b" "$bin_dir"
 done
+((node)) && put_binary calico-node "$ctl_dir"
 
 # link LINK TARGET: make LINK a symlink to TARGET, atomically.
 link() {
@@ -204,17 +293,25 @@ case $conf_action in
   install) put "$conf_file" "$dest_conf" 0644; echo "installed  $dest_conf" ;;
   replace) put "$conf_file" "$dest_conf" 0644; echo "replaced   $dest_conf" ;;
 esac
+case $unit_action in
+  keep) echo "unchanged  $dest_unit" ;;
+  install | replace)
+    tmp_unit=$(mktemp) || die "mktemp failed"
+    trap 'rm -f "$tmp_unit"' EXIT
+    printf '%s\n' "$unit_text" >"$tmp_unit"
+    put "$tmp_unit" "$dest_unit" 0644
+    [[ $unit_action == install ]] && echo "installed  $dest_unit" || echo "replaced   $dest_unit"
+    [[ -n $bgp ]] && echo "note       bird (bird2) is not installed: the unit runs calico-node$bgp (no BGP); install bird2 and remove the flag for BGP"
+    echo "note       not started: systemctl daemon-reload && systemctl enable --now calico-node"
+    ;;
+esac
 
 # The pools the conflist names, in the datastore it names: calico-ipam refuses an ADD from a
 # pool that does not exist.
 ((pools)) || exit 0
-store=()
 pool_list=()
-while read -r kind a b; do
-  case $kind in
-    store) store+=("$a" "$b") ;;
-    pool) pool_list+=("$a") ;;
-  esac
+while read -r kind a _; do
+  [[ $kind == pool ]] && pool_list+=("$a")
 done <<<"$needs"
 if ((${#pool_list[@]} == 0)); then
   echo "note       the conflist names no pool: the first ADD creates 192.168.0.0/16 (or: calicoctl pool add CIDR)"
@@ -222,11 +319,7 @@ if ((${#pool_list[@]} == 0)); then
 fi
 ctl() { "$bin_dir/calicoctl" "${store[@]}" "$@"; }
 where=etcd
-if [[ " ${store[*]} " != *" --etcd-endpoints "* ]]; then
-  ds=/var/lib/calico/calico-store.db
-  for ((i = 0; i < ${#store[@]}; i += 2)); do
-    [[ ${store[i]} == --datastore-path ]] && ds=${store[i + 1]}
-  done
+if ((!etcd)); then
   mkdir -p "$(dirname "$ds")"
   where="embedded store $ds"
 fi

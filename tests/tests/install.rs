@@ -1,13 +1,15 @@
 //! scripts/install.sh against temporary directories only (never /opt/cni/bin, /etc/cni/net.d,
 //! /usr/local/bin or /var/lib/calico: --prefix, and conflists whose datastore_path is a temp
 //! file): a fresh install, an idempotent re-run, refusing to replace a conflist that differs,
-//! --force, the pools the conflist names, calicoctl on the PATH, a missing chained plugin, and
-//! bad usage.
+//! --force, the pools the conflist names, calicoctl on the PATH, calico-node and its systemd
+//! unit (whose command, run in a throwaway netns, finds the conflist's store), a missing
+//! chained plugin, and bad usage.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use calico_tests::netns::Netns;
 use calico_tests::{bin_dir, calicoctl, run_command, Invocation, Outcome};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/install.sh");
@@ -49,6 +51,10 @@ impl Target {
 
     fn ctl_link(&self) -> PathBuf {
         self.dir.path().join("usr/local/bin/calicoctl")
+    }
+
+    fn unit(&self) -> PathBuf {
+        self.dir.path().join("etc/systemd/system/calico-node.service")
     }
 
     /// The pools in the temp store, as `calicoctl pool show -o json` lists them.
@@ -120,6 +126,14 @@ fn assert_installed(t: &Target) {
     assert_eq!(std::fs::read_to_string(t.conflist()).unwrap(), std::fs::read_to_string(t.conf_src()).unwrap());
     // calicoctl is on the PATH (a link to the installed one), and the conflist's pool exists.
     assert_eq!(std::fs::read_link(t.ctl_link()).unwrap(), t.bin().join("calicoctl"));
+    // calico-node beside it, and its unit naming it and the conflist's store.
+    let node = t.ctl_link().with_file_name("calico-node");
+    assert!(std::fs::read(&node).unwrap() == std::fs::read(bin_dir().join("calico-node")).unwrap(), "calico-node");
+    let unit = std::fs::read_to_string(t.unit()).unwrap();
+    let exec = format!("ExecStart={} --health-listen 127.0.0.1:9099", node.display());
+    assert!(unit.lines().any(|l| l.starts_with(&exec)), "{unit}");
+    assert!(unit.contains(&format!("Environment=\"CALICO_DATASTORE_PATH={}\"\n", t.db())), "{unit}");
+    assert!(unit.contains("[Install]\nWantedBy=multi-user.target"), "{unit}");
     assert_eq!(t.pools(), ["10.199.0.0/24"]);
     // The installed `calico` answers as a CNI plugin.
     let version = Invocation::new("VERSION", "").run(&t.bin().join("calico"), br#"{"cniVersion":"1.0.0"}"#).expect_ok();
@@ -144,7 +158,8 @@ fn fresh_install_then_an_idempotent_rerun() {
     let out = t.install(&[]);
     assert!(out.ok(), "{out:#?}");
     assert_installed(&t);
-    assert!(out.stdout.lines().filter(|l| l.starts_with("installed")).count() == 4, "{}", out.stdout);
+    assert!(out.stdout.lines().filter(|l| l.starts_with("installed")).count() == 6, "{}", out.stdout);
+    assert!(out.stdout.contains("systemctl enable --now calico-node"), "{}", out.stdout);
     assert!(out.stdout.lines().filter(|l| l.starts_with("linked")).count() == 2, "{}", out.stdout);
     assert!(out.stdout.contains("created    pool 10.199.0.0/24"), "{}", out.stdout);
 
@@ -152,7 +167,7 @@ fn fresh_install_then_an_idempotent_rerun() {
     let again = t.install(&[]);
     assert!(again.ok(), "{again:#?}");
     assert!(again.stdout.lines().all(|l| l.starts_with("unchanged")), "re-run changed something:\n{}", again.stdout);
-    assert_eq!(again.stdout.lines().count(), 7, "{}", again.stdout);
+    assert_eq!(again.stdout.lines().count(), 9, "{}", again.stdout);
     assert_eq!(t.snapshot(), before, "the re-run touched files");
     assert_installed(&t);
 }
@@ -222,6 +237,9 @@ fn help_and_bad_usage() {
         "--from",
         "--force",
         "--no-pool",
+        "--no-node",
+        "--unit-dir",
+        "/etc/systemd/system",
         "/opt/cni/bin",
         "/etc/cni/net.d",
         "/usr/local/bin",
@@ -288,4 +306,77 @@ fn a_missing_chained_plugin_is_refused_before_anything_is_installed() {
     if Path::new("/usr/lib/cni/portmap").exists() {
         assert!(t.install(&[]).ok());
     }
+}
+
+/// The unit's Environment= pairs and ExecStart= words (install.sh writes no quoting but the
+/// Environment lines' double quotes).
+fn unit_command(unit: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let mut env = Vec::new();
+    let mut argv = Vec::new();
+    for line in unit.lines() {
+        if let Some(pair) = line.strip_prefix("Environment=") {
+            let (k, v) = pair.trim_matches('"').split_once('=').unwrap();
+            env.push((k.to_owned(), v.to_owned()));
+        } else if let Some(cmd) = line.strip_prefix("ExecStart=") {
+            argv = cmd.split_whitespace().map(str::to_owned).collect();
+        }
+    }
+    (env, argv)
+}
+
+#[test]
+fn the_units_command_runs_calico_node_on_the_conflists_store() {
+    let t = Target::new();
+    let conf = t.store.path().join("named.conflist");
+    let text =
+        t.example(EXAMPLE).replacen("\"type\": \"calico\",", "\"type\": \"calico\", \"nodename\": \"unit-host\",", 1);
+    assert!(text.contains("unit-host"), "{text}");
+    std::fs::write(&conf, text).unwrap();
+    let out = t.install(&["--conf-file", conf.to_str().unwrap()]);
+    assert!(out.ok(), "{out:#?}");
+    let unit = std::fs::read_to_string(t.unit()).unwrap();
+    let (env, argv) = unit_command(&unit);
+    assert!(env.contains(&("NODENAME".into(), "unit-host".into())), "{unit}");
+    if !Path::new("/usr/sbin/bird").exists() && !Path::new("/usr/bin/bird").exists() {
+        assert!(argv.contains(&"--bgp=none".to_string()) && out.stdout.contains("bird"), "{unit}\n{}", out.stdout);
+    }
+
+    // As systemd would start it (with --once, an MTU file of the test's own and no BGP), in a
+    // host netns of its own (its health port is that netns's): it registers the node in the
+    // store the conflist names.
+    let (host, peer) = (Netns::new("unit"), Netns::new("unitpeer"));
+    host.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &peer.name]);
+    host.ip(&["addr", "add", "10.213.0.5/24", "dev", "eth0"]);
+    host.ip(&["link", "set", "eth0", "up"]);
+    let mut cmd = host.command(&argv[0]);
+    cmd.args(&argv[1..]).arg("--once").arg("--mtu-file").arg(t.store.path().join("mtu"));
+    if !argv.iter().any(|a| a == "--bgp=none") {
+        cmd.arg("--bgp=none"); // not the machine's BIRD config
+    }
+    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).envs(env);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let ran = run_command(cmd, b"");
+    assert!(ran.ok(), "{ran:#?}");
+    let nodes = calicoctl(&[], &["--datastore-path", &t.db(), "node", "show", "-o", "json"]);
+    assert!(nodes.ok(), "{nodes:#?}");
+    assert!(nodes.stdout.contains("unit-host") && nodes.stdout.contains("10.213.0.5"), "{nodes:#?}");
+}
+
+#[test]
+fn no_node_installs_neither_calico_node_nor_its_unit() {
+    let t = Target::new();
+    let out = t.install(&["--no-node"]);
+    assert!(out.ok(), "{out:#?}");
+    assert!(!t.unit().exists() && !t.ctl_link().with_file_name("calico-node").exists(), "{}", out.stdout);
+    assert!(!out.stdout.contains("calico-node"), "{}", out.stdout);
+
+    // A unit of the operator's own is kept unless --force.
+    std::fs::create_dir_all(t.unit().parent().unwrap()).unwrap();
+    std::fs::write(t.unit(), "[Service]\nExecStart=/bin/true\n").unwrap();
+    let kept = t.install(&[]);
+    assert_eq!(kept.code, 1, "{kept:#?}");
+    assert!(kept.stderr.contains("calico-node.service") && kept.stderr.contains("--force"), "{kept:#?}");
+    assert_eq!(std::fs::read_to_string(t.unit()).unwrap(), "[Service]\nExecStart=/bin/true\n");
+    assert!(t.install(&["--force"]).ok());
+    assert!(std::fs::read_to_string(t.unit()).unwrap().contains("calico-node --health-listen"));
 }
