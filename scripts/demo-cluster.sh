@@ -10,15 +10,7 @@ cd "$(dirname "$0")/.."
 source scripts/deps.sh
 command -v etcd >/dev/null || { echo "demo-cluster: etcd is missing (apt-get install etcd-server)" >&2; exit 1; }
 
-# CALICO_BIN_DIR: binaries built already (the tests run the demos on theirs).
-if [[ -n ${CALICO_BIN_DIR:-} ]]; then
-  BIN=$CALICO_BIN_DIR
-else
-  echo "demo-cluster: building the binaries (cargo build --bins)..." >&2
-  cargo build --bins --locked -q
-  source scripts/lib/target-dir.sh
-  BIN=$TARGET_DIR/debug
-fi
+source scripts/lib/demo-bin.sh
 id=$$
 BR=calidc-br-$id ETCD=calidc-etcd-$id
 HOSTS=(calidc-h1-$id calidc-h2-$id calidc-h3-$id)

@@ -14,15 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 
-# CALICO_BIN_DIR: binaries built already (the tests run the demos on theirs).
-if [[ -n ${CALICO_BIN_DIR:-} ]]; then
-  BIN=$CALICO_BIN_DIR
-else
-  echo "demo: building the binaries (cargo build --bins)..." >&2
-  cargo build --bins --locked -q
-  source scripts/lib/target-dir.sh
-  BIN=$TARGET_DIR/debug
-fi
+source scripts/lib/demo-bin.sh
 id=$$
 H=calidemo-host-$id C1=calidemo-a-$id C2=calidemo-b-$id O=demo-outside-$id  # (no "cali" in it: the check below greps for cali links)
 work=$(mktemp -d /tmp/calico-demo.XXXXXX)
