@@ -90,16 +90,12 @@ fn a_tor_learns_each_hosts_blocks_and_clients_reach_containers_without_nat() {
     let line = shown.stdout.lines().find(|l| l.starts_with("10.200.0.254")).unwrap_or_default().to_owned();
     assert!(line.contains("node") && line.contains("up") && line.contains("Established"), "{shown:#?}");
     // A new block needs no reconfiguration: BIRD learns its route from the kernel.
-    let reconf = |h: &node_common::Host| {
-        let m = h.metrics();
-        m.lines().find(|l| l.starts_with("calico_node_bird_reconfigurations ")).map(str::to_owned).expect("the metric")
-    };
-    let before = reconf(&lab.hosts[0]);
+    let before = reconfigurations(&lab.hosts[0]);
     lab.etcd_put(&[("/calico/ipam/v2/host/host1/ipv4/block/10.201.200.0-26".into(), "{}".into())]);
     wait_for("the new block on the ToR", Duration::from_secs(5), || {
         tor.kernel_routes().contains("10.201.200.0/26 via 10.200.0.1 ")
     });
-    assert_eq!(reconf(&lab.hosts[0]), before, "no BIRD reconfiguration for a new block\n{}", tor.log());
+    assert_eq!(reconfigurations(&lab.hosts[0]), before, "no BIRD reconfiguration for a new block\n{}", tor.log());
 
     // Removing a node removes its own peers too.
     let peers = lab.ctl(0, &["node", "bgp", "peer", "show", "--node", "host2", "-o", "json"]).expect_ok();
@@ -108,6 +104,65 @@ fn a_tor_learns_each_hosts_blocks_and_clients_reach_containers_without_nat() {
     lab.ctl(0, &["node", "remove", "host2", "--remove-endpoints"]).success();
     let peers = lab.ctl(0, &["node", "bgp", "peer", "show", "--node", "host2", "-o", "json"]).expect_ok();
     assert_eq!(peers, serde_json::json!([]));
+}
+
+/// The reconfigurations of host `h`'s BIRD so far (its metric).
+fn reconfigurations(h: &node_common::Host) -> String {
+    let m = h.metrics();
+    m.lines().find(|l| l.starts_with("calico_node_bird_reconfigurations ")).map(str::to_owned).expect("the metric")
+}
+
+#[test]
+fn a_borrowed_address_is_exported_as_a_32_and_reached_across_the_subnets() {
+    let (mut lab, tor) = tor_lab();
+    let ips = [lab.add_container(0), lab.add_container(1)];
+    let blocks = [block_of(&ips[0]), block_of(&ips[1])];
+    wait_for("both blocks on the ToR", Duration::from_secs(10), || {
+        let routes = tor.kernel_routes();
+        routes.contains(&format!("{} via 10.200.0.1 ", blocks[0]))
+            && routes.contains(&format!("{} via 10.200.1.1 ", blocks[1]))
+    });
+    lab.ctl(0, &["profile", "nodenet", "rule", "add", "inbound", "allow", "from", "cidr", "10.200.9.0/24"]).success();
+
+    // host2's container takes an address in host1's block: the block's route leads to host1,
+    // on the other subnet, so only a /32 of host2's gets traffic to it.
+    let base: std::net::Ipv4Addr = blocks[0].split('/').next().unwrap().parse().unwrap();
+    let borrowed = std::net::Ipv4Addr::from(u32::from(base) + 40).to_string();
+    let id = format!("ctr-{}", lab.container(1).name);
+    let before = [reconfigurations(&lab.hosts[0]), reconfigurations(&lab.hosts[1])];
+    lab.ctl(1, &["container", &id, "ip", "add", &borrowed]).success();
+    let took = wait_for("the borrowed /32 on the ToR, via host2", Duration::from_secs(10), || {
+        tor.kernel_routes().contains(&format!("{borrowed} via 10.200.1.1 "))
+    });
+    eprintln!("borrowed /32 on the ToR {took:?} after calicoctl");
+    wait_for("host1 to learn the /32 over BGP", Duration::from_secs(10), || {
+        lab.hosts[0]
+            .ns
+            .ip(&["route", "show", "proto", "bird"])
+            .contains(&format!("{borrowed} via 10.200.0.254 dev eth0"))
+    });
+    // It is host2's export alone: host1's BIRD was not reconfigured, and host2 keeps its /32 to
+    // the veth (BIRD never puts its blackhole into the kernel).
+    assert_eq!(reconfigurations(&lab.hosts[0]), before[0]);
+    assert_ne!(reconfigurations(&lab.hosts[1]), before[1]);
+    let local = lab.hosts[1].ns.ip(&["route", "show", &borrowed]);
+    assert!(local.contains("dev cali") && !local.contains("blackhole"), "{local}");
+    let prefixes = tor.prefixes();
+    assert!(prefixes.iter().all(|p| in_pool(p)) && prefixes.contains(&format!("{borrowed}/32")), "{prefixes:?}");
+
+    // Reached from host1's container (whose host owns the block) and from behind the ToR.
+    assert!(lab.container(0).ping(&borrowed), "host1's container cannot reach the borrowed address");
+    let cl = client(lab.router.as_ref().unwrap());
+    wait_for("the client to reach the borrowed address", Duration::from_secs(5), || cl.ping(&borrowed));
+
+    // Given back: withdrawn everywhere.
+    lab.ctl(1, &["container", &id, "ip", "remove", &borrowed]).success();
+    wait_for("the ToR to withdraw the /32", Duration::from_secs(10), || {
+        !tor.kernel_routes().contains(&format!("{borrowed} via"))
+    });
+    wait_for("host1 to drop the /32", Duration::from_secs(10), || {
+        !lab.hosts[0].ns.ip(&["route", "show", "proto", "bird"]).contains(&borrowed)
+    });
 }
 
 #[test]

@@ -377,8 +377,10 @@ impl<'a> Agent<'a> {
                 tracing::warn!("skipping a change: {}", chain(&e));
             }
         }
-        // A block changing renders nothing: BIRD learns its route from the kernel.
-        if bgp_changed || dirty.pools || dirty.nodes {
+        // A block changing renders nothing: BIRD learns its route from the kernel. A borrowed
+        // address of this node's (an endpoint or block change) is a route of the config.
+        let borrowed = || self.bgp.as_ref().is_some_and(|b| b.borrowed_changed(&self.cluster, &self.local));
+        if bgp_changed || dirty.pools || dirty.nodes || (!dirty.dsts.is_empty() && borrowed()) {
             self.sync_bgp();
         }
         if dirty.is_empty() {

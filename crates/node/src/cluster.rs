@@ -286,11 +286,52 @@ impl Cluster {
     pub fn is_block(&self, dst: &IpNetwork) -> bool {
         self.affinities.contains_key(dst)
     }
+
+    /// The addresses (as /32, /128) that `node`'s workloads hold in a pool but outside the
+    /// node's own blocks: borrowed from another node's block, or in a block nobody holds.
+    /// Nobody's block route leads to them, so they need routes of their own. Costs the
+    /// node's own endpoints, not the cluster's.
+    pub fn borrowed_by(&self, node: &str) -> BTreeSet<IpNetwork> {
+        let mut out = BTreeSet::new();
+        for key in self.node_endpoints.get(node).into_iter().flatten() {
+            for ip in self.endpoints.get(key).map(|(_, ips)| ips.as_slice()).unwrap_or_default() {
+                let Some(pool) = self.pool_of(*ip) else { continue };
+                if self.owner(&model::net::block_of(*ip, pool.block_size)) != Some(node) {
+                    out.insert(host_net(*ip));
+                }
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nodes_borrowed_addresses_are_those_outside_its_own_blocks() {
+        let mut c = Cluster::default();
+        put(&mut c, "/calico/v1/ipam/v4/pool/10.0.0.0-16", r#"{"cidr":"10.0.0.0/16","block_size":26}"#);
+        put(&mut c, "/calico/ipam/v2/host/b/ipv4/block/10.0.1.0-26", "{}");
+        put(&mut c, "/calico/ipam/v2/host/c/ipv4/block/10.0.2.0-26", "{}");
+        let ep = |name: &str| format!("/calico/v1/host/b/workload/cni/{name}/endpoint/eth0");
+        // In b's own block; in c's block; in nobody's block; outside every pool.
+        put(&mut c, &ep("own"), r#"{"node":"b","ips":["10.0.1.5/32"]}"#);
+        put(&mut c, &ep("two"), r#"{"node":"b","ips":["10.0.1.6/32","10.0.2.7/32"]}"#);
+        put(&mut c, &ep("free"), r#"{"node":"b","ips":["10.0.3.1/32"]}"#);
+        put(&mut c, &ep("out"), r#"{"node":"b","ips":["10.9.0.1/32"]}"#);
+        put(&mut c, "/calico/v1/host/c/workload/cni/y/endpoint/eth0", r#"{"node":"c","ips":["10.0.2.8/32"]}"#);
+        assert_eq!(c.borrowed_by("b"), set(&["10.0.2.7/32", "10.0.3.1/32"]));
+        assert!(c.borrowed_by("c").is_empty());
+        // c's block becomes b's: nothing of b's is borrowed in it any more, and c's is.
+        del(&mut c, "/calico/ipam/v2/host/c/ipv4/block/10.0.2.0-26");
+        put(&mut c, "/calico/ipam/v2/host/b/ipv4/block/10.0.2.0-26", "{}");
+        assert_eq!(c.borrowed_by("b"), set(&["10.0.3.1/32"]));
+        assert_eq!(c.borrowed_by("c"), set(&["10.0.2.8/32"]));
+        del(&mut c, &ep("free"));
+        assert!(c.borrowed_by("b").is_empty());
+    }
 
     fn net(s: &str) -> IpNetwork {
         s.parse().unwrap()

@@ -136,7 +136,20 @@ pub fn input(view: &BgpView, cluster: &Cluster, local: &Local, as_flag: Option<u
             add(PeerSpec { kind: PeerKind::Global, ip, as_number: peer.as_num.0, node: None });
         }
     }
-    Some(Input { node: local.name.clone(), ipv4, as_number, pools, direct_pools, peers, log_level: view.log_level })
+    let borrowed = borrowed_v4(cluster, local);
+    let log_level = view.log_level;
+    Some(Input { node: local.name.clone(), ipv4, as_number, pools, direct_pools, peers, borrowed, log_level })
+}
+
+/// The IPv4 addresses this node's workloads borrowed ([`Cluster::borrowed_by`]), as /32s.
+fn borrowed_v4(cluster: &Cluster, local: &Local) -> Vec<ipnetwork::Ipv4Network> {
+    let all = cluster.borrowed_by(&local.name);
+    all.into_iter()
+        .filter_map(|n| match n {
+            IpNetwork::V4(v4) => Some(v4),
+            IpNetwork::V6(_) => None,
+        })
+        .collect()
 }
 
 /// `--bgp`, `--bird-config`, `--bird-socket`, `--bird-binary`.
@@ -166,11 +179,20 @@ pub struct Bgp {
     pub problem: Option<String>,
     /// The input of the last text rendered (to start BIRD again with).
     last: Option<String>,
+    /// The borrowed addresses of the last text rendered.
+    borrowed: Vec<ipnetwork::Ipv4Network>,
 }
 
 impl Bgp {
     pub fn new(options: Options) -> Bgp {
-        Bgp { view: BgpView::default(), bird: Bird::new(options.paths), problem: None, last: None }
+        Bgp { view: BgpView::default(), bird: Bird::new(options.paths), problem: None, last: None, borrowed: vec![] }
+    }
+
+    /// Whether this node's borrowed addresses are not those of the last config, so that it
+    /// must be rendered again (the agent asks after endpoint and block changes; it costs this
+    /// node's endpoints).
+    pub fn borrowed_changed(&self, cluster: &Cluster, local: &Local) -> bool {
+        borrowed_v4(cluster, local) != self.borrowed
     }
 
     /// See [`BgpView::apply`].
@@ -186,6 +208,7 @@ impl Bgp {
             return;
         };
         let started = std::time::Instant::now();
+        self.borrowed = input.borrowed.clone();
         let text = render::render(&input);
         self.load(&text, started);
     }

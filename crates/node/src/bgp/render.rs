@@ -2,11 +2,15 @@
 //! without BIRD, and a change that renders the same text costs nothing.
 //!
 //! What the text says:
-//! - **Export**: this node's blocks, and nothing else. BIRD's kernel protocol learns the
-//!   blackhole routes the agent programs for its own blocks (`proto 80`), as they appear
-//!   (on Linux it hears netlink's notifications; the scan is only a backstop), so a new block
-//!   needs no reconfiguration. Only blackholes of proto 80 inside a pool are learned: never
-//!   the host's own routes, a default route, or the /32 routes to borrowed addresses.
+//! - **Export**: this node's blocks, and the addresses its workloads borrowed. BIRD's kernel
+//!   protocol learns the blackhole routes the agent programs for its own blocks (`proto
+//!   80`), as they appear (on Linux it hears netlink's notifications; the scan is only a
+//!   backstop), so a new block needs no reconfiguration. Only blackholes of proto 80 inside
+//!   a pool are learned: never the host's own routes or a default route. A workload address
+//!   outside this node's blocks (borrowed from another node's block, or in nobody's) is a
+//!   /32 of a static protocol ([`BORROWED_PROTOCOL`]), as Calico exports it: the block's
+//!   route leads to another node, which may be on another subnet. Such an address appearing
+//!   or going is a reconfiguration; BIRD never puts these routes into the kernel.
 //! - **Import**: blocks inside the pools, from any peer; only those of pools without
 //!   encapsulation reach the kernel, with BIRD's own protocol number and metric
 //!   [`KERNEL_METRIC`], so the agent's routes (metric 0) win wherever both exist, and nothing
@@ -30,6 +34,8 @@ pub const AGENT_PROTOCOL: u8 = crate::routes::PROTOCOL;
 pub const GR_WAIT: u32 = 30;
 /// The name of the kernel protocol in the rendered config.
 pub const KERNEL_PROTOCOL: &str = "calico_kernel";
+/// The name of the static protocol holding the borrowed addresses' /32s.
+pub const BORROWED_PROTOCOL: &str = "calico_borrowed";
 
 /// Who a peer is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -90,6 +96,8 @@ pub struct Input {
     pub direct_pools: Vec<Ipv4Network>,
     /// The sessions, in order, each address once, never this node's own.
     pub peers: Vec<PeerSpec>,
+    /// This node's workloads' IPv4 addresses outside its own blocks (/32s), in order.
+    pub borrowed: Vec<Ipv4Network>,
     /// How much BIRD logs.
     pub log_level: LogLevel,
 }
@@ -135,9 +143,11 @@ filter calico_own_blocks {{
   reject;
 }}
 
-# What the peers are told: what the kernel protocol learned (this node's blocks).
+# What the peers are told: what the kernel protocol learned (this node's blocks), and the
+# /32s of the addresses this node's workloads borrowed.
 filter calico_export {{
   if proto = \"{kernel}\" && net ~ CALICO_POOLS then accept;
+  if proto = \"{borrowed}\" && net ~ CALICO_POOLS then accept;
   reject;
 }}
 
@@ -193,9 +203,22 @@ template bgp calico_peer {{
         direct = prefix_set(&input.direct_pools),
         proto = AGENT_PROTOCOL,
         kernel = KERNEL_PROTOCOL,
+        borrowed = BORROWED_PROTOCOL,
         metric = KERNEL_METRIC,
         as_number = input.as_number,
     );
+    if !input.borrowed.is_empty() {
+        // Blackholes in BIRD's table only: calico_to_kernel takes BGP's routes alone.
+        let _ = writeln!(
+            out,
+            "\n# This node's workloads' addresses outside its blocks (borrowed): exported one by one.\n\
+             protocol static {BORROWED_PROTOCOL} {{\n  ipv4 {{ preference 250; }};"
+        );
+        for net in &input.borrowed {
+            let _ = writeln!(out, "  route {net} blackhole;");
+        }
+        let _ = writeln!(out, "}}");
+    }
     for peer in &input.peers {
         let name = protocol_name(peer.kind, peer.ip);
         let what = match (&peer.kind, &peer.node) {
@@ -250,8 +273,26 @@ mod tests {
                 PeerSpec { kind: PeerKind::Node, ip: "10.200.0.254".parse().unwrap(), as_number: 65000, node: None },
                 PeerSpec { kind: PeerKind::Global, ip: "192.0.2.1".parse().unwrap(), as_number: 65001, node: None },
             ],
+            borrowed: vec![],
             log_level: LogLevel::Info,
         }
+    }
+
+    #[test]
+    fn borrowed_addresses_are_static_blackholes_that_only_the_peers_get() {
+        let plain = render(&input());
+        assert!(!plain.contains("protocol static"), "{plain}");
+        let mut i = input();
+        i.borrowed = vec!["10.201.3.7/32".parse().unwrap(), "10.201.9.1/32".parse().unwrap()];
+        let text = render(&i);
+        let static_protocol = "protocol static calico_borrowed {\n  ipv4 { preference 250; };\n  \
+                               route 10.201.3.7/32 blackhole;\n  route 10.201.9.1/32 blackhole;\n}\n";
+        assert!(text.contains(static_protocol), "{text}");
+        assert!(text.contains("if proto = \"calico_borrowed\" && net ~ CALICO_POOLS then accept;"), "{text}");
+        // The kernel is given BGP's routes only, never these blackholes.
+        assert!(text.contains(
+            "filter calico_to_kernel {\n  if source = RTS_BGP && net ~ CALICO_DIRECT_POOLS then accept;\n  reject;\n}"
+        ));
     }
 
     #[test]
@@ -314,6 +355,9 @@ mod tests {
         let mut empty = input();
         (empty.pools, empty.direct_pools, empty.peers, empty.log_level) = (vec![], vec![], vec![], LogLevel::Debug);
         cases.push(empty);
+        let mut borrowing = input();
+        borrowing.borrowed = vec!["10.201.3.7/32".parse().unwrap()];
+        cases.push(borrowing);
         for (i, case) in cases.iter().enumerate() {
             let path = dir.path().join(format!("bird{i}.conf"));
             std::fs::write(&path, render(case)).unwrap();
