@@ -222,7 +222,7 @@ pub fn run_node(store: &dyn Datastore, cmd: NodeBgpCommand) -> anyhow::Result<Ex
 pub fn print_sessions(socket: &std::path::Path) {
     println!();
     match ::node::bgp::bird::protocols(socket) {
-        Err(e) => println!("BGP sessions: none to show ({e})"),
+        Err(e) => println!("BGP sessions: none to show ({})", ::node::chain(&e)),
         Ok(protocols) => {
             println!("BGP sessions of this host (BIRD at {}):", socket.display());
             println!("{:<18} {:<7} {:<7} {:<14} INFO", "PEER", "TYPE", "STATE", "SINCE");

@@ -22,11 +22,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum BirdError {
     #[error("BIRD rejected the config ({path}): {message}")]
     Rejected { path: PathBuf, message: String },
-    #[error("cannot run {program}: {source}")]
+    #[error("cannot run {program}")]
     Spawn { program: String, source: std::io::Error },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write { path: PathBuf, source: std::io::Error },
-    #[error("BIRD's control socket {path}: {source}")]
+    #[error("BIRD's control socket {path}")]
     Socket { path: PathBuf, source: std::io::Error },
     #[error("BIRD answered {code}: {message}")]
     Reply { code: u16, message: String },
