@@ -9,6 +9,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use nix::sched::{setns, CloneFlags};
 
@@ -63,6 +64,13 @@ impl Netns {
     /// since the first may race neighbour resolution. No timing is asserted.
     pub fn ping(&self, target: &str) -> bool {
         self.exec(&["ping", "-c", "1", "-W", "2", "-w", "4", target]).status.success()
+    }
+
+    /// One ping of `target` from inside this namespace, answered within `wait` (at least
+    /// 10 ms): for timing how soon something becomes reachable, in small steps.
+    pub fn ping_once(&self, target: &str, wait: Duration) -> bool {
+        let secs = format!("{:.3}", wait.as_secs_f64().max(0.01));
+        self.exec(&["ping", "-c", "1", "-W", &secs, target]).status.success()
     }
 
     /// A sysctl of this namespace, read with `cat` (not with the code under test): `key` is
