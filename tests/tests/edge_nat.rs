@@ -79,6 +79,37 @@ fn nat_pool_is_masqueraded_to_the_uplink_and_plain_pool_is_not() {
     cni.assert_nothing_left("after DEL");
 }
 
+/// NATed outgoing traffic obeys the profile too: it leaves only with an outbound allow (the
+/// default profile has one; here a profile without it).
+#[test]
+fn nat_outgoing_needs_the_profiles_outbound_allow() {
+    let (cni, outside) = env();
+    cni.store.ctl(&["profile", "add", "edge-noout"]).success();
+    cni.store.ctl(&["profile", "edge-noout", "rule", "remove", "outbound", "allow"]).success();
+    let (allowed, denied) = (Netns::new("edge-c"), Netns::new("edge-c"));
+    let with_profile = |profile: &str| {
+        let mut c: Value = serde_json::from_slice(&conf(&cni, NAT_POOL, json!([]))).unwrap();
+        c["profiles"] = json!([profile]);
+        serde_json::to_vec(&c).unwrap()
+    };
+    let (allowed_conf, denied_conf) = (with_profile("edgenet"), with_profile("edge-noout"));
+    let (allowed_add, denied_add) = (cni.inv("ADD", "edge-allowed", &allowed), cni.inv("ADD", "edge-denied", &denied));
+    cni.run(&allowed_add, &allowed_conf).expect_ok();
+    cni.run(&denied_add, &denied_conf).expect_ok();
+
+    let to = format!("{OUTSIDE}:7005");
+    let peer = peer_of(&outside, &to, || connect(&allowed, &to));
+    assert_eq!(peer.ip().to_string(), HOST_V4, "the outbound allow lets NATed traffic out");
+    let target: std::net::SocketAddr = format!("{OUTSIDE}:7006").parse().unwrap();
+    let _listener = outside.run_in(|| std::net::TcpListener::bind(target).unwrap());
+    let reached = denied.run_in(|| std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1)).is_ok());
+    assert!(!reached, "a profile without an outbound allow let NATed traffic out");
+
+    cni.run(&allowed_add.with_command("DEL"), &allowed_conf).expect_ok();
+    cni.run(&denied_add.with_command("DEL"), &denied_conf).expect_ok();
+    cni.assert_nothing_left("after DEL");
+}
+
 #[test]
 fn a_mapped_port_is_reached_from_outside_from_the_host_and_by_hairpin() {
     let (cni, outside) = env();
