@@ -273,21 +273,21 @@ fn show(endpoints: &[Endpoint], output: Output) -> anyhow::Result<()> {
         Output::Json => println!("{}", serde_json::to_string_pretty(endpoints)?),
         Output::Table => {
             println!(
-                "{:<16} {:<6} {:<24} {:<16} {:<10} {:<16} {:<30} PROFILES",
-                "NODE", "ORCH", "WORKLOAD", "CONTAINER", "INTERFACE", "HOST VETH", "IPS"
+                "{:<16} {:<6} {:<24} {:<16} {:<10} {:<16} {:<30} {:<16} PORTS",
+                "NODE", "ORCH", "WORKLOAD", "CONTAINER", "INTERFACE", "HOST VETH", "IPS", "PROFILES"
             );
             for ep in endpoints {
-                let short: String = ep.container_id.chars().take(12).collect();
                 println!(
-                    "{:<16} {:<6} {:<24} {:<16} {:<10} {:<16} {:<30} {}",
+                    "{:<16} {:<6} {:<24} {:<16} {:<10} {:<16} {:<30} {:<16} {}",
                     ep.node,
                     ep.orchestrator,
                     ep.workload_id,
-                    short,
+                    crate::endpoint_cmd::short_id(&ep.container_id),
                     ep.ifname,
                     ep.host_veth,
                     ep.ips.join(","),
-                    ep.profiles.join(",")
+                    if ep.profiles.is_empty() { "-".to_owned() } else { ep.profiles.join(",") },
+                    crate::endpoint_cmd::ports(ep)
                 );
             }
         }

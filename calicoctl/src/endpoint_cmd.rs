@@ -58,20 +58,20 @@ pub fn run(store: &dyn Datastore, cmd: EndpointCommand) -> anyhow::Result<ExitCo
         }
         Output::Table => {
             println!(
-                "{:<16} {:<40} {:<8} {:<20} {:<16} {:<16} PORTS",
-                "NODE", "WORKLOAD", "IFNAME", "IPS", "HOST VETH", "PROFILES"
+                "{:<16} {:<40} {:<12} {:<8} {:<20} {:<16} {:<16} PORTS",
+                "NODE", "WORKLOAD", "CONTAINER", "IFNAME", "IPS", "HOST VETH", "PROFILES"
             );
             for ep in &endpoints {
-                let ports: Vec<String> = ep.port_mappings.iter().map(port).collect();
                 println!(
-                    "{:<16} {:<40} {:<8} {:<20} {:<16} {:<16} {}",
+                    "{:<16} {:<40} {:<12} {:<8} {:<20} {:<16} {:<16} {}",
                     ep.node,
                     format!("{}/{}", ep.orchestrator, ep.workload_id),
+                    short_id(&ep.container_id),
                     ep.ifname,
                     ep.ips.join(","),
                     ep.host_veth,
                     if ep.profiles.is_empty() { "-".to_owned() } else { ep.profiles.join(",") },
-                    if ports.is_empty() { "-".to_owned() } else { ports.join(",") }
+                    ports(ep)
                 );
             }
         }
@@ -84,6 +84,22 @@ fn port(m: &PortMapping) -> String {
     let addr = |ip: std::net::IpAddr| if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
     let host = m.host_ip.map(|h| format!("{}:", addr(h))).unwrap_or_default();
     format!("{host}{}/{}->{}:{}", m.host_port, m.protocol, addr(m.container_ip), m.container_port)
+}
+
+/// A container id as `docker ps` shows it: its first 12 characters (enough for
+/// `calicoctl container <C>`, which takes a unique prefix).
+pub fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+/// An endpoint's port mappings, comma-separated, or `-`.
+pub fn ports(ep: &model::endpoint::Endpoint) -> String {
+    let ports: Vec<String> = ep.port_mappings.iter().map(port).collect();
+    if ports.is_empty() {
+        "-".to_owned()
+    } else {
+        ports.join(",")
+    }
 }
 
 #[cfg(test)]

@@ -106,6 +106,11 @@ fn endpoint_show_lists_each_endpoints_port_mappings() {
         |id: &str| table.lines().find(|l| l.contains(id)).unwrap_or_else(|| panic!("no {id}: {table}")).to_owned();
     let host_v4 = calico_tests::netns::HOST_V4;
     assert!(table.starts_with("NODE") && table.lines().next().unwrap().ends_with("PORTS"), "{table}");
+    assert!(table.lines().next().unwrap().contains(" CONTAINER "), "{table}");
+    // The container id, which `calicoctl container <C>` takes, and the mappings, per container.
+    let shown = backend.ctl(&["container", "ep-mapped", "endpoint", "show"]).success().stdout.clone();
+    assert!(shown.lines().next().unwrap().ends_with("PORTS"), "{shown}");
+    assert!(shown.lines().nth(1).unwrap().ends_with(&format!("18400/tcp->{ip1}:80,{host_v4}:18401/udp->{ip1}:53")));
     assert!(line("ep-mapped").ends_with(&format!("18400/tcp->{ip1}:80,{host_v4}:18401/udp->{ip1}:53")), "{table}");
     assert!(line("ep-plain").ends_with(" -"), "{table}");
 
