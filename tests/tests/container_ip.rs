@@ -217,3 +217,36 @@ fn extra_addresses_are_reached_from_the_same_and_another_host() {
     let check = lab.ctl(0, &["ipam", "check"]);
     assert!(check.ok(), "ipam check after DEL: {check:#?}");
 }
+
+/// GC of an attachment the runtime no longer knows releases its extra addresses too, and
+/// takes them out of the tag sets.
+#[test]
+fn gc_releases_every_address_of_a_stale_attachment() {
+    let cni = CniHost::new(host(), &[POOL1, POOL2], json!({"name": "ipgc"}));
+    let conf = cni.conf("1.1.0", json!({"ipv4_pools": [POOL1]}));
+    let keep = add(&cni, &conf, "keep");
+    let stale = add(&cni, &conf, "stale");
+    let extra = added(&ctl(&cni, &["container", &stale.id, "ip", "add", POOL2]));
+    assert_eq!(cni.store.used(), 3);
+    let policy = || {
+        String::from_utf8_lossy(&cni.host.exec(&["nft", "list", "table", "inet", "calico-policy"]).stdout).into_owned()
+    };
+    assert!(policy().contains(&extra), "{}", policy());
+
+    let mut gc: Value = serde_json::from_slice(&conf).unwrap();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": keep.id, "ifname": "eth0"}]);
+    let inv = Invocation {
+        container_id: String::new(),
+        ifname: String::new(),
+        netns: String::new(),
+        ..cni.inv("GC", "", &keep.ns)
+    };
+    cni.run(&inv, &serde_json::to_vec(&gc).unwrap()).expect_ok();
+    assert_eq!(cni.store.used(), 1, "GC left an address of the stale attachment");
+    let table = policy();
+    assert!(!table.contains(&extra) && !table.contains(&stale.ip), "stale addresses left in the tag sets:\n{table}");
+    assert!(table.contains(&keep.ip), "{table}");
+
+    cni.run(&keep.add.with_command("DEL"), &conf).expect_ok();
+    cni.assert_nothing_left("GC, then DEL");
+}
