@@ -486,6 +486,13 @@ fn assert_forwarding() {
     assert_eq!(fwd.trim(), "1", "calico-cni's ADD should have turned net.ipv4.ip_forward on");
 }
 
+/// A shell line that sends `msg` to `addr:port` with `nc` (the command given), retried for
+/// about 5 s: the listener starts again after each connection (`while true; do nc -l ...`),
+/// and a connection that falls in between is refused.
+fn send_line(nc: &str, msg: &str, addr: &str, port: u16) -> String {
+    format!("for i in 1 2 3 4 5 6 7 8 9 10; do echo {msg} | {nc} -w 2 {addr} {port} && exit 0; sleep 0.5; done; exit 1")
+}
+
 #[test]
 fn containers_get_pool_addresses_and_reach_the_host_and_each_other() {
     let p = Podman::new(1);
@@ -524,10 +531,7 @@ fn host_port_reaches_the_container_through_chained_portmap() {
 
     // The container-facing path: another container to the host's address (PREROUTING DNAT),
     // retried while the listener starts.
-    let send = format!(
-        "for i in 1 2 3 4 5 6 7 8 9 10; do echo from-container | nc -w 2 {} {port} && exit 0; sleep 0.5; done; exit 1",
-        host.addr
-    );
+    let send = send_line("nc", "from-container", &host.addr, port);
     let out = p.run(&[], &["sh", "-c", &send]);
     assert!(out.status.success(), "client container: {}", text(&out));
     assert!(
@@ -540,7 +544,7 @@ fn host_port_reaches_the_container_through_chained_portmap() {
     // From the machine itself, to the same address (OUTPUT DNAT) and to 127.0.0.1 (portmap's
     // route_localnet + masquerade path).
     for (addr, msg) in [(host.addr.as_str(), "from-host"), ("127.0.0.1", "from-localhost")] {
-        let script = format!("echo {msg} | busybox nc -w 3 {addr} {port}");
+        let script = send_line("busybox nc", msg, addr, port);
         let out = Command::new("sh").args(["-c", &script]).output().expect("sh");
         assert!(out.status.success(), "nc {addr} {port}: {}", text(&out));
         assert!(wait_for(msg), "{addr}:{port} did not reach {server_ip}:80: {:?}", received());
@@ -636,15 +640,15 @@ fn host_port_mapped_by_calico_cni_alone_from_outside_the_host_and_hairpin() {
     assert!(wait_for("from-outside"), "outside -> {to} did not reach {server_ip}:80: {:?}", received());
 
     // From the machine itself (output DNAT), and hairpin: the container to its own mapping.
-    let script = format!("echo from-host | busybox nc -w 3 {} {port}", out.host);
+    let script = send_line("busybox nc", "from-host", &out.host, port);
     let sh = Command::new("sh").args(["-c", &script]).output().expect("sh");
     assert!(sh.status.success(), "nc {}:{port}: {}", out.host, text(&sh));
     assert!(wait_for("from-host"), "host -> {}:{port}: {:?}", out.host, received());
-    let script = format!("echo from-localhost | busybox nc -w 3 127.0.0.1 {port}");
+    let script = send_line("busybox nc", "from-localhost", "127.0.0.1", port);
     let sh = Command::new("sh").args(["-c", &script]).output().expect("sh");
     assert!(sh.status.success(), "nc 127.0.0.1:{port}: {}", text(&sh));
     assert!(wait_for("from-localhost"), "host -> 127.0.0.1:{port}: {:?}", received());
-    let hairpin = format!("echo from-itself | nc -w 3 {} {port}", out.host);
+    let hairpin = send_line("nc", "from-itself", &out.host, port);
     let ex = p.podman(&["exec", &server.name, "sh", "-c", &hairpin]);
     assert!(ex.status.success(), "hairpin: {}", text(&ex));
     assert!(wait_for("from-itself"), "hairpin to {}:{port}: {:?}", out.host, received());

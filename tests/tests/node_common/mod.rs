@@ -177,44 +177,20 @@ pub fn http_get(ns: &Netns, port: u16, path: &str) -> Option<(String, String)> {
     .flatten()
 }
 
-/// etcd in a namespace of its own, on the hosts' bridge.
+/// etcd in a namespace of its own, on the hosts' bridge: testkit's member, run there.
 pub struct EtcdNs {
-    pub proc: Proc,
-    pub dir: tempfile::TempDir,
+    /// Declared first, so dropped first: the member stops before its namespace goes.
+    pub etcd: calico_tests::etcd::Etcd,
     pub ns: Netns,
 }
 
 impl EtcdNs {
     pub fn url(&self) -> String {
-        format!("http://{ETCD_IP}:2379")
-    }
-
-    /// Start (again) on the same data directory.
-    pub fn start(&mut self) {
-        let url = self.url();
-        let log = File::options().create(true).append(true).open(self.dir.path().join("etcd.log")).expect("log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns.name])
-            .arg(calico_tests::etcd::etcd_binary())
-            .args(["--data-dir", &self.dir.path().join("data").display().to_string()])
-            .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
-            .args([
-                "--listen-peer-urls",
-                "http://127.0.0.1:2380",
-                "--initial-advertise-peer-urls",
-                "http://127.0.0.1:2380",
-            ])
-            .args(["--initial-cluster", "default=http://127.0.0.1:2380", "--log-level", "warn"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start etcd");
-        self.proc = Proc(Some(child));
+        self.etcd.client_url.clone()
     }
 
     pub fn stop(&mut self) {
-        self.proc.kill();
+        self.etcd.stop();
     }
 }
 
@@ -327,9 +303,7 @@ impl Lab {
         if router.is_some() {
             etcd_ns.ip(&["route", "add", "default", "via", "10.200.0.254"]);
         }
-        let dir = tempfile::Builder::new().prefix("calico-node-etcd-").tempdir().expect("tempdir");
-        let mut etcd = EtcdNs { proc: Proc(None), dir, ns: etcd_ns };
-        etcd.start();
+        let etcd = EtcdNs { etcd: calico_tests::etcd::Etcd::start_in(&etcd_ns, ETCD_IP), ns: etcd_ns };
         let mut hosts = Vec::new();
         for (s, count) in counts.iter().enumerate() {
             for i in 1..=*count {
@@ -428,11 +402,25 @@ impl Lab {
         serde_json::to_vec(&conf).expect("json")
     }
 
-    /// A container on host `i` added with calico-cni; returns its address.
+    /// A container on host `i` added with calico-cni; returns its address. An ADD that answers
+    /// CNI code 11 (try again later: etcd did not answer in time, which happens in the slow
+    /// emulated VM of the IPIP test) is tried again, as a runtime does, up to three times.
     pub fn add_container(&mut self, i: usize) -> String {
         let c = Netns::new(&format!("{}c", self.prefix));
         let inv = Invocation::new("ADD", &format!("ctr-{}", c.name)).netns(&c.path()).path(&self.bins.path());
-        let out = inv.run_in(&self.hosts[i].ns, &self.bins.plugin("calico"), &self.netconf(i));
+        let mut out = inv.run_in(&self.hosts[i].ns, &self.bins.plugin("calico"), &self.netconf(i));
+        for _ in 0..3 {
+            if out.ok() || !out.stdout.contains("\"code\":11,") {
+                break;
+            }
+            eprintln!(
+                "ADD on {} answered 11 (try again later), trying again: {}",
+                self.hosts[i].name,
+                out.stdout.trim()
+            );
+            std::thread::sleep(Duration::from_secs(1));
+            out = inv.run_in(&self.hosts[i].ns, &self.bins.plugin("calico"), &self.netconf(i));
+        }
         let result: Value = out.expect_ok();
         let ip = result_ips(&result)[0].clone();
         self.containers.push(c);
