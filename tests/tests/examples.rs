@@ -75,6 +75,14 @@ fn every_example_parses_and_says_what_it_claims() {
                 assert_eq!(conf.mtu, Some(1500), "{name}");
                 assert_eq!(entries[1]["capabilities"], json!({"portMappings": true}), "{name}");
             }
+            "podman-native-ports.conflist" => {
+                // cnitool-podman.conflist without portmap: calico-cni maps the ports itself.
+                assert_eq!(types(&entries), ["calico"], "{name}");
+                assert_eq!(entries[0]["capabilities"], json!({"portMappings": true}), "{name}");
+                assert_eq!(store.embedded_path(), Path::new("/var/lib/calico/calico-store.db"), "{name}");
+                assert_eq!(conf.ipam.ipv4_pools.iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.199.0.0/24"]);
+                assert_eq!(list["name"], "calico-podman", "{name}");
+            }
             "k8s-containerd.conflist" => {
                 assert_eq!(types(&entries), ["calico", "portmap", "bandwidth"], "{name}");
                 assert_eq!(store.etcd_endpoints, ["http://10.96.232.136:6666"], "{name}");
@@ -128,7 +136,8 @@ fn every_example_parses_and_says_what_it_claims() {
             "dual-stack.conflist",
             "etcd-tls.conflist",
             "k8s-containerd.conflist",
-            "mesos.conf"
+            "mesos.conf",
+            "podman-native-ports.conflist"
         ]
     );
 }

@@ -34,6 +34,7 @@ const POLICY_TABLE: &str = "table inet calico-policy";
 
 /// The example the chaining test uses too.
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../netconf-examples/cnitool-podman.conflist");
+const NATIVE_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../netconf-examples/podman-native-ports.conflist");
 
 /// One podman test at a time, across threads and processes: they share the machine's netns.
 /// An flock on this source file, which always exists, so the lock leaves nothing behind.
@@ -119,20 +120,21 @@ impl Drop for HostAddr {
     }
 }
 
-/// The example with this test's store and pool; `native`: calico-cni alone, mapping the
-/// ports itself (capability portMappings), without portmap.
+/// The example with this test's store and pool: cnitool-podman.conflist (calico, then
+/// portmap), or with `native` podman-native-ports.conflist (calico-cni alone, mapping the
+/// ports itself through the capability portMappings).
 fn conflist(store: &Backend, pool: &str, native: bool) -> Value {
-    let mut list: Value =
-        serde_json::from_str(&std::fs::read_to_string(EXAMPLE).expect(EXAMPLE)).expect("example JSON");
-    assert_eq!(list["plugins"][0]["type"], "calico", "{EXAMPLE}: calico must come first");
-    assert_eq!(list["plugins"][1]["type"], "portmap", "{EXAMPLE}: portmap must follow calico");
+    let file = if native { NATIVE_EXAMPLE } else { EXAMPLE };
+    let mut list: Value = serde_json::from_str(&std::fs::read_to_string(file).expect(file)).expect("example JSON");
+    assert_eq!(list["plugins"][0]["type"], "calico", "{file}: calico must come first");
+    if native {
+        assert_eq!(list["plugins"].as_array().map(Vec::len), Some(1), "{file}: calico alone");
+        list["name"] = json!("calico-podman-native");
+    } else {
+        assert_eq!(list["plugins"][1]["type"], "portmap", "{file}: portmap must follow calico");
+    }
     store.apply(&mut list["plugins"][0]);
     list["plugins"][0]["ipam"]["ipv4_pools"] = json!([pool]);
-    if native {
-        list["plugins"][0]["capabilities"] = json!({"portMappings": true});
-        list["plugins"] = json!([list["plugins"][0].clone()]);
-        list["name"] = json!("calico-podman-native");
-    }
     list
 }
 
