@@ -110,6 +110,45 @@ fn nat_outgoing_needs_the_profiles_outbound_allow() {
     cni.assert_nothing_left("after DEL");
 }
 
+/// IPv6 mappings (the `ports6` map: the host's own IPv6 address to the container's) and an
+/// SCTP one, on a dual-stack container; DEL removes them.
+#[test]
+fn ipv6_and_sctp_mappings_are_programmed_and_an_ipv6_one_is_reached() {
+    use calico_tests::netns::HOST_V6;
+    const POOL6: &str = "fd00:125::/112";
+    let (cni, _outside) = env();
+    cni.store.ctl(&["pool", "add", POOL6]).success();
+    let ctr = Netns::new("edge-c6");
+    let mut c: Value = serde_json::from_slice(&conf(
+        &cni,
+        PLAIN_POOL,
+        json!([{"hostPort": 18500, "containerPort": 80, "protocol": "tcp"},
+               {"hostPort": 18501, "containerPort": 9, "protocol": "sctp"}]),
+    ))
+    .unwrap();
+    c["ipam"]["assign_ipv6"] = json!(true);
+    c["ipam"]["ipv6_pools"] = json!([POOL6]);
+    let c = serde_json::to_vec(&c).unwrap();
+    let add = cni.inv("ADD", "edge-v6", &ctr);
+    let result = cni.run(&add, &c).expect_ok();
+    let ips = calico_tests::result_ips(&result);
+    let v6 = ips.iter().find(|ip| ip.contains(':')).expect("an IPv6 address").clone();
+
+    let table =
+        || String::from_utf8_lossy(&cni.host.exec(&["nft", "list", "table", "inet", "calico"]).stdout).into_owned();
+    let listed = table();
+    assert!(listed.contains(&format!("tcp . 18500 comment \"edgenet/edge-v6/eth0\" : {v6} . 80")), "{listed}");
+    assert!(listed.contains("sctp . 18501 "), "no SCTP mapping:\n{listed}");
+    // From the host itself to its own IPv6 address: output DNAT to the container's.
+    let peer = peer_of(&ctr, "[::]:80", || connect(&cni.host, &format!("[{HOST_V6}]:18500")));
+    assert!(peer.is_ipv6(), "{peer}");
+
+    cni.run(&add.with_command("DEL"), &c).expect_ok();
+    let listed = table();
+    assert!(!listed.contains("18500") && !listed.contains("18501"), "a mapping left after DEL:\n{listed}");
+    cni.assert_nothing_left("after DEL");
+}
+
 #[test]
 fn a_mapped_port_is_reached_from_outside_from_the_host_and_by_hairpin() {
     let (cni, outside) = env();
