@@ -386,8 +386,14 @@ fn vxlan_mtu_is_written_used_and_never_a_silent_drop() {
         assert!(c.ip(&["link", "show", "eth0"]).contains("mtu 1450"), "the MTU file's MTU");
         lab.containers.push(c);
     }
-    let h2 = &lab.hosts[1];
-    wait_for("the VXLAN route", Duration::from_secs(5), || h2.our_routes().contains("vxlan.calico"));
+    // Each host's route to the other's block (host1's is the one the pings below take).
+    for (h, other) in [(0, 1), (1, 0)] {
+        let block = block_of(&ips[other]);
+        let host = &lab.hosts[h];
+        wait_for(&format!("{}'s VXLAN route to {block}", host.name), Duration::from_secs(5), || {
+            host.our_routes().lines().any(|l| l.starts_with(&block) && l.contains("vxlan.calico"))
+        });
+    }
     let ping = |c: &Netns, size: &str, to: &str| {
         let out = c.exec(&["ping", "-c", "1", "-W", "2", "-M", "do", "-s", size, to]);
         (
