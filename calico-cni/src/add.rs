@@ -64,8 +64,6 @@ pub fn add<D: Dataplane>(req: &Request, ctx: &Context, deps: &Deps<'_, D>) -> Re
     }
 }
 
-/// The steps that change something, each followed by its undo: IPAM, the veth pair, the
-/// container side, the host side, the firewall, the endpoint record.
 /// What ADD read and checked before changing anything.
 struct Prepared {
     container_mac: Option<[u8; 6]>,
@@ -75,6 +73,8 @@ struct Prepared {
     found_profiles: Vec<Profile>,
 }
 
+/// The steps that change something, each followed by its undo: IPAM, the veth pair, the
+/// container side, the host side, the firewall, the endpoint record.
 fn attach<'a, D: Dataplane>(
     req: &'a Request,
     ctx: &Context,

@@ -108,20 +108,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// This host's node name, as calico-node chooses it: `$NODENAME`, else
-/// `/var/lib/calico/nodename`, else the hostname.
+/// This host's node name, by the rule calico-node and the plugins share
+/// ([`calico_netconf::CalicoConf::nodename`]): `$NODENAME`, else `/var/lib/calico/nodename`,
+/// else the hostname (lowercased).
 fn this_node() -> anyhow::Result<String> {
-    if let Ok(name) = std::env::var("NODENAME") {
-        if !name.trim().is_empty() {
-            return Ok(name.trim().to_owned());
-        }
-    }
-    for path in ["/var/lib/calico/nodename", "/proc/sys/kernel/hostname"] {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if !text.trim().is_empty() {
-                return Ok(text.trim().to_owned());
-            }
-        }
-    }
-    anyhow::bail!("cannot tell this host's node name: give it with --node NAME")
+    let conf = calico_netconf::CalicoConf { nodename: std::env::var("NODENAME").ok(), ..Default::default() };
+    anyhow::Context::context(conf.nodename(), "cannot tell this host's node name: give it with --node NAME")
 }
